@@ -1,0 +1,49 @@
+# Two entry points: `make demo` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint typecheck pytest pytest-sqlite pytest-postgres bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it, or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned, so nothing else can pull a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/switchboard demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: pytest-sqlite pytest-postgres
+
+pytest-sqlite: $(STAMP)
+	SWITCHBOARD_TEST_DB=sqlite $(BIN)/pytest -q
+
+# Runs only when a PostgreSQL server answers on 127.0.0.1:5432 (or TEST_POSTGRES_URL).
+pytest-postgres: $(STAMP)
+	@if $(BIN)/python -m tests.postgres_reachable; then \
+		SWITCHBOARD_TEST_DB=postgres $(BIN)/pytest -q; \
+	else \
+		echo "PostgreSQL not reachable: skipped the PostgreSQL run"; \
+	fi
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.intake
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

@@ -1,0 +1,49 @@
+"""The ``switchboard`` command line.
+
+Each module here adds its subcommands with ``register(subparsers)``; a subcommand sets
+``func`` to a function that takes the parsed arguments and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from bot.errors import ConfigError
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand registered."""
+    from adapters.cli import service, triage
+
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Answer customers' e-mail and messenger conversations from Slack threads.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="the TOML settings file (default: $SWITCHBOARD_CONFIG or switchboard.toml)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (service, triage):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``switchboard`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"switchboard: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

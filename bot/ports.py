@@ -1,0 +1,81 @@
+"""The interfaces between the core and the edges.
+
+Each is a small structural ``Protocol``: an adapter (or a test fake) satisfies it without
+inheriting anything, and mypy checks that it does.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.shapes import (
+    ConversationCard,
+    CustomerPost,
+    DeliveryState,
+    InboundMessage,
+    OutboundReply,
+    Triage,
+)
+
+
+class ChatPort(Protocol):
+    """Where conversations are shown and answered (Slack).
+
+    Every post carries ``marker`` (our own id for it) so that a retry after a crash can find an
+    earlier post with ``find_post`` instead of posting twice.
+    """
+
+    async def post_root(self, chat_channel: str, card: ConversationCard, *, marker: str) -> str:
+        """Post the root message of a conversation; returns its ts."""
+        ...
+
+    async def update_root(self, chat_channel: str, ts: str, card: ConversationCard) -> None:
+        """Redraw a root message in place."""
+        ...
+
+    async def post_in_thread(
+        self, chat_channel: str, thread_ts: str, post: CustomerPost, *, marker: str
+    ) -> str:
+        """Post a customer's message (text, then its attachments) in a thread; returns its ts."""
+        ...
+
+    async def post_notice(self, chat_channel: str, thread_ts: str, text: str) -> str:
+        """Post a short notice of ours in a thread (a failure reason, a pointer)."""
+        ...
+
+    async def find_post(self, chat_channel: str, thread_ts: str | None, marker: str) -> str | None:
+        """The ts of an earlier post of ours carrying ``marker``, if there is one."""
+        ...
+
+    async def show_delivery(self, chat_channel: str, ts: str, state: DeliveryState) -> None:
+        """Show the delivery state of an agent's reply on their message."""
+        ...
+
+    async def offer_undo(
+        self, chat_channel: str, thread_ts: str, user_id: str, reply_id: int, seconds: float
+    ) -> None:
+        """Show the agent (only them) that the reply goes out in ``seconds``, with an Undo button."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ``DeliveryError`` if the chat service is not reachable."""
+        ...
+
+
+class ReplySender(Protocol):
+    """Sends an agent's reply to a customer over one channel.
+
+    ``send`` returns the channel's id for what it sent (an e-mail Message-ID, a Telegram message
+    id). It is called again with the same reply after a crash, so it must derive everything it
+    sends from ``reply`` (an e-mail keeps the same Message-ID). Raises
+    ``TransientDeliveryError`` (retried with backoff) or ``PermanentDeliveryError``.
+    """
+
+    async def send(self, reply: OutboundReply) -> str: ...
+
+
+class Classifier(Protocol):
+    """Tags a message with skill, priority, language and sentiment."""
+
+    async def triage(self, message: InboundMessage) -> Triage: ...
+

@@ -1,0 +1,139 @@
+"""Value objects that cross between the adapters and the core.
+
+Adapters translate foreign objects (an e-mail message, a Telegram update, a Slack payload) into
+these shapes at their edge; nothing foreign is passed into ``bot/``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class ChannelKind(enum.StrEnum):
+    """The way a customer reaches us; replies go back the same way."""
+
+    EMAIL = "email"
+    TELEGRAM = "telegram"
+    WEBHOOK = "webhook"
+
+
+class Priority(enum.StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class DeliveryState(enum.StrEnum):
+    """What the agent sees on a reply they wrote in Slack."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message from a customer, as an adapter understood it.
+
+    ``external_id`` is the dedup key (e-mail Message-ID, Telegram update id, webhook event id).
+    ``thread_key`` names the conversation where the channel has one (Telegram chat id, webhook
+    conversation id). ``replies_to`` lists the e-mail Message-IDs this message answers
+    (In-Reply-To first, then References, newest first). ``conversation_token`` is the token
+    found in our own reply address or Message-ID, if the customer answered one of our mails.
+    """
+
+    channel: ChannelKind
+    external_id: str
+    sender_address: str
+    sender_name: str
+    subject: str
+    text: str
+    full_text: str
+    received_at: datetime
+    attachments: tuple[Attachment, ...] = ()
+    thread_key: str | None = None
+    replies_to: tuple[str, ...] = ()
+    conversation_token: str | None = None
+    is_automated: bool = False
+    automated_reason: str = ""
+    raw: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundReply:
+    """An agent's reply, ready for the adapter of the conversation's channel."""
+
+    reply_id: int
+    conversation_token: str
+    channel: ChannelKind
+    to_address: str
+    to_name: str
+    agent_name: str
+    text: str
+    subject: str
+    replies_to: tuple[str, ...] = ()
+    thread_key: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    """The tags triage gives a message."""
+
+    skill: str
+    confidence: float
+    priority: Priority = Priority.NORMAL
+    priority_reason: str = ""
+    language: str = ""
+    sentiment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationCard:
+    """What the root message of a conversation shows in Slack."""
+
+    short_id: str
+    channel: ChannelKind
+    customer_name: str
+    customer_address: str
+    subject: str
+    triage: Triage
+    status: str = "open"
+    owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerPost:
+    """A customer's message as it is shown in a conversation thread."""
+
+    message_id: int
+    sender_name: str
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    is_automated: bool = False
+    notice: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    """A message someone wrote in a conversation thread in Slack."""
+
+    chat_channel: str
+    thread_ts: str
+    ts: str
+    user_id: str
+    text: str
+    user_name: str = ""
+    is_bot: bool = False
+    attachments: tuple[Attachment, ...] = ()
