@@ -54,7 +54,7 @@ class ChatPort(Protocol):
     async def offer_undo(
         self, chat_channel: str, thread_ts: str, user_id: str, reply_id: int, seconds: float
     ) -> None:
-        """Show the agent (only them) that the reply goes out in ``seconds``, with an Undo button."""
+        """Tell the agent (only them) the reply goes out in ``seconds``, with an Undo button."""
         ...
 
     async def check(self) -> None:
@@ -78,4 +78,3 @@ class Classifier(Protocol):
     """Tags a message with skill, priority, language and sentiment."""
 
     async def triage(self, message: InboundMessage) -> Triage: ...
-

@@ -167,7 +167,8 @@ class _Reader:
         if kind is tuple:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return tuple(value)  # type: ignore[return-value]
-            self.fail(key, f"must be a list of strings, like {hint or '["a", "b"]'}")
+            example = hint or '["a", "b"]'
+            self.fail(key, f"must be a list of strings, like {example}")
             return default
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.fail(key, f"must be {_kind_name(kind)}{', like ' + hint if hint else ''}")
@@ -376,7 +377,8 @@ def _read_skills(raw: object, root: _Reader) -> list[SkillSettings]:
         return []
     skills: list[SkillSettings] = []
     for index, entry in enumerate(raw):
-        reader = _Reader(entry if isinstance(entry, dict) else {}, f"skills[{index}]", root.problems)
+        table = entry if isinstance(entry, dict) else {}
+        reader = _Reader(table, f"skills[{index}]", root.problems)
         name = reader.get("name", str, "")
         channel = reader.get("channel", str, "").lstrip("#")
         reader.check(
