@@ -1,0 +1,69 @@
+"""Opening the database and applying migrations (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise, connections
+from tortoise.migrations.api import migrate
+
+from bot.errors import ConfigError
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """Tortoise's configuration for ``database_url``."""
+    url = database_url.replace("postgresql://", "postgres://", 1)
+    if url.startswith("postgres://"):
+        url = url.replace("postgres://", "asyncpg://", 1)
+    return {
+        "connections": {"default": url},
+        "apps": {
+            "models": {
+                "models": ["models"],
+                "default_connection": "default",
+                "migrations": "models.migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+
+
+def _ensure_sqlite_folder(database_url: str) -> None:
+    if database_url.startswith("sqlite://"):
+        path = database_url.removeprefix("sqlite://")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def apply_migrations(database_url: str) -> None:
+    """Bring the schema up to date (idempotent)."""
+    _ensure_sqlite_folder(database_url)
+    try:
+        await migrate(config=tortoise_config(database_url))
+    except OSError as exc:
+        raise ConfigError(
+            "DATABASE_URL", f"cannot reach the database ({exc}); is it running?"
+        ) from exc
+    finally:
+        await connections.close_all(discard=True)
+
+
+@asynccontextmanager
+async def open_database(database_url: str, *, migrate_first: bool = True) -> AsyncIterator[None]:
+    """Connect for the service's lifetime, migrating first; closes every connection on exit."""
+    if migrate_first:
+        await apply_migrations(database_url)
+    _ensure_sqlite_folder(database_url)
+    await Tortoise.init(config=tortoise_config(database_url))
+    try:
+        yield
+    finally:
+        await connections.close_all()

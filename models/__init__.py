@@ -1,0 +1,197 @@
+"""What Switchboard stores: customers, conversations, messages, skills and jobs.
+
+Schema changes go through migrations in models/migrations (``switchboard migrate`` applies
+them; ``tortoise makemigrations`` writes new ones from these classes).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from tortoise import fields
+from tortoise.models import Model
+
+from bot.shapes import ChannelKind, DeliveryState, Priority
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Customer(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=255, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    identities: fields.ReverseRelation[Identity]
+    conversations: fields.ReverseRelation[Conversation]
+
+    class Meta:
+        table = "customers"
+
+
+class Identity(Model):
+    """One way to reach a customer: an e-mail address, a Telegram user, a webhook sender."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="identities", on_delete=fields.CASCADE
+    )
+    channel = fields.CharEnumField(ChannelKind, max_length=16)
+    address = fields.CharField(max_length=320)
+    display_name = fields.CharField(max_length=255, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "identities"
+        unique_together = (("channel", "address"),)
+
+
+class Skill(Model):
+    """A kind of request (billing, technical, ...) and the Slack channel that answers it."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    chat_channel = fields.CharField(max_length=128)
+    description = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "skills"
+
+
+class SkillExample(Model):
+    """A labelled example for triage: from the config, a reassignment or a confirmation."""
+
+    id = fields.IntField(primary_key=True)
+    skill = fields.CharField(max_length=64, db_index=True)
+    text = fields.TextField()
+    source = fields.CharField(max_length=32, default="config")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "skill_examples"
+
+
+class Conversation(Model):
+    id = fields.IntField(primary_key=True)
+    token = fields.CharField(max_length=16, unique=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="conversations", on_delete=fields.CASCADE
+    )
+    identity: fields.ForeignKeyRelation[Identity] = fields.ForeignKeyField(
+        "models.Identity", related_name="conversations", on_delete=fields.CASCADE
+    )
+    channel = fields.CharEnumField(ChannelKind, max_length=16)
+    thread_key = fields.CharField(max_length=255, null=True, db_index=True)
+    subject = fields.CharField(max_length=998, default="")
+    normalised_subject = fields.CharField(max_length=998, default="", db_index=True)
+    skill = fields.CharField(max_length=64, default="")
+    priority = fields.CharEnumField(Priority, max_length=16, default=Priority.NORMAL)
+    priority_reason = fields.CharField(max_length=255, default="")
+    language = fields.CharField(max_length=16, default="")
+    sentiment = fields.CharField(max_length=16, default="")
+    confidence = fields.FloatField(default=0.0)
+    status = fields.CharEnumField(ConversationStatus, max_length=16, default="open")
+    owner = fields.CharField(max_length=64, default="")
+    chat_channel = fields.CharField(max_length=128, null=True)
+    chat_thread_ts = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    last_inbound_at = fields.DatetimeField(null=True)
+
+    messages: fields.ReverseRelation[Message]
+
+    class Meta:
+        table = "conversations"
+        indexes = (("chat_channel", "chat_thread_ts"),)
+
+
+class Message(Model):
+    """One message in a conversation, either way.
+
+    ``dedup_key`` makes intake idempotent (``email:<Message-ID>``, ``slack:<channel>:<ts>``).
+    ``external_id`` is the id the outside system gave the message (our outbound e-mail's
+    Message-ID); ``chat_ts`` is where it is shown in Slack.
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="messages", on_delete=fields.CASCADE
+    )
+    direction = fields.CharEnumField(Direction, max_length=8)
+    channel = fields.CharEnumField(ChannelKind, max_length=16)
+    dedup_key = fields.CharField(max_length=512, unique=True, null=True)
+    external_id = fields.CharField(max_length=998, null=True, db_index=True)
+    sender_name = fields.CharField(max_length=255, default="")
+    sender_address = fields.CharField(max_length=320, default="")
+    author_id = fields.CharField(max_length=64, default="")
+    subject = fields.CharField(max_length=998, default="")
+    text = fields.TextField(default="")
+    full_text = fields.TextField(default="")
+    replies_to = fields.JSONField[list[str]](default=list)
+    raw_source = fields.BinaryField(null=True)
+    is_automated = fields.BooleanField(default=False)
+    automated_reason = fields.CharField(max_length=255, default="")
+    chat_ts = fields.CharField(max_length=32, null=True)
+    delivery_state = fields.CharEnumField(DeliveryState, max_length=16, null=True)
+    delivery_error = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    attachments: fields.ReverseRelation[StoredAttachment]
+
+    class Meta:
+        table = "messages"
+
+
+class StoredAttachment(Model):
+    id = fields.IntField(primary_key=True)
+    message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name="attachments", on_delete=fields.CASCADE
+    )
+    filename = fields.CharField(max_length=255)
+    content_type = fields.CharField(max_length=255)
+    size = fields.IntField()
+    data = fields.BinaryField()
+
+    class Meta:
+        table = "attachments"
+
+
+class Job(Model):
+    """A step of work after intake, retried with backoff until done.
+
+    Jobs with the same ``serial_key`` run one at a time, oldest first, so the messages of one
+    conversation reach Slack (and the customer) in order.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharField(max_length=32)
+    payload = fields.JSONField[dict[str, object]](default=dict)
+    serial_key = fields.CharField(max_length=64, db_index=True)
+    state = fields.CharEnumField(JobState, max_length=16, default=JobState.PENDING)
+    run_at = fields.DatetimeField()
+    attempts = fields.IntField(default=0)
+    locked_until = fields.DatetimeField(null=True)
+    locked_by = fields.CharField(max_length=64, default="")
+    last_error = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "jobs"
+        indexes = (("state", "run_at"), ("serial_key", "state"))
