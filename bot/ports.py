@@ -6,9 +6,11 @@ inheriting anything, and mypy checks that it does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from bot.shapes import (
+    Attachment,
     ConversationCard,
     CustomerPost,
     DeliveryState,
@@ -25,6 +27,10 @@ class ChatPort(Protocol):
     earlier post with ``find_post`` instead of posting twice.
     """
 
+    async def channel_id(self, name: str) -> str:
+        """The id of the channel called ``name`` (events name channels by id)."""
+        ...
+
     async def post_root(self, chat_channel: str, card: ConversationCard, *, marker: str) -> str:
         """Post the root message of a conversation; returns its ts."""
         ...
@@ -36,7 +42,13 @@ class ChatPort(Protocol):
     async def post_in_thread(
         self, chat_channel: str, thread_ts: str, post: CustomerPost, *, marker: str
     ) -> str:
-        """Post a customer's message (text, then its attachments) in a thread; returns its ts."""
+        """Post a customer's message in a thread; returns its ts."""
+        ...
+
+    async def upload_files(
+        self, chat_channel: str, thread_ts: str, attachments: Sequence[Attachment]
+    ) -> None:
+        """Upload files into a thread."""
         ...
 
     async def post_notice(self, chat_channel: str, thread_ts: str, text: str) -> str:
@@ -52,9 +64,12 @@ class ChatPort(Protocol):
         ...
 
     async def offer_undo(
-        self, chat_channel: str, thread_ts: str, user_id: str, reply_id: int, seconds: float
+        self, chat_channel: str, thread_ts: str, user_id: str, undo_token: str, seconds: float
     ) -> None:
-        """Tell the agent (only them) the reply goes out in ``seconds``, with an Undo button."""
+        """Tell the agent (only them) the reply goes out in ``seconds``, with an Undo button.
+
+        Pressing it hands ``undo_token`` back to ``Relay.undo``.
+        """
         ...
 
     async def check(self) -> None:

@@ -148,6 +148,7 @@ class Message(Model):
     is_automated = fields.BooleanField(default=False)
     automated_reason = fields.CharField(max_length=255, default="")
     chat_ts = fields.CharField(max_length=32, null=True)
+    chat_files_posted = fields.BooleanField(default=False)
     delivery_state = fields.CharEnumField(DeliveryState, max_length=16, null=True)
     delivery_error = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)

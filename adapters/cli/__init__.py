@@ -17,7 +17,8 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
-    from adapters.cli import service, triage
+    from adapters.cli.service import register as register_service
+    from adapters.cli.triage import register as register_triage
 
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -30,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TOML settings file (default: $SWITCHBOARD_CONFIG or switchboard.toml)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (service, triage):
-        module.register(subparsers)
+    for register in (register_service, register_triage):
+        register(subparsers)
     return parser
 
 

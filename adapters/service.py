@@ -1,0 +1,159 @@
+"""The running service: every edge wired to the core, started and stopped as one.
+
+``async with Service(settings) as service:`` connects the database (migrating it), starts the
+job runner, the HTTP app (Slack, /healthz, /metrics), the SMTP endpoint and, in Socket Mode,
+the Slack connection. Leaving the block stops accepting new work first, lets running jobs
+finish for a grace period and leaves the rest as jobs for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.email.sender import SmtpReplySender
+from adapters.email.server import IntakeHandler, start_smtp_server
+from adapters.slack.chat import SlackChat
+from adapters.slack.events import AgentDirectory, build_bolt_app
+from adapters.web import HealthCheck, build_web_app
+from bot.database import is_postgres, open_database
+from bot.intake import POST_INBOUND, Intake
+from bot.jobs import Clock, JobRunner, utcnow
+from bot.metrics import count_job
+from bot.pipeline import DELIVER_REPLY, DeliverReply, PostInbound
+from bot.ports import Classifier, ReplySender
+from bot.relay import Relay
+from bot.routing import FixedSkillClassifier, sync_skills
+from bot.settings import Settings
+from bot.shapes import ChannelKind
+from models import Job, JobState
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Switchboard, started by ``async with`` and stopped cleanly on exit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        classifier: Classifier | None = None,
+        clock: Clock = utcnow,
+        run_jobs: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.run_jobs = run_jobs
+        self.classifier: Classifier = classifier or FixedSkillClassifier(
+            settings.triage.default_skill
+        )
+        self.client = AsyncWebClient(
+            token=settings.slack.bot_token,
+            base_url=settings.slack.api_url or AsyncWebClient.BASE_URL,
+        )
+        self.chat = SlackChat(self.client)
+        senders: dict[ChannelKind, ReplySender] = {}
+        if settings.email.enabled:
+            senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
+        self.runner = JobRunner(
+            {
+                POST_INBOUND: PostInbound(self.chat, self.classifier, settings),
+                DELIVER_REPLY: DeliverReply(self.chat, senders),
+            },
+            settings.jobs,
+            clock=clock,
+            on_outcome=count_job,
+        )
+        self.intake = Intake(settings.threading, clock=clock, on_stored=self._wake_runner)
+        self.relay = Relay(self.chat, settings.replies, clock=clock, on_queued=self.runner.notify)
+        self.bolt = build_bolt_app(
+            client=self.client,
+            signing_secret=settings.slack.signing_secret,
+            relay=self.relay,
+            chat=self.chat,
+            directory=AgentDirectory(self.client),
+        )
+        self.http_port = 0
+        self.smtp_port = 0
+        self._stack = AsyncExitStack()
+
+    def _wake_runner(self, *_: object) -> None:
+        self.runner.notify()
+
+    async def __aenter__(self) -> Service:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start every part; on failure, ``__aenter__`` undoes what was started."""
+        settings = self.settings
+        await self._stack.enter_async_context(open_database(settings.database_url))
+        await sync_skills(settings)
+        if not is_postgres(settings.database_url):
+            # One process owns a SQLite file: jobs marked running were cut off by a crash or a
+            # stop, and can run again now instead of after their lease.
+            await Job.filter(state=JobState.RUNNING).update(
+                state=JobState.PENDING, locked_until=None
+            )
+        if self.run_jobs:
+            await self.runner.start()
+            self._stack.push_async_callback(self.runner.stop)
+
+        bolt = self.bolt if settings.slack.mode == "http" else None
+        web_app = build_web_app(bolt, HealthCheck(self.chat.check))
+        app_runner = web.AppRunner(web_app, access_log=None)
+        await app_runner.setup()
+        self._stack.push_async_callback(app_runner.cleanup)
+        site = web.TCPSite(app_runner, settings.service.http_host, settings.service.http_port)
+        await site.start()
+        self.http_port = _bound_port(site)
+
+        if settings.email.enabled:
+            handler = IntakeHandler(settings.email, self.intake)
+            server = await start_smtp_server(settings.email, handler)
+            self._stack.push_async_callback(_close_server, server)
+            self.smtp_port = server.sockets[0].getsockname()[1]
+
+        if settings.slack.mode == "socket":
+            socket = AsyncSocketModeHandler(self.bolt, settings.slack.app_token)
+            await socket.connect_async()  # type: ignore[no-untyped-call]
+            self._stack.push_async_callback(socket.close_async)
+        log.info(
+            "switchboard started",
+            extra={"http_port": self.http_port, "smtp_port": self.smtp_port},
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting work, let running jobs finish, close everything (idempotent)."""
+        await self._stack.aclose()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    assert server is not None
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()

@@ -1,0 +1,232 @@
+"""Slack as the core's ``ChatPort``: posts, lookups and reactions over the Web API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from adapters.slack import render
+from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.shapes import Attachment, ConversationCard, CustomerPost, DeliveryState
+
+MARKER_EVENT = "switchboard_post"
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+# Errors that a retry cannot fix; everything else (rate limits, 5xx, timeouts) is retried.
+_PERMANENT = {
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "missing_scope",
+    "is_archived",
+    "msg_too_long",
+    "invalid_blocks",
+    "no_text",
+}
+
+
+def _translate(method: str, exc: Exception) -> DeliveryError:
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        error = str(exc.response.get("error", "")) if exc.response.data else ""
+        if status == 429 or error == "ratelimited":
+            retry_after = float(exc.response.headers.get("Retry-After", "1"))
+            return TransientDeliveryError(f"Slack {method}: rate limited", retry_after)
+        if error in _PERMANENT:
+            return PermanentDeliveryError(f"Slack {method}: {error}")
+        return TransientDeliveryError(f"Slack {method}: {error or f'HTTP {status}'}")
+    return TransientDeliveryError(f"Slack {method}: {type(exc).__name__}: {exc}")
+
+
+class SlackChat:
+    """Implements ``bot.ports.ChatPort`` with slack_sdk's ``AsyncWebClient``."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self._channel_ids: dict[str, str] = {}
+
+    async def _call(self, method: str, **kwargs: Any) -> AsyncSlackResponse:
+        # The typed client methods know how each method wants its arguments (form or JSON).
+        call = getattr(self.client, method.replace(".", "_"))
+        try:
+            response: AsyncSlackResponse = await call(**kwargs)
+            return response
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(method, exc) from exc
+
+    async def channel_id(self, name: str) -> str:
+        """The id of a channel named in the config (ids are returned as they are)."""
+        name = name.lstrip("#")
+        if _CHANNEL_ID.match(name):
+            return name
+        if name not in self._channel_ids:
+            await self._load_channels()
+        if name not in self._channel_ids:
+            # Retried with a long delay: an admin can create the channel and nothing is lost.
+            raise TransientDeliveryError(
+                f"Slack channel #{name} does not exist or the app cannot see it: create it "
+                "and invite the Switchboard app, or map the skill to another channel",
+                retry_after=60,
+            )
+        return self._channel_ids[name]
+
+    async def _load_channels(self) -> None:
+        cursor = ""
+        while True:
+            response = await self._call(
+                "conversations.list",
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                cursor=cursor,
+            )
+            channels: list[dict[str, Any]] = response.get("channels", [])
+            for channel in channels:
+                self._channel_ids[channel["name"]] = channel["id"]
+            cursor = (response.get("response_metadata") or {}).get("next_cursor", "")
+            if not cursor:
+                return
+
+    async def _post(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
+        try:
+            return await self.client.chat_postMessage(
+                channel=channel, unfurl_links=False, unfurl_media=False, **kwargs
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") != "not_in_channel":
+                raise _translate("chat.postMessage", exc) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate("chat.postMessage", exc) from exc
+        # A public channel the app was not invited to: join it and try once more.
+        await self._call("conversations.join", channel=channel)
+        return await self._call(
+            "chat.postMessage", channel=channel, unfurl_links=False, unfurl_media=False, **kwargs
+        )
+
+    @staticmethod
+    def _metadata(marker: str) -> dict[str, Any]:
+        return {"event_type": MARKER_EVENT, "event_payload": {"marker": marker}}
+
+    async def post_root(self, chat_channel: str, card: ConversationCard, *, marker: str) -> str:
+        text, blocks = render.root_message(card)
+        response = await self._post(
+            chat_channel, text=text, blocks=blocks, metadata=self._metadata(marker)
+        )
+        return str(response["ts"])
+
+    async def update_root(self, chat_channel: str, ts: str, card: ConversationCard) -> None:
+        text, blocks = render.root_message(card)
+        await self._call("chat.update", channel=chat_channel, ts=ts, text=text, blocks=blocks)
+
+    async def post_in_thread(
+        self, chat_channel: str, thread_ts: str, post: CustomerPost, *, marker: str
+    ) -> str:
+        text, blocks = render.customer_message(post)
+        response = await self._post(
+            chat_channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks,
+            metadata=self._metadata(marker),
+        )
+        return str(response["ts"])
+
+    async def upload_files(
+        self, chat_channel: str, thread_ts: str, attachments: Sequence[Attachment]
+    ) -> None:
+        """Upload attachments into a thread."""
+        uploads = [
+            {"content": a.data, "filename": a.filename, "title": a.filename} for a in attachments
+        ]
+        try:
+            await self.client.files_upload_v2(
+                channel=chat_channel, thread_ts=thread_ts, file_uploads=uploads
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate("files.upload", exc) from exc
+
+    async def post_notice(self, chat_channel: str, thread_ts: str, text: str) -> str:
+        response = await self._post(chat_channel, thread_ts=thread_ts, text=text)
+        return str(response["ts"])
+
+    async def find_post(self, chat_channel: str, thread_ts: str | None, marker: str) -> str | None:
+        if thread_ts is None:
+            response = await self._call(
+                "conversations.history", channel=chat_channel, include_all_metadata=True, limit=200
+            )
+        else:
+            response = await self._call(
+                "conversations.replies",
+                channel=chat_channel,
+                ts=thread_ts,
+                include_all_metadata=True,
+                limit=1000,
+            )
+        messages: list[dict[str, Any]] = response.get("messages", [])
+        for message in messages:
+            metadata = message.get("metadata") or {}
+            if (
+                metadata.get("event_type") == MARKER_EVENT
+                and (metadata.get("event_payload") or {}).get("marker") == marker
+            ):
+                return str(message["ts"])
+        return None
+
+    async def show_delivery(self, chat_channel: str, ts: str, state: DeliveryState) -> None:
+        for other, reaction in render.DELIVERY_REACTION.items():
+            if other is not state:
+                await self._react("reactions.remove", chat_channel, ts, reaction)
+        await self._react("reactions.add", chat_channel, ts, render.DELIVERY_REACTION[state])
+
+    async def _react(self, method: str, chat_channel: str, ts: str, name: str) -> None:
+        call = getattr(self.client, method.replace(".", "_"))
+        try:
+            await call(channel=chat_channel, timestamp=ts, name=name)
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("already_reacted", "no_reaction"):
+                return
+            raise _translate(method, exc) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _translate(method, exc) from exc
+
+    async def offer_undo(
+        self, chat_channel: str, thread_ts: str, user_id: str, undo_token: str, seconds: float
+    ) -> None:
+        text, blocks = render.undo_message(seconds, undo_token)
+        await self._call(
+            "chat.postEphemeral",
+            channel=chat_channel,
+            thread_ts=thread_ts,
+            user=user_id,
+            text=text,
+            blocks=blocks,
+        )
+
+    async def tell(self, chat_channel: str, user_id: str, text: str, thread_ts: str = "") -> None:
+        """Answer one person only (an ephemeral message)."""
+        kwargs: dict[str, Any] = {"channel": chat_channel, "user": user_id, "text": text}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        await self._call("chat.postEphemeral", **kwargs)
+
+    async def check(self) -> None:
+        await self._call("auth.test")
+
+    async def download(self, url: str) -> bytes:
+        """Fetch a file an agent posted (Slack wants the bot token for it)."""
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+                session.get(url, headers=headers) as response,
+            ):
+                response.raise_for_status()
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"Slack file download: {exc}") from exc

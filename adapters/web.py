@@ -1,0 +1,73 @@
+"""The one aiohttp app: Slack's requests, /healthz and /metrics.
+
+Slack requests are verified by bolt's signature middleware before any listener runs: an
+unsigned or stale request gets 401 and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot.errors import DeliveryError
+from bot.jobs import queue_depth
+from bot.metrics import JOB_QUEUE_DEPTH
+from models import Job
+
+# Slack is asked at most this often by /healthz, so a tight probe does not hit its rate limit.
+_SLACK_CHECK_SECONDS = 30.0
+
+
+class HealthCheck:
+    """Answers whether the database and Slack are reachable."""
+
+    def __init__(self, slack_check: Callable[[], Awaitable[None]]) -> None:
+        self.slack_check = slack_check
+        self._slack_checked_at = 0.0
+        self._slack_status = "unknown"
+
+    async def report(self) -> tuple[bool, dict[str, str]]:
+        report: dict[str, str] = {}
+        try:
+            await Job.filter(id=0).exists()
+            report["database"] = "ok"
+        except Exception as exc:
+            report["database"] = f"unreachable: {exc}"
+        now = time.monotonic()
+        if now - self._slack_checked_at > _SLACK_CHECK_SECONDS or self._slack_status != "ok":
+            try:
+                await self.slack_check()
+                self._slack_status = "ok"
+            except DeliveryError as exc:
+                self._slack_status = f"unreachable: {exc.reason}"
+            self._slack_checked_at = now
+        report["slack"] = self._slack_status
+        return all(v == "ok" for v in report.values()), report
+
+
+def build_web_app(bolt: AsyncApp | None, health: HealthCheck) -> web.Application:
+    """The service's HTTP routes."""
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+
+    async def slack(request: web.Request) -> web.Response:
+        if bolt is None:
+            raise web.HTTPNotFound(text="Slack runs in Socket Mode on this service")
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(request: web.Request) -> web.Response:
+        healthy, report = await health.report()
+        return web.json_response(report, status=200 if healthy else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        JOB_QUEUE_DEPTH.set(await queue_depth())
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_post("/slack/events", slack)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

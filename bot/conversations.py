@@ -1,0 +1,82 @@
+"""Which conversation an inbound message belongs to.
+
+In order: the Message-IDs it answers (In-Reply-To, References), the token in our own reply
+address or Message-ID, the channel's thread key (Telegram chat, webhook conversation), and
+for e-mail the same sender writing about the same subject within the configured window.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import datetime, timedelta
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from bot.settings import ThreadingSettings
+from bot.shapes import ChannelKind, InboundMessage
+from bot.subjects import normalise_subject
+from models import Conversation, ConversationStatus, Identity, Message
+
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_token() -> str:
+    """A conversation token: unguessable, short enough for a reply address."""
+    return "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(10))
+
+
+def short_id(conversation: Conversation) -> str:
+    """The id people use in Slack to name a conversation."""
+    return conversation.token[:6]
+
+
+async def find_conversation(
+    message: InboundMessage,
+    identity: Identity,
+    threading: ThreadingSettings,
+    now: datetime,
+    conn: BaseDBAsyncClient,
+) -> Conversation | None:
+    """The conversation ``message`` continues, or None if it starts a new one."""
+    if message.replies_to:
+        earlier = (
+            await Message.filter(external_id__in=message.replies_to, channel=message.channel)
+            .using_db(conn)
+            .order_by("-id")
+            .first()
+            .prefetch_related("conversation")
+        )
+        if earlier is not None:
+            return earlier.conversation
+    if message.conversation_token:
+        found = await Conversation.filter(token=message.conversation_token).using_db(conn).first()
+        if found is not None:
+            return found
+    if message.thread_key:
+        return (
+            await Conversation.filter(
+                identity_id=identity.id,
+                thread_key=message.thread_key,
+                status=ConversationStatus.OPEN,
+            )
+            .using_db(conn)
+            .order_by("-id")
+            .first()
+        )
+    if message.channel is ChannelKind.EMAIL and threading.subject_window_hours > 0:
+        subject = normalise_subject(message.subject)
+        if subject:
+            since = now - timedelta(hours=threading.subject_window_hours)
+            return (
+                await Conversation.filter(
+                    identity_id=identity.id,
+                    normalised_subject=subject,
+                    status=ConversationStatus.OPEN,
+                    last_inbound_at__gte=since,
+                )
+                .using_db(conn)
+                .order_by("-id")
+                .first()
+            )
+    return None

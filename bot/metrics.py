@@ -1,0 +1,29 @@
+"""Prometheus metrics: messages in and out by channel, job outcomes, queue depth."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+MESSAGES_IN = Counter(
+    "switchboard_messages_in_total",
+    "Inbound customer messages, by channel and outcome (accepted, duplicate).",
+    ["channel", "outcome"],
+)
+MESSAGES_OUT = Counter(
+    "switchboard_messages_out_total",
+    "Agent replies, by channel and outcome (sent, failed).",
+    ["channel", "outcome"],
+)
+JOB_OUTCOMES = Counter(
+    "switchboard_job_outcomes_total",
+    "Finished job runs, by kind and outcome (done, retried, failed).",
+    ["kind", "outcome"],
+)
+JOB_QUEUE_DEPTH = Gauge(
+    "switchboard_job_queue_depth", "Jobs waiting or running, as of the last scrape."
+)
+
+
+def count_job(kind: str, outcome: str) -> None:
+    """Count a job run's outcome (the job runner's ``on_outcome``)."""
+    JOB_OUTCOMES.labels(kind, outcome).inc()

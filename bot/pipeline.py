@@ -1,0 +1,241 @@
+"""The jobs after intake: post a customer's message to Slack, deliver an agent's reply.
+
+Both are safe to repeat. Every Slack post carries a marker (our id for it) and its ts is stored
+right after the post, so a retry after a crash first looks for the earlier post; a sent reply
+is recorded before its delivery state is shown, so a retry never sends it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from bot.conversations import short_id
+from bot.errors import DeliveryError, PermanentDeliveryError
+from bot.metrics import MESSAGES_OUT
+from bot.ports import ChatPort, Classifier, ReplySender
+from bot.routing import channel_for
+from bot.settings import Settings
+from bot.shapes import (
+    Attachment,
+    ChannelKind,
+    ConversationCard,
+    CustomerPost,
+    DeliveryState,
+    InboundMessage,
+    OutboundReply,
+    Triage,
+)
+from models import Conversation, Direction, Job, Message, StoredAttachment
+
+log = logging.getLogger(__name__)
+
+DELIVER_REPLY = "deliver_reply"
+
+
+def _message_id(job: Job) -> int:
+    value = job.payload["message_id"]
+    assert isinstance(value, int)
+    return value
+
+
+async def _attachments(message: Message) -> tuple[Attachment, ...]:
+    stored = await StoredAttachment.filter(message_id=message.id).order_by("id")
+    return tuple(Attachment(a.filename, a.content_type, bytes(a.data)) for a in stored)
+
+
+async def _has_files(message: Message) -> bool:
+    return await StoredAttachment.filter(message_id=message.id).exists()
+
+
+def card_for(conversation: Conversation) -> ConversationCard:
+    """What the root message of ``conversation`` shows."""
+    identity = conversation.identity
+    return ConversationCard(
+        short_id=short_id(conversation),
+        channel=conversation.channel,
+        customer_name=identity.display_name,
+        customer_address=identity.address,
+        subject=conversation.subject,
+        triage=Triage(
+            skill=conversation.skill,
+            confidence=conversation.confidence,
+            priority=conversation.priority,
+            priority_reason=conversation.priority_reason,
+            language=conversation.language,
+            sentiment=conversation.sentiment,
+        ),
+        status=conversation.status.value,
+        owner=conversation.owner,
+    )
+
+
+def inbound_of(message: Message, attachments: tuple[Attachment, ...]) -> InboundMessage:
+    """A stored inbound message, in the shape triage reads."""
+    return InboundMessage(
+        channel=message.channel,
+        external_id=message.external_id or "",
+        sender_address=message.sender_address,
+        sender_name=message.sender_name,
+        subject=message.subject,
+        text=message.text,
+        full_text=message.full_text,
+        received_at=message.created_at,
+        attachments=attachments,
+        replies_to=tuple(message.replies_to),
+        is_automated=message.is_automated,
+        automated_reason=message.automated_reason,
+    )
+
+
+class PostInbound:
+    """Shows a customer's message in Slack: triage and a root post first, then the thread."""
+
+    def __init__(self, chat: ChatPort, classifier: Classifier, settings: Settings) -> None:
+        self.chat = chat
+        self.classifier = classifier
+        self.settings = settings
+
+    async def run(self, job: Job) -> None:
+        message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
+        if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
+            return
+        conversation = message.conversation
+        attachments = await _attachments(message)
+        retrying = job.attempts > 1
+        if conversation.chat_thread_ts is None:
+            await self._open_thread(conversation, inbound_of(message, attachments), retrying)
+        assert conversation.chat_channel is not None
+        assert conversation.chat_thread_ts is not None
+        marker = f"message-{message.id}"
+        ts = message.chat_ts
+        if ts is None and retrying:
+            ts = await self.chat.find_post(
+                conversation.chat_channel, conversation.chat_thread_ts, marker
+            )
+        if ts is None:
+            post = CustomerPost(
+                message_id=message.id,
+                sender_name=message.sender_name or message.sender_address,
+                text=message.text,
+                attachments=attachments,
+                is_automated=message.is_automated,
+                notice=message.automated_reason,
+            )
+            ts = await self.chat.post_in_thread(
+                conversation.chat_channel, conversation.chat_thread_ts, post, marker=marker
+            )
+        message.chat_ts = ts
+        await message.save(update_fields=["chat_ts"])
+        if attachments and not message.chat_files_posted:
+            # Files have no marker to look them up by; the flag is saved right after the upload,
+            # so only a crash in that instant could upload them twice.
+            await self.chat.upload_files(
+                conversation.chat_channel, conversation.chat_thread_ts, attachments
+            )
+            message.chat_files_posted = True
+            await message.save(update_fields=["chat_files_posted"])
+
+    async def _open_thread(
+        self, conversation: Conversation, first: InboundMessage, retrying: bool
+    ) -> None:
+        triage = await self.classifier.triage(first)
+        skill, channel_name = await channel_for(triage.skill, self.settings)
+        chat_channel = await self.chat.channel_id(channel_name)
+        conversation.skill = skill
+        conversation.confidence = triage.confidence
+        conversation.priority = triage.priority
+        conversation.priority_reason = triage.priority_reason[:255]
+        conversation.language = triage.language
+        conversation.sentiment = triage.sentiment
+        marker = f"conversation-{conversation.id}"
+        ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
+        if ts is None:
+            ts = await self.chat.post_root(chat_channel, card_for(conversation), marker=marker)
+        conversation.chat_channel = chat_channel
+        conversation.chat_thread_ts = ts
+        await conversation.save()
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        # Slack itself is what failed, so there is no thread to tell; the log and the metrics
+        # carry it, and the message stays stored for a replay.
+        log.error("could not post message to Slack", extra={"job": job.id, "reason": reason})
+
+
+class DeliverReply:
+    """Sends an agent's reply through the channel the customer used, then shows the outcome."""
+
+    def __init__(self, chat: ChatPort, senders: Mapping[ChannelKind, ReplySender]) -> None:
+        self.chat = chat
+        self.senders = senders
+
+    async def run(self, job: Job) -> None:
+        message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
+        conversation = message.conversation
+        if message.delivery_state is DeliveryState.CANCELLED:
+            return
+        if message.delivery_state is not DeliveryState.SENT:
+            reply = await self._reply(message, conversation)
+            sender = self.senders.get(conversation.channel)
+            if sender is None:
+                raise PermanentDeliveryError(
+                    f"replies over {conversation.channel.value} are not set up on this service"
+                )
+            message.external_id = await sender.send(reply)
+            message.delivery_state = DeliveryState.SENT
+            message.delivery_error = ""
+            await message.save(update_fields=["external_id", "delivery_state", "delivery_error"])
+            MESSAGES_OUT.labels(conversation.channel.value, "sent").inc()
+        if conversation.chat_channel and message.chat_ts:
+            await self.chat.show_delivery(
+                conversation.chat_channel, message.chat_ts, DeliveryState.SENT
+            )
+
+    async def _reply(self, message: Message, conversation: Conversation) -> OutboundReply:
+        inbound = await Message.filter(
+            conversation_id=conversation.id, direction=Direction.INBOUND
+        ).order_by("-id")
+        if inbound and all(m.is_automated for m in inbound):
+            raise PermanentDeliveryError(
+                "not sent: this conversation holds only automatic mail (auto-replies or "
+                "bounces), and answering those can start a mail loop"
+            )
+        latest = inbound[0] if inbound else None
+        replies_to: tuple[str, ...] = ()
+        if latest is not None and latest.external_id:
+            replies_to = (latest.external_id, *latest.replies_to)
+        identity = conversation.identity
+        return OutboundReply(
+            reply_id=message.id,
+            conversation_token=conversation.token,
+            channel=conversation.channel,
+            to_address=identity.address,
+            to_name=identity.display_name,
+            agent_name=message.sender_name,
+            text=message.text,
+            subject=conversation.subject,
+            replies_to=tuple(dict.fromkeys(replies_to)),
+            thread_key=conversation.thread_key,
+            attachments=await _attachments(message),
+        )
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        message = await Message.get(id=_message_id(job)).prefetch_related("conversation")
+        message.delivery_state = DeliveryState.FAILED
+        message.delivery_error = reason
+        await message.save(update_fields=["delivery_state", "delivery_error"])
+        conversation = message.conversation
+        MESSAGES_OUT.labels(conversation.channel.value, "failed").inc()
+        if not (conversation.chat_channel and conversation.chat_thread_ts and message.chat_ts):
+            return
+        try:
+            await self.chat.show_delivery(
+                conversation.chat_channel, message.chat_ts, DeliveryState.FAILED
+            )
+            await self.chat.post_notice(
+                conversation.chat_channel,
+                conversation.chat_thread_ts,
+                f"The reply above was not delivered: {reason}",
+            )
+        except DeliveryError as exc:
+            log.error("could not show a failed delivery in Slack", extra={"reason": exc.reason})

@@ -1,0 +1,47 @@
+"""Where a conversation is shown: the Slack channel of its skill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.settings import Settings
+from bot.shapes import InboundMessage, Triage
+from models import Skill
+
+#: The skill triage answers when it is not confident enough: a person decides.
+TRIAGE_SKILL = "triage"
+
+
+@dataclass(frozen=True, slots=True)
+class FixedSkillClassifier:
+    """Tags every message with one skill; used when no model is loaded."""
+
+    skill: str
+
+    async def triage(self, message: InboundMessage) -> Triage:
+        return Triage(skill=self.skill, confidence=1.0)
+
+
+async def sync_skills(settings: Settings) -> None:
+    """Create the configured skills that are not stored yet.
+
+    Stored skills win over the file afterwards, so a channel an admin mapped in Slack stays
+    mapped across restarts.
+    """
+    for skill in settings.skills:
+        await Skill.get_or_create(
+            name=skill.name,
+            defaults={"chat_channel": skill.channel, "description": skill.description},
+        )
+
+
+async def channel_for(skill: str, settings: Settings) -> tuple[str, str]:
+    """The (skill, Slack channel) a conversation tagged ``skill`` goes to."""
+    if skill == TRIAGE_SKILL:
+        return skill, settings.slack.triage_channel
+    stored = await Skill.get_or_none(name=skill)
+    if stored is None:
+        stored = await Skill.get_or_none(name=settings.triage.default_skill)
+    if stored is None:
+        return TRIAGE_SKILL, settings.slack.triage_channel
+    return stored.name, stored.chat_channel
