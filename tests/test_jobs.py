@@ -1,0 +1,168 @@
+"""The durable job queue: retries, backoff, Retry-After, ordering per conversation, leases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.jobs import JobRunner, cancel_pending, enqueue, queue_depth
+from bot.settings import JobSettings
+from models import Job, JobState
+
+SETTINGS = JobSettings(
+    workers=4, lease_seconds=60, max_attempts=3, backoff_base_seconds=2, backoff_max_seconds=60
+)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Recorder:
+    """A handler that fails as told and remembers what it ran."""
+
+    failures: list[Exception] = field(default_factory=list)
+    ran: list[int] = field(default_factory=list)
+    gave_up: list[tuple[int, str]] = field(default_factory=list)
+
+    async def run(self, job: Job) -> None:
+        self.ran.append(job.id)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        self.gave_up.append((job.id, reason))
+
+
+async def state_of(job: Job) -> Job:
+    return await Job.get(id=job.id)
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_job_runs_once_and_is_done() -> None:
+    clock = Clock()
+    recorder = Recorder()
+    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    job = await enqueue("post", {"message_id": 1}, serial_key="c1", now=clock())
+
+    await runner.run_until_idle()
+    await runner.run_until_idle()
+
+    assert recorder.ran == [job.id]
+    assert (await state_of(job)).state is JobState.DONE
+    assert await queue_depth() == 0
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_transient_failure_is_retried_after_backoff_and_retry_after() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[TransientDeliveryError("Slack: rate limited", retry_after=30)])
+    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    job = await enqueue("post", {}, serial_key="c1", now=clock())
+
+    await runner.run_until_idle()
+    waiting = await state_of(job)
+    assert waiting.state is JobState.PENDING
+    assert waiting.last_error == "Slack: rate limited"
+    assert waiting.run_at >= clock() + timedelta(seconds=30)
+
+    clock.advance(29)
+    await runner.run_until_idle()
+    assert recorder.ran == [job.id]
+
+    clock.advance(2)
+    await runner.run_until_idle()
+    assert recorder.ran == [job.id, job.id]
+    assert (await state_of(job)).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_permanent_failure_gives_up_at_once_and_says_why() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[PermanentDeliveryError("mailbox unknown")])
+    runner = JobRunner({"deliver": recorder}, SETTINGS, clock=clock)
+    job = await enqueue("deliver", {}, serial_key="r1", now=clock())
+
+    await runner.run_until_idle()
+
+    assert recorder.gave_up == [(job.id, "mailbox unknown")]
+    failed = await state_of(job)
+    assert failed.state is JobState.FAILED
+    assert failed.last_error == "mailbox unknown"
+
+
+@pytest.mark.usefixtures("db")
+async def test_repeated_transient_failures_give_up_after_max_attempts() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[TransientDeliveryError("relay down")] * 5)
+    runner = JobRunner({"deliver": recorder}, SETTINGS, clock=clock)
+    job = await enqueue("deliver", {}, serial_key="r1", now=clock())
+
+    for _ in range(5):
+        await runner.run_until_idle()
+        clock.advance(120)
+
+    assert len(recorder.ran) == SETTINGS.max_attempts
+    assert len(recorder.gave_up) == 1
+    assert "gave up after 3 attempts: relay down" in recorder.gave_up[0][1]
+    assert (await state_of(job)).state is JobState.FAILED
+
+
+@pytest.mark.usefixtures("db")
+async def test_jobs_of_one_conversation_run_in_order_even_across_retries() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[TransientDeliveryError("Slack 500")])
+    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    first = await enqueue("post", {}, serial_key="c1", now=clock())
+    second = await enqueue("post", {}, serial_key="c1", now=clock())
+    other = await enqueue("post", {}, serial_key="c2", now=clock())
+
+    await runner.run_until_idle()
+    # The first failed and waits; the second must wait behind it, other conversations not.
+    assert recorder.ran == [first.id, other.id]
+
+    clock.advance(10)
+    await runner.run_until_idle()
+    assert recorder.ran == [first.id, other.id, first.id, second.id]
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_job_held_by_a_dead_worker_is_taken_over_after_its_lease() -> None:
+    clock = Clock()
+    dead = JobRunner({"post": Recorder()}, SETTINGS, clock=clock)
+    job = await enqueue("post", {}, serial_key="c1", now=clock())
+    assert [j.id for j in await dead.claim(1)] == [job.id]
+
+    recorder = Recorder()
+    alive = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    assert await alive.claim(1) == []
+
+    clock.advance(SETTINGS.lease_seconds + 1)
+    await alive.run_until_idle()
+    assert recorder.ran == [job.id]
+    assert (await state_of(job)).attempts == 2
+
+
+@pytest.mark.usefixtures("db")
+async def test_only_a_pending_job_can_be_cancelled() -> None:
+    clock = Clock()
+    later = await enqueue("deliver", {}, serial_key="r1", run_at=clock() + timedelta(seconds=10))
+    running = await enqueue("deliver", {}, serial_key="r2", now=clock())
+    await JobRunner({}, SETTINGS, clock=clock).claim(1)
+
+    assert await cancel_pending(later.id) is True
+    assert await cancel_pending(running.id) is False
+    assert (await state_of(later)).state is JobState.CANCELLED
