@@ -67,3 +67,8 @@ async def open_database(database_url: str, *, migrate_first: bool = True) -> Asy
         yield
     finally:
         await connections.close_all()
+
+
+# For tortoise's own CLI, to write a migration after changing models/:
+#   .venv/bin/tortoise -c bot.database.TORTOISE_ORM makemigrations --name what_changed
+TORTOISE_ORM = tortoise_config("sqlite://:memory:")

@@ -3,16 +3,22 @@ settings built from TOML, and the loopback stand-ins for Slack and the SMTP rela
 
 from __future__ import annotations
 
+import asyncio
 import os
+import smtplib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from adapters.email.sink import SmtpSink
-
+from adapters.service import Service
+from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from bot.database import open_database
 from bot.settings import Settings, settings_from_toml
 from tests.postgres_reachable import ADMIN_URL
@@ -54,7 +60,9 @@ async def db(database_url: str) -> AsyncIterator[str]:
         yield database_url
 
 
-def toml_for(*, relay_port: int = 25, extra: str = "", undo_seconds: float = 0) -> str:
+def toml_for(
+    *, relay_port: int = 25, extra: str = "", email_extra: str = "", undo_seconds: float = 0
+) -> str:
     skills = "\n".join(
         f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
         for name, channel in SKILL_CHANNELS.items()
@@ -69,6 +77,7 @@ listen_port = 0
 support_address = "support@shop.example"
 support_name = "Shop Support"
 accept_domains = ["help.shop.example"]
+{email_extra}
 
 [email.relay]
 host = "127.0.0.1"
@@ -113,8 +122,7 @@ def make_settings(database_url: str) -> SettingsFactory:
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackSandbox]:
     """The Slack Web API on loopback, with the skills' channels created."""
-    from adapters.slack.sandbox import SlackSandbox
-    sandbox = SlackSandbox(token=BOT_TOKEN)
+    sandbox = SlackSandbox(bot_token=BOT_TOKEN)
     await sandbox.start()
     for channel in [*SKILL_CHANNELS.values(), "support-triage"]:
         sandbox.add_channel(channel)
@@ -127,3 +135,81 @@ async def relay() -> AsyncIterator[SmtpSink]:
     """The outbound mail relay on loopback; it keeps what it receives."""
     async with SmtpSink() as sink:
         yield sink
+
+
+AGENT = "U0AGENT1"
+
+
+@dataclass
+class Harness:
+    """A running service with its loopback Slack and mail relay, and ways to play people."""
+
+    service: Service
+    slack: SlackSandbox
+    relay: SmtpSink
+    events: SlackEvents
+
+    async def send_mail(self, message: EmailMessage | bytes, *, to: str = "") -> None:
+        """Deliver a mail to the service's SMTP port with smtplib (raises on refusal)."""
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", self.service.smtp_port, timeout=10) as client:
+                if isinstance(message, bytes):
+                    client.sendmail("customer@example.org", [to or "support@shop.example"], message)
+                else:
+                    client.send_message(message, to_addrs=[to or "support@shop.example"])
+
+        await asyncio.to_thread(send)
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Wait until no job is waiting or running."""
+        await eventually(_queue_empty, timeout=timeout)
+
+    async def agent_replies(
+        self, channel: str, thread_ts: str, text: str, *, user: str = AGENT
+    ) -> str:
+        """An agent writes in a thread (Slack records it, then sends the signed event)."""
+        posted = self.slack.post_as_user(channel, user, text, thread_ts=thread_ts)
+        response = await self.events.send_message_event(channel, posted["ts"])
+        assert response.status == 200, response.body
+        return str(posted["ts"])
+
+
+async def _queue_empty() -> bool:
+    from bot.jobs import queue_depth
+
+    return await queue_depth() == 0
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds (fails the test after ``timeout`` seconds)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink, **settings: object
+) -> AsyncIterator[Harness]:
+    """The service on the test's database, talking to the loopback Slack and relay."""
+    slack.add_user(AGENT, "anna", real_name="Anna Agent", display_name="Anna")
+    built = make_settings(api_url=slack.api_url, relay_port=relay.port, **settings)
+    async with Service(built) as service:
+        events = SlackEvents(
+            slack,
+            events_url=f"http://127.0.0.1:{service.http_port}/slack/events",
+            signing_secret=SIGNING_SECRET,
+        )
+        yield Harness(service, slack, relay, events)
+
+
+@pytest.fixture
+async def harness(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> AsyncIterator[Harness]:
+    """The service with default test settings (no undo window)."""
+    async with running(make_settings, slack, relay) as started:
+        yield started

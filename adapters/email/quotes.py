@@ -3,22 +3,27 @@
 Handles the reply styles of common mail clients in English and German: "On <date>, X wrote:" and
 "Am <date> schrieb X:" attributions (also wrapped over two or three lines), ">" quotes, Outlook's
 "-----Original Message-----" / "-----Ursprüngliche Nachricht-----" and "____" separators, header
-blocks ("From: ... Sent: ..." / "Von: ... Gesendet: ..."), the "-- " signature delimiter and the
-one-line signatures of mobile mail apps. Bottom-posted and interleaved answers keep their text;
-only the quoted lines between them go.
+blocks ("From: ... Sent: ..." / "Von: ... Gesendet: ...", also in French, Spanish and Russian),
+the "-- " signature delimiter and the one-line signatures of mobile mail apps. Bottom-posted and
+interleaved answers keep their text; only the quoted lines between them go.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 
 _QUOTED = re.compile(r"^\s*>")
 
+# The lookahead wants a digit (the date), so that "Am Montag schrieb ich Ihnen:" is not taken.
 _ATTRIBUTION = re.compile(
-    r"^[\s>*_-]*(?:on\s.{1,250}\swrote|am\s.{1,250}\sschrieb(?:\s.{0,250})?)\s*:[\s*_]*$",
+    r"^(?=.*\d)[\s>*_-]*(?:on\s.{1,250}\swrote|am\s.{1,250}\sschrieb(?:\s.{0,250})?)\s*:[\s*_]*$",
     re.IGNORECASE,
 )
 _ATTRIBUTION_START = re.compile(r"^[\s>*_-]*(?:on|am)\s", re.IGNORECASE)
+# Mail clients put a time or an address in their attribution; a customer's sentence such as
+# "On 3 March the courier wrote:" has neither, and what follows it is their own text.
+_CLIENT_ATTRIBUTION = re.compile(r"@|\d{1,2}:\d{2}")
 
 # Words that end a client's attribution line in languages we do not parse in full.
 _ATTRIBUTION_VERB = re.compile(
@@ -32,23 +37,31 @@ _SEPARATOR = re.compile(
     re.IGNORECASE,
 )
 
+# Header names as Outlook and webmailers write them in English, German, French, Spanish, Russian.
 _HEADER_LINE = re.compile(
-    r"^[\s*_]*(from|von|sent|gesendet|date|datum|to|an|cc|subject|betreff)[\s*_]*:",
+    r"^[\s*_]*(from|von|de|от|sent|gesendet|envoyé|enviado|отправлено|date|datum|дата"
+    r"|to|an|à|para|кому|cc|subject|betreff|objet|asunto|тема)[\s*_]*:",
     re.IGNORECASE,
 )
-_HEADER_FROM = frozenset({"from", "von"})
-_HEADER_WHEN = frozenset({"sent", "gesendet", "date", "datum"})
+_HEADER_FROM = frozenset({"from", "von", "de", "от"})
+_HEADER_WHEN = frozenset(
+    {"sent", "gesendet", "envoyé", "enviado", "отправлено", "date", "datum", "дата"}
+)
 
 _SIGNATURE_DELIMITER = re.compile(r"^--\s?$")
+# A horizontal rule ("* * *" from HTML, a line of dashes) left over above a cut-off quote.
+_RULE = re.compile(r"^\s*(?:[-_*]\s*){3,}$")
 
 _MOBILE_SIGNATURE = re.compile(
     r"^\s*(?:"
     r"sent from my (?:iphone|ipad|ipod|android|blackberry|samsung|galaxy|huawei|xiaomi|pixel"
     r"|mobile|smartphone|phone|tablet)\b.{0,60}"
-    r"|sent (?:from|with|via) (?:mail|outlook|yahoo mail|gmail|proton ?mail|aol|the samsung)\b.{0,80}"
+    r"|sent (?:from|with|via) (?:mail|outlook|yahoo mail|gmail|proton ?mail|aol|the samsung)\b"
+    r".{0,80}"
     r"|get outlook for (?:ios|android)\b.{0,80}"
     r"|von meinem .{1,60} gesendet"
-    r"|gesendet (?:von|mit|über) (?:meinem|der|dem|mail|outlook|yahoo|gmx|web\.de|t-online)\b.{0,80}"
+    r"|gesendet (?:von|mit|über) (?:meinem|der|dem|mail|outlook|yahoo|gmx|web\.de|t-online)\b"
+    r".{0,80}"
     r"|diese nachricht wurde von meinem .{1,80} gesendet"
     r")[.!]?\s*$",
     re.IGNORECASE,
@@ -63,45 +76,47 @@ def strip_quotes(text: str) -> str:
     """The new part of a reply: quotes, attributions and signatures removed (or all of it)."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
+    in_quote = False
     index = 0
     while index < len(lines):
         line = lines[index]
         if _QUOTED.match(line):
-            if not _previous_is_quoted(lines, index):
+            if not in_quote:
                 _drop_attribution(kept)
+                # What follows the quote is a paragraph of its own.
+                kept.append("")
+            in_quote = True
             index += 1
             continue
+        if line.strip():
+            in_quote = False
         attribution = _attribution_length(lines, index)
-        if attribution:
-            if not _next_is_quoted(lines, index + attribution):
-                break
+        if attribution and _next_is_quoted(lines, index + attribution):
             index += attribution
             continue
+        if attribution and _CLIENT_ATTRIBUTION.search(" ".join(lines[index : index + attribution])):
+            break
         if _SEPARATOR.match(line) or _starts_header_block(lines, index):
             break
-        if _SIGNATURE_DELIMITER.match(line) and any(kept_line.strip() for kept_line in kept):
+        if _SIGNATURE_DELIMITER.match(line):
             break
         if not _MOBILE_SIGNATURE.match(line):
             kept.append(line.rstrip())
         index += 1
-    new = _tidy("\n".join(kept))
-    return new or _tidy(text)
+    while kept and (not kept[-1].strip() or _RULE.match(kept[-1])):
+        kept.pop()
+    new = tidy_lines("\n".join(kept))
+    return new or tidy_lines(text)
 
 
-def _tidy(text: str) -> str:
+def tidy_lines(text: str) -> str:
+    """Text with Unix newlines, no trailing spaces, no runs of blank lines, none at either end."""
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
-def _previous_is_quoted(lines: list[str], index: int) -> bool:
-    for line in reversed(lines[:index]):
-        if line.strip():
-            return bool(_QUOTED.match(line))
-    return False
-
-
 def _next_is_quoted(lines: list[str], index: int) -> bool:
-    for line in lines[index:]:
+    for line in itertools.islice(lines, index, None):
         if line.strip():
             return bool(_QUOTED.match(line))
     return False

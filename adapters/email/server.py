@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 _PARSE_IN_THREAD_BYTES = 512 * 1024
 
 
+class TolerantSMTP(SMTP):
+    """aiosmtpd's SMTP, taking the long lines that real mail clients send.
+
+    RFC 5321 caps a line at 1,000 octets, but mail with HTML on one line is common and
+    refusing it would lose a customer's message; a 64 KiB line still bounds memory.
+    """
+
+    line_length_limit = 64 * 1024
+
+
 class IntakeHandler:
     """aiosmtpd's handler hooks: check recipients, then store each message durably."""
 
@@ -98,7 +108,7 @@ async def start_smtp_server(
     context = tls_context(settings)
 
     def protocol() -> SMTP:
-        return SMTP(
+        return TolerantSMTP(
             handler,
             data_size_limit=settings.max_message_bytes,
             enable_SMTPUTF8=True,

@@ -227,6 +227,14 @@ class SlackChat:
                 session.get(url, headers=headers) as response,
             ):
                 response.raise_for_status()
+                # Slack answers a download it refuses with its sign-in page, status 200.
+                if response.content_type == "text/html" and "/files" in url:
+                    body = await response.read()
+                    if b"<!DOCTYPE html>" in body[:100]:
+                        raise PermanentDeliveryError(
+                            "Slack refused the file download: the app needs the files:read scope"
+                        )
+                    return body
                 return await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientDeliveryError(f"Slack file download: {exc}") from exc

@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.chat import SlackChat
+from adapters.slack.render import plain_text
 from bot.errors import DeliveryError
 from bot.relay import Outcome, Relay
 from bot.shapes import AgentMessage, Attachment
@@ -92,7 +93,7 @@ def build_bolt_app(
             ts=str(event["ts"]),
             user_id=str(event["user"]),
             user_name=await directory.name_of(str(event["user"])),
-            text=str(event.get("text") or ""),
+            text=plain_text(str(event.get("text") or "")),
             attachments=tuple(attachments),
         )
         result = await relay.on_agent_message(message)

@@ -7,6 +7,8 @@ Everything a customer wrote goes through ``escape`` first: Slack reads ``<!chann
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from bot.shapes import ChannelKind, ConversationCard, CustomerPost, DeliveryState, Priority
@@ -44,6 +46,36 @@ DELIVERY_REACTION = {
 def escape(text: str) -> str:
     """Make customer text inert in Slack: no mentions, no disguised links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_SLACK_REFERENCE = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+
+
+def plain_text(text: str, names: Mapping[str, str] | None = None) -> str:
+    """What an agent typed, as a customer should read it: Slack's markup turned into text.
+
+    ``<@U123>`` becomes ``@name`` (from ``names``), ``<#C1|general>`` ``#general``,
+    ``<https://x|label>`` ``label (https://x)``, and ``&amp;``, ``&lt;``, ``&gt;`` their
+    characters again.
+    """
+    names = names or {}
+
+    def replace(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        if target.startswith("@"):
+            return "@" + (label or names.get(target[1:], target[1:]))
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        if target.startswith("!"):
+            return "@" + (label or target[1:].split("^")[0])
+        if target.startswith("mailto:"):
+            return label or target.removeprefix("mailto:")
+        if label and label != target:
+            return f"{label} ({target})"
+        return target
+
+    unlinked = _SLACK_REFERENCE.sub(replace, text)
+    return unlinked.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _chunks(text: str) -> list[str]:

@@ -102,6 +102,7 @@ class Migration(migrations.Migration):
                 ('is_automated', fields.BooleanField(default=False)),
                 ('automated_reason', fields.CharField(default='', max_length=255)),
                 ('chat_ts', fields.CharField(null=True, max_length=32)),
+                ('chat_files_posted', fields.BooleanField(default=False)),
                 ('delivery_state', fields.CharEnumField(null=True, description='PENDING: pending\nSENT: sent\nFAILED: failed\nCANCELLED: cancelled', enum_type=DeliveryState, max_length=16)),
                 ('delivery_error', fields.TextField(default='', unique=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),

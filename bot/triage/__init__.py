@@ -1,0 +1,19 @@
+"""Triage: skill, priority, language and sentiment for each inbound message.
+
+``TriageEngine`` (engine.py) is what the service uses; the pieces are the encoder (encoder.py,
+transformers or ONNX Runtime), the classifiers over its embeddings (classifier.py), the priority
+rules (priority.py), language detection (language.py), the shipped example sets (examples.py) and
+the evaluation behind ``switchboard triage eval`` (evaluation.py).
+"""
+
+from bot.triage.engine import TRIAGE_SKILL, EngineStats, TriageEngine
+from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
+
+__all__ = [
+    "TRIAGE_SKILL",
+    "EngineStats",
+    "PriorityRules",
+    "PrioritySignals",
+    "TriageEngine",
+    "decide_priority",
+]

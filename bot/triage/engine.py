@@ -1,0 +1,368 @@
+"""The triage engine: skill, priority, language and sentiment for every inbound message.
+
+``TriageEngine.load`` loads the encoder once (in a worker thread) and trains the classifiers from
+the configured skills, the shipped defaults and what the team taught. ``triage`` satisfies
+``bot.ports.Classifier``: concurrent calls are collected into one batch, and the batch runs in a
+worker thread, so the event loop never waits for the model. ``learn`` records a labelled example
+and retrains in the background once no new example has come for ``retrain_delay`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.settings import SkillSettings, TriageSettings
+from bot.shapes import InboundMessage, Priority, Triage
+from bot.triage.classifier import EmbeddingClassifier, Prediction
+from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
+from bot.triage.examples import Example, default_skills, labelled_sets, skill_examples
+from bot.triage.language import LanguageDetector
+from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
+
+log = logging.getLogger(__name__)
+
+#: The skill of a message triage is not sure about: it goes to the triage channel.
+TRIAGE_SKILL = "triage"
+
+#: Subject and text are cut here before encoding (the encoder sees at most 256 tokens anyway).
+MAX_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What the model read in one message, before the rules."""
+
+    skill: Prediction
+    priority: Prediction
+    sentiment: Prediction
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Models:
+    skill: EmbeddingClassifier
+    priority: EmbeddingClassifier
+    sentiment: EmbeddingClassifier
+
+
+@dataclass(slots=True)
+class _Job:
+    text: str
+    future: asyncio.Future[_Reading]
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for logs, metrics and tests."""
+
+    messages: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    retrains: int = 0
+    examples: int = 0
+    last_retrain_seconds: float = 0.0
+    skills: tuple[str, ...] = field(default_factory=tuple)
+
+
+def message_text(message: InboundMessage) -> str:
+    """The text triage reads: the subject, then what the customer wrote."""
+    return f"{message.subject.strip()}\n{message.text.strip()}".strip()[:MAX_CHARS]
+
+
+#: Embeddings of training texts, per loaded encoder: rebuilding an engine on the same encoder
+#: (a configuration reload, the tests) encodes nothing twice.
+_TRAINING_EMBEDDINGS: weakref.WeakKeyDictionary[
+    SentenceEncoder, dict[str, npt.NDArray[np.float32]]
+] = weakref.WeakKeyDictionary()
+
+
+class _Trainer:
+    """Fits the classifiers (blocking) and remembers embeddings of texts it has seen."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self.encoder = encoder
+        self._cache = _TRAINING_EMBEDDINGS.setdefault(encoder, {})
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, row in zip(missing, self.encoder.encode(missing), strict=True):
+                self._cache[text] = row
+        if not texts:
+            return np.zeros((0, self.encoder.info.dimensions), np.float32)
+        return np.stack([self._cache[t] for t in texts]).astype(np.float32)
+
+    def fit(self, examples: Sequence[Example]) -> EmbeddingClassifier:
+        embeddings = self.embed([e.text for e in examples])
+        return EmbeddingClassifier.fit(embeddings, [e.label for e in examples])
+
+
+class TriageEngine:
+    """Tags messages with skill, priority, language and sentiment; learns from the team."""
+
+    def __init__(
+        self,
+        settings: TriageSettings,
+        trainer: _Trainer,
+        models: _Models,
+        examples: list[Example],
+        languages: LanguageDetector,
+        *,
+        rules: PriorityRules,
+        retrain_delay: float,
+        batch_window: float,
+        max_batch: int,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.stats = EngineStats(examples=len(examples), skills=models.skill.labels)
+        self._trainer = trainer
+        self._models = models
+        self._examples = examples
+        self._languages = languages
+        self._retrain_delay = retrain_delay
+        self._batch_window = batch_window
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._dirty = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._closed = False
+        self._tasks = [
+            asyncio.create_task(self._run_batches(), name="triage-batches"),
+            asyncio.create_task(self._retrain_when_taught(), name="triage-retrain"),
+        ]
+
+    @classmethod
+    async def load(
+        cls,
+        settings: TriageSettings,
+        skills: Sequence[SkillSettings],
+        *,
+        extra_examples: Sequence[tuple[str, str]] = (),
+        rules: PriorityRules | None = None,
+        encoder: SentenceEncoder | None = None,
+        backend: Backend = "auto",
+        retrain_delay: float = 5.0,
+        batch_window: float = 0.002,
+        max_batch: int = 256,
+    ) -> TriageEngine:
+        """Load the encoder and train from the skills, the defaults and ``extra_examples``.
+
+        ``encoder`` reuses one that is already loaded (tests, benchmarks); otherwise
+        ``settings.model`` is loaded with ``backend``.
+        """
+        examples = skill_examples(skills, default_skills(), extra_examples)
+        if not examples:
+            raise ValueError("no skill has a description or examples to learn from")
+
+        def build() -> tuple[_Trainer, _Models, LanguageDetector]:
+            started = time.perf_counter()
+            trainer = _Trainer(encoder or SentenceEncoder.load(settings.model, backend=backend))
+            sets = labelled_sets()
+            models = _Models(
+                skill=trainer.fit(examples),
+                priority=trainer.fit(sets["priority"]),
+                sentiment=trainer.fit(sets["sentiment"]),
+            )
+            languages = LanguageDetector()
+            log.info(
+                "triage ready: %s (%s), %d examples for %d skills in %.1f s",
+                trainer.encoder.info.model,
+                trainer.encoder.info.backend,
+                len(examples),
+                len(models.skill.labels),
+                time.perf_counter() - started,
+            )
+            return trainer, models, languages
+
+        trainer, models, languages = await asyncio.to_thread(build)
+        return cls(
+            settings,
+            trainer,
+            models,
+            examples,
+            languages,
+            rules=rules or PriorityRules(),
+            retrain_delay=retrain_delay,
+            batch_window=batch_window,
+            max_batch=max_batch,
+        )
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        return self._trainer.encoder
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        """The skills the classifier currently knows."""
+        return self._models.skill.labels
+
+    async def triage(
+        self, message: InboundMessage, *, follow_ups: int = 0, waiting_hours: float = 0.0
+    ) -> Triage:
+        """Tag ``message``; ``follow_ups`` and ``waiting_hours`` describe its conversation."""
+        text = message_text(message)
+        reading = await self._read(text)
+        priority, reason = decide_priority(
+            PrioritySignals(
+                text=text,
+                sender_address=message.sender_address,
+                model_priority=Priority(reading.priority.label),
+                model_confidence=reading.priority.confidence,
+                sentiment=reading.sentiment.label,
+                sentiment_confidence=reading.sentiment.confidence,
+                follow_ups=follow_ups,
+                waiting_hours=waiting_hours,
+            ),
+            self.rules,
+        )
+        confident = reading.skill.confidence >= self.settings.min_confidence
+        return Triage(
+            skill=reading.skill.label if confident else TRIAGE_SKILL,
+            confidence=round(reading.skill.confidence, 4),
+            priority=priority,
+            priority_reason=reason,
+            language=reading.language,
+            sentiment=reading.sentiment.label,
+        )
+
+    async def learn(self, skill: str, text: str) -> None:
+        """Remember that ``text`` belongs to ``skill``; the classifier is retrained soon."""
+        if self._closed:
+            raise RuntimeError("the triage engine is closed")
+        if not text.strip():
+            return
+        self._examples.append(Example(skill, text[:MAX_CHARS]))
+        self._settled.clear()
+        self._dirty.set()
+
+    async def settled(self) -> None:
+        """Wait until every example taught so far is in the classifier."""
+        await self._settled.wait()
+
+    async def aclose(self) -> None:
+        """Stop the batch and retrain tasks; waiting callers get ``RuntimeError``."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the triage engine is closed"))
+        self._settled.set()
+
+    async def __aenter__(self) -> TriageEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _read(self, text: str) -> _Reading:
+        if self._closed:
+            raise RuntimeError("the triage engine is closed")
+        future: asyncio.Future[_Reading] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(text, future))
+        return await future
+
+    async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            # Whatever queued up while the last batch ran joins this one; then a short window
+            # for callers that are just about to arrive.
+            deadline = loop.time() + self._batch_window
+            while len(batch) < self._max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [job for job in batch if not job.future.done()]
+            if not batch:
+                continue
+            try:
+                readings = await asyncio.to_thread(self._read_batch, [j.text for j in batch])
+            except Exception as exc:
+                log.exception("triage batch of %d messages failed", len(batch))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.messages += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for job, reading in zip(batch, readings, strict=True):
+                if not job.future.done():
+                    job.future.set_result(reading)
+
+    def _read_batch(self, texts: list[str]) -> list[_Reading]:
+        """Encode and classify a batch (blocking; runs in a worker thread)."""
+        models = self._models
+        embeddings = self.encoder.encode(texts)
+        skills = models.skill.predict(embeddings)
+        priorities = models.priority.predict(embeddings)
+        sentiments = models.sentiment.predict(embeddings)
+        return [
+            _Reading(skill, priority, sentiment, self._languages.detect(text))
+            for text, skill, priority, sentiment in zip(
+                texts, skills, priorities, sentiments, strict=True
+            )
+        ]
+
+    async def _retrain_when_taught(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dirty.wait()
+            first = loop.time()
+            # Debounce: a lead moving ten conversations in a row causes one retrain, not ten;
+            # a steady stream still retrains at least every ten delays.
+            while loop.time() - first < self._retrain_delay * 10:
+                self._dirty.clear()
+                try:
+                    await asyncio.wait_for(self._dirty.wait(), self._retrain_delay)
+                except TimeoutError:
+                    break
+            self._dirty.clear()
+            examples = list(self._examples)
+            started = time.perf_counter()
+            try:
+                skill = await asyncio.to_thread(self._trainer.fit, examples)
+            except Exception:
+                log.exception("retraining triage on %d examples failed", len(examples))
+            else:
+                models = self._models
+                self._models = _Models(skill, models.priority, models.sentiment)
+                self.stats.retrains += 1
+                self.stats.examples = len(examples)
+                self.stats.skills = skill.labels
+                self.stats.last_retrain_seconds = time.perf_counter() - started
+                log.info(
+                    "triage retrained on %d examples in %.2f s",
+                    len(examples),
+                    self.stats.last_retrain_seconds,
+                )
+            if not self._dirty.is_set():
+                self._settled.set()

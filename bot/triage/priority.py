@@ -1,0 +1,173 @@
+"""How loud a message is: the model's reading combined with the team's rules.
+
+The model hears urgency (trained on config/triage_examples.toml) and the customer's mood; the
+rules add what the text alone cannot tell: who is writing (VIP customers and domains), words the
+team always treats as pressing, how often the customer has followed up, and how long they have
+waited. Every factor that applied is named in the reason, e.g. "urgent: 'Server down', VIP domain".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bot.shapes import Priority
+
+_ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
+
+
+_TONES = {
+    Priority.URGENT: "urgent tone",
+    Priority.HIGH: "pressing tone",
+    Priority.LOW: "casual tone",
+}
+
+
+def _rank(priority: Priority) -> int:
+    return _ORDER.index(priority)
+
+
+def _raised(priority: Priority, steps: int = 1, *, cap: Priority = Priority.URGENT) -> Priority:
+    """``priority`` raised by ``steps``, but never past ``cap`` (and never lowered)."""
+    target = min(_rank(priority) + steps, _rank(cap))
+    return _ORDER[max(target, _rank(priority))]
+
+
+def _at_least(priority: Priority, floor: Priority) -> Priority:
+    return _ORDER[max(_rank(priority), _rank(floor))]
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityRules:
+    """The team's rules on top of the model; every field has a sensible default.
+
+    Keywords match case-insensitively at the start of a word, so "dringend" also finds
+    "dringender"; write German compounds out ("serverausfall").
+    """
+
+    vip_domains: tuple[str, ...] = ()
+    vip_customers: tuple[str, ...] = ()
+    urgent_keywords: tuple[str, ...] = (
+        "server down",
+        "site down",
+        "is down",
+        "outage",
+        "data loss",
+        "security incident",
+        "hacked",
+        "emergency",
+        "urgent",
+        "asap",
+        "dringend",
+        "notfall",
+        "serverausfall",
+        "systemausfall",
+        "totalausfall",
+        "datenverlust",
+        "gehackt",
+        "sicherheitsvorfall",
+        "geht gar nichts",
+    )
+    high_keywords: tuple[str, ...] = (
+        "lawyer",
+        "legal action",
+        "chargeback",
+        "cancel my contract",
+        "third time",
+        "anwalt",
+        "rechtliche schritte",
+        "kündige",
+        "dritten mal",
+    )
+    low_keywords: tuple[str, ...] = ("no rush", "no hurry", "keine eile", "unsubscribe", "abmelden")
+    #: The model's urgency counts from this probability on.
+    model_min_confidence: float = 0.5
+    #: Negative sentiment this sure raises the priority one step, at most to high.
+    negative_min_confidence: float = 0.6
+    #: This many follow-ups (customer messages after the first, unanswered) raise one step.
+    follow_ups_to_raise: int = 2
+    waiting_hours_high: float = 24.0
+    waiting_hours_urgent: float = 72.0
+
+
+@lru_cache(maxsize=64)
+def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern finding any of ``words`` at the start of a word."""
+    alternatives = "|".join(re.escape(w.strip()) for w in words if w.strip())
+    return re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE) if alternatives else None
+
+
+def _find(words: tuple[str, ...], text: str) -> str:
+    pattern = _keyword_pattern(words)
+    found = pattern.search(text) if pattern else None
+    return found.group(0) if found else ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrioritySignals:
+    """Everything priority is decided from, for one message."""
+
+    text: str
+    sender_address: str = ""
+    model_priority: Priority = Priority.NORMAL
+    model_confidence: float = 0.0
+    sentiment: str = "neutral"
+    sentiment_confidence: float = 0.0
+    follow_ups: int = 0
+    waiting_hours: float = 0.0
+
+
+def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Priority, str]:
+    """The priority and its reason (empty for a plain normal message)."""
+    level = Priority.NORMAL
+    reasons: list[str] = []
+
+    if signals.model_confidence >= rules.model_min_confidence:
+        level = signals.model_priority
+        if level in _TONES:
+            reasons.append(_TONES[level])
+
+    urgent_hit = _find(rules.urgent_keywords, signals.text)
+    high_hit = _find(rules.high_keywords, signals.text)
+    low_hit = _find(rules.low_keywords, signals.text)
+    if urgent_hit:
+        level = Priority.URGENT
+        reasons.insert(0, f"'{urgent_hit}'")
+    elif high_hit:
+        level = _at_least(level, Priority.HIGH)
+        reasons.insert(0, f"'{high_hit}'")
+    elif low_hit and level == Priority.NORMAL:
+        level = Priority.LOW
+        reasons.append(f"'{low_hit}'")
+
+    if (
+        signals.sentiment == "negative"
+        and signals.sentiment_confidence >= rules.negative_min_confidence
+    ):
+        level = _raised(level, cap=Priority.HIGH)
+        reasons.append("negative sentiment")
+
+    address = signals.sender_address.strip().lower()
+    domain = address.rpartition("@")[2]
+    if address and address in {c.lower() for c in rules.vip_customers}:
+        level = _raised(level)
+        reasons.append("VIP customer")
+    elif domain and domain in {d.lower().lstrip("@") for d in rules.vip_domains}:
+        level = _raised(level)
+        reasons.append("VIP domain")
+
+    if rules.follow_ups_to_raise and signals.follow_ups >= rules.follow_ups_to_raise:
+        level = _raised(level)
+        reasons.append(f"{signals.follow_ups} follow-ups")
+
+    if signals.waiting_hours >= rules.waiting_hours_urgent:
+        level = Priority.URGENT
+        reasons.append(f"waiting {signals.waiting_hours:.0f} h")
+    elif signals.waiting_hours >= rules.waiting_hours_high:
+        level = _at_least(level, Priority.HIGH)
+        reasons.append(f"waiting {signals.waiting_hours:.0f} h")
+
+    if not reasons:
+        return level, ""
+    return level, f"{level.value}: {', '.join(reasons)}"

@@ -1,0 +1,207 @@
+"""A customer e-mails the SMTP endpoint; the conversation appears as a Slack thread."""
+
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.email.sink import SmtpSink
+from adapters.slack.sandbox import SlackSandbox
+from models import Conversation, Message
+from tests.conftest import Harness, SettingsFactory, running
+
+SHARED_EMAILS = Path(__file__).resolve().parents[2] / "shared" / "data" / "emails"
+
+
+def mail(
+    text: str,
+    *,
+    subject: str = "Rechnung doppelt abgebucht",
+    sender: str = "Anna Kunde <anna@kunde.example>",
+    message_id: str | None = None,
+    in_reply_to: str = "",
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "support@shop.example"
+    message["Subject"] = subject
+    message["Message-ID"] = message_id or make_msgid(domain="kunde.example")
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = in_reply_to
+    message.set_content(text)
+    return message
+
+
+def thread_texts(harness: Harness, channel: str) -> list[list[str]]:
+    """Each root in ``channel`` with the texts of its thread replies."""
+    threads = []
+    for root in harness.slack.channel_messages(channel):
+        replies = harness.slack.thread(channel, root["ts"])[1:]
+        threads.append([str(m.get("text", "")) for m in replies])
+    return threads
+
+
+def all_text(message: dict[str, Any]) -> str:
+    """Everything Slack would render for a message: fallback text and every block."""
+    return str(message.get("text", "")) + repr(message.get("blocks", []))
+
+
+async def test_a_new_mail_becomes_a_root_message_and_a_thread(harness: Harness) -> None:
+    await harness.send_mail(mail("Hallo, meine Rechnung wurde doppelt abgebucht."))
+    await harness.settled()
+
+    roots = harness.slack.channel_messages("support")
+    assert len(roots) == 1
+    root = all_text(roots[0])
+    assert "Rechnung doppelt abgebucht" in root
+    assert "anna@kunde.example" in root
+    assert "general" in root
+    thread = harness.slack.thread("support", roots[0]["ts"])
+    assert len(thread) == 2
+    assert "meine Rechnung wurde doppelt abgebucht" in all_text(thread[1])
+
+    conversation = await Conversation.get()
+    assert conversation.chat_thread_ts == roots[0]["ts"]
+    assert conversation.chat_channel == harness.slack.channel_id("support")
+
+
+async def test_a_follow_up_lands_in_the_same_thread(harness: Harness) -> None:
+    first = mail("Erste Nachricht", message_id="<first@kunde.example>")
+    await harness.send_mail(first)
+    await harness.settled()
+    reply = mail(
+        "Noch eine Frage dazu.\n\nAm Montag schrieb Support:\n> Alte Antwort",
+        subject="AW: Rechnung doppelt abgebucht",
+        in_reply_to="<first@kunde.example>",
+    )
+    await harness.send_mail(reply)
+    await harness.settled()
+
+    (thread,) = thread_texts(harness, "support")
+    assert len(thread) == 2
+    assert "Noch eine Frage dazu." in thread[1]
+    # The quoted history is cut in Slack but kept in the database.
+    assert "Alte Antwort" not in thread[1]
+    stored = await Message.filter(text__contains="Noch eine Frage").get()
+    assert "Alte Antwort" in stored.full_text
+
+
+async def test_same_sender_and_subject_without_headers_joins_the_conversation(
+    harness: Harness,
+) -> None:
+    await harness.send_mail(mail("Paket nicht angekommen", subject="Lieferung 4711"))
+    await harness.send_mail(mail("Immer noch nichts da", subject="WG: Re: Lieferung 4711"))
+    await harness.send_mail(mail("Anderes Thema", subject="Neue Frage"))
+    await harness.settled()
+
+    assert await Conversation.all().count() == 2
+    assert sorted(len(t) for t in thread_texts(harness, "support")) == [1, 2]
+
+
+async def test_the_same_message_delivered_twice_is_shown_once(harness: Harness) -> None:
+    message = mail("Bitte nur einmal zeigen", message_id="<once@kunde.example>")
+    await harness.send_mail(message)
+    await harness.send_mail(message)
+    await harness.settled()
+
+    assert await Message.all().count() == 1
+    (thread,) = thread_texts(harness, "support")
+    assert len(thread) == 1
+
+
+async def test_mentions_and_disguised_links_in_a_mail_ping_nobody(harness: Harness) -> None:
+    hostile = "<!channel> <!here> <@U0AGENT1> <https://evil.example|https://bank.example> & more"
+    await harness.send_mail(mail(hostile, subject="<!everyone> urgent"))
+    await harness.settled()
+
+    (root,) = harness.slack.channel_messages("support")
+    posted = harness.slack.thread("support", root["ts"])[1]
+    for message in (root, posted):
+        rendered = all_text(message)
+        for command in ("<!channel>", "<!here>", "<!everyone>", "<@U0AGENT1>", "<https://evil"):
+            assert command not in rendered
+    assert "&lt;!channel&gt;" in all_text(posted)
+    assert "&lt;https://evil.example|https://bank.example&gt;" in all_text(posted)
+    assert "&amp; more" in all_text(posted)
+
+
+async def test_attachments_are_uploaded_into_the_thread(harness: Harness) -> None:
+    message = mail("Anbei die Rechnung.")
+    message.add_attachment(
+        b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="Rechnung März.pdf"
+    )
+    await harness.send_mail(message)
+    await harness.settled()
+
+    (root,) = harness.slack.channel_messages("support")
+    files = [f for m in harness.slack.thread("support", root["ts"]) for f in m.get("files", [])]
+    assert [f["name"] for f in files] == ["Rechnung März.pdf"]
+    assert harness.slack.file_content(files[0]["id"]) == b"%PDF-1.4 invoice"
+
+
+async def test_an_auto_reply_is_shown_as_automatic(harness: Harness) -> None:
+    message = mail("Ich bin bis Montag nicht im Büro.", subject="Abwesenheitsnotiz")
+    message["Auto-Submitted"] = "auto-replied"
+    await harness.send_mail(message)
+    await harness.settled()
+
+    (root,) = harness.slack.channel_messages("support")
+    assert "Automatic mail" in all_text(harness.slack.thread("support", root["ts"])[1])
+    assert (await Message.get()).is_automated
+
+
+async def test_mail_for_other_domains_is_refused_at_rcpt(harness: Harness) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        await harness.send_mail(mail("spam"), to="victim@elsewhere.example")
+    code, reason = refused.value.recipients["victim@elsewhere.example"]
+    assert code == 550
+    assert b"relay access denied" in reason
+    assert await Message.all().count() == 0
+
+
+async def test_plus_addresses_and_accepted_domains_are_taken(harness: Harness) -> None:
+    await harness.send_mail(mail("one"), to="support+abc@shop.example")
+    await harness.send_mail(mail("two", subject="other"), to="anyone@help.shop.example")
+    assert await Message.all().count() == 2
+
+
+async def test_a_message_over_the_size_limit_gets_552(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with running(make_settings, slack, relay, email_extra="max_message_bytes = 20000") as h:
+        big = mail("x" * 10)
+        big.add_attachment(b"0" * 30000, maintype="application", subtype="zip")
+        with pytest.raises(smtplib.SMTPException) as refused:
+            await h.send_mail(big)
+        assert "552" in str(refused.value)
+        await h.send_mail(mail("small enough"))
+    assert await Message.all().count() == 1
+
+
+@pytest.mark.skipif(not SHARED_EMAILS.is_dir(), reason="shared sample e-mails not present")
+async def test_every_shared_sample_mail_goes_through_intake(harness: Harness) -> None:
+    # The .eml files go as they are; the HTML bodies go wrapped in an HTML-only mail.
+    emls = sorted(SHARED_EMAILS.rglob("*.eml"))
+    htmls = sorted(SHARED_EMAILS.rglob("*.html"))
+    assert emls
+    assert htmls
+    for sample in emls:
+        await harness.send_mail(sample.read_bytes())
+    for sample in htmls:
+        message = mail("", subject=f"HTML sample {sample.stem}")
+        message.set_content(sample.read_text(errors="replace"), subtype="html", cte="base64")
+        await harness.send_mail(message)
+    await harness.settled(timeout=30)
+
+    assert await Message.all().count() == len(emls) + len(htmls)
+    assert not await Message.filter(chat_ts=None).exists()
+    for stored in await Message.all():
+        assert stored.text.strip(), f"nothing readable shown for {stored.subject!r}"
+        assert "<div" not in stored.text
+        assert "<p>" not in stored.text.lower()
