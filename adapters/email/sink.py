@@ -27,13 +27,31 @@ class ReceivedMail:
 
 @dataclass(slots=True)
 class SmtpSink:
-    """Accepts every message on 127.0.0.1; ``refusing`` makes it answer 451 (an outage)."""
+    """Accepts every message on 127.0.0.1.
+
+    ``refusing`` makes it answer 451 to every message (an outage); ``refuse_recipients``
+    answers 550 at RCPT (an address that does not exist).
+    """
 
     received: list[ReceivedMail] = field(default_factory=list)
     refusing: bool = False
+    refuse_recipients: bool = False
     port: int = 0
     _server: asyncio.Server | None = None
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self.refuse_recipients:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refusing:
