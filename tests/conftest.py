@@ -192,12 +192,17 @@ async def eventually(condition: Callable[[], Awaitable[bool]], *, timeout: float
 
 @asynccontextmanager
 async def running(
-    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink, **settings: object
+    make_settings: SettingsFactory,
+    slack: SlackSandbox,
+    relay: SmtpSink,
+    *,
+    run_jobs: bool = True,
+    **settings: object,
 ) -> AsyncIterator[Harness]:
     """The service on the test's database, talking to the loopback Slack and relay."""
     slack.add_user(AGENT, "anna", real_name="Anna Agent", display_name="Anna")
     built = make_settings(api_url=slack.api_url, relay_port=relay.port, **settings)
-    async with Service(built) as service:
+    async with Service(built, run_jobs=run_jobs) as service:
         events = SlackEvents(
             slack,
             events_url=f"http://127.0.0.1:{service.http_port}/slack/events",

@@ -238,12 +238,24 @@ async def test_vip_domains_raise_the_priority(encoder: SentenceEncoder) -> None:
     assert other.priority == Priority.NORMAL
 
 
-async def test_a_closed_engine_refuses_work(encoder: SentenceEncoder) -> None:
+async def test_closing_answers_every_caller_and_refuses_new_work(
+    encoder: SentenceEncoder,
+) -> None:
     engine = await TriageEngine.load(TriageSettings(), DEFAULT_SKILLS, encoder=encoder)
-    await engine.aclose()
+    calls = [asyncio.create_task(engine.triage(mail(f"Parcel {n} is late"))) for n in range(50)]
+    await asyncio.sleep(0)
 
+    await engine.aclose()
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+
+    assert all(not isinstance(o, BaseException) or isinstance(o, RuntimeError) for o in outcomes)
     with pytest.raises(RuntimeError, match="closed"):
         await engine.triage(mail("Where is my parcel?"))
+
+
+async def test_the_triage_channel_is_no_skill_to_learn(engine: TriageEngine) -> None:
+    with pytest.raises(ValueError, match="not a skill"):
+        await engine.learn(TRIAGE_SKILL, "Hello")
 
 
 async def test_the_engine_serves_as_the_services_classifier(engine: TriageEngine) -> None:

@@ -62,13 +62,14 @@ def test_a_q4_model_file_is_read_by_its_directory(tmp_path: Path) -> None:
 def test_the_install_command_builds_a_verified_transformers_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.triage.encoder import SentenceEncoder
+    from bot.triage.encoder import SentenceEncoder, text_prefix
 
-    target = tmp_path / "multilingual-e5-small"
+    target = tmp_path / "german-model"
     status = main(["model", "install", "multilingual-e5-small", "--target", str(target)])
 
     assert status == 0
     assert f'model = "{target}"' in capsys.readouterr().out
+    assert text_prefix(str(target)) == "query: "
     encoder = SentenceEncoder.load(str(target), backend="torch")
     german, english, other = encoder.encode(
         ["Wo ist mein Paket?", "Where is my parcel?", "Ich habe mein Passwort vergessen."]

@@ -69,7 +69,14 @@ def model_cache_dir() -> Path:
 
 
 def text_prefix(model: str) -> str:
-    """The prefix the model was trained with for queries (E5 models need one)."""
+    """The prefix the model was trained with for queries (E5 models need one).
+
+    A folder can say so in switchboard.json (``{"query_prefix": "query: "}``); otherwise an
+    "e5" in the model's name does.
+    """
+    marker = Path(model) / "switchboard.json"
+    if marker.is_file():
+        return str(json.loads(marker.read_text(encoding="utf-8")).get("query_prefix", ""))
     return "query: " if "e5" in Path(model.rstrip("/")).name.lower() else ""
 
 

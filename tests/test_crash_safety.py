@@ -1,0 +1,107 @@
+"""A crash between steps loses nothing and posts nothing twice; Slack outages only delay."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from adapters.email.sink import SmtpSink
+from adapters.slack.chat import SlackChat
+from adapters.slack.sandbox import SlackSandbox
+from bot.shapes import ConversationCard, CustomerPost
+from models import Job, JobState, Message
+from tests.conftest import Harness, SettingsFactory, running
+from tests.test_flow_email_to_slack import mail
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so no handler catches it."""
+
+
+class CrashAfterPosting(SlackChat):
+    """Posts to Slack, then 'dies' before Switchboard can record the post."""
+
+    crash_in: ClassVar[set[str]] = set()
+
+    async def post_root(self, chat_channel: str, card: ConversationCard, *, marker: str) -> str:
+        ts = await super().post_root(chat_channel, card, marker=marker)
+        self._maybe_crash("post_root")
+        return ts
+
+    async def post_in_thread(
+        self, chat_channel: str, thread_ts: str, post: CustomerPost, *, marker: str
+    ) -> str:
+        ts = await super().post_in_thread(chat_channel, thread_ts, post, marker=marker)
+        self._maybe_crash("post_in_thread")
+        return ts
+
+    def _maybe_crash(self, step: str) -> None:
+        if step in CrashAfterPosting.crash_in:
+            CrashAfterPosting.crash_in.discard(step)
+            raise Crash
+
+
+async def run_one_job_and_crash(harness: Harness) -> None:
+    """Claim the next job and run it until the simulated crash."""
+    (job,) = await harness.service.runner.claim(1)
+    with pytest.raises(Crash):
+        await harness.service.runner._run(job)
+
+
+async def test_crashes_after_posting_do_not_post_twice_after_restarts(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("adapters.service.SlackChat", CrashAfterPosting)
+    # Jobs run by hand (run_jobs=False), so that each crash hits this test and not a worker.
+    CrashAfterPosting.crash_in = {"post_root"}
+    async with running(make_settings, slack, relay, run_jobs=False) as harness:
+        await harness.send_mail(mail("Hilfe, Server down", message_id="<crash@kunde.example>"))
+        await harness.send_mail(mail("Noch da?", message_id="<crash-2@kunde.example>"))
+        await run_one_job_and_crash(harness)
+    assert len(slack.channel_messages("support")) == 1
+
+    CrashAfterPosting.crash_in = {"post_in_thread"}
+    async with running(make_settings, slack, relay, run_jobs=False) as harness:
+        await run_one_job_and_crash(harness)
+
+    async with running(make_settings, slack, relay) as harness:
+        await harness.settled()
+
+    roots = slack.channel_messages("support")
+    assert len(roots) == 1
+    thread = slack.thread("support", roots[0]["ts"])
+    assert [m["text"].split(": ", 1)[1] for m in thread[1:]] == ["Hilfe, Server down", "Noch da?"]
+    assert not await Message.filter(chat_ts=None).exists()
+
+
+async def test_slack_errors_and_rate_limits_delay_posting_but_lose_nothing(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    slack.fail_next("chat.postMessage", status=500, count=2)
+    slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    async with running(make_settings, slack, relay) as harness:
+        for number in range(3):
+            await harness.send_mail(mail(f"Nachricht {number}", subject=f"Thema {number}"))
+        await harness.settled(timeout=20)
+
+    roots = slack.channel_messages("support")
+    assert len(roots) == 3
+    for root in roots:
+        assert len(slack.thread("support", root["ts"])) == 2
+    retried = await Job.filter(attempts__gt=1).count()
+    assert retried >= 1
+
+
+async def test_stopping_leaves_unfinished_work_as_jobs(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with running(make_settings, slack, relay) as harness:
+        await harness.service.runner.stop()
+        for number in range(5):
+            await harness.send_mail(mail(f"Offen {number}", subject=f"Offen {number}"))
+    assert await Job.filter(state=JobState.PENDING).count() == 5
+
+    async with running(make_settings, slack, relay) as harness:
+        await harness.settled()
+    assert len(slack.channel_messages("support")) == 5
