@@ -32,7 +32,7 @@ from bot.relay import Relay
 from bot.routing import FixedSkillClassifier, sync_skills
 from bot.settings import Settings
 from bot.shapes import ChannelKind
-from models import Job, JobState
+from models import Job, JobState, SkillExample
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Service:
         self.settings = settings
         self.clock = clock
         self.run_jobs = run_jobs
+        self._given_classifier = classifier
         self.classifier: Classifier = classifier or FixedSkillClassifier(
             settings.triage.default_skill
         )
@@ -62,9 +63,10 @@ class Service:
         senders: dict[ChannelKind, ReplySender] = {}
         if settings.email.enabled:
             senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
+        self.post_inbound = PostInbound(self.chat, self.classifier, settings)
         self.runner = JobRunner(
             {
-                POST_INBOUND: PostInbound(self.chat, self.classifier, settings),
+                POST_INBOUND: self.post_inbound,
                 DELIVER_REPLY: DeliverReply(self.chat, senders),
             },
             settings.jobs,
@@ -108,6 +110,9 @@ class Service:
         settings = self.settings
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
+        if self._given_classifier is None:
+            self.classifier = await self._load_triage()
+            self.post_inbound.classifier = self.classifier
         if not is_postgres(settings.database_url):
             # One process owns a SQLite file: jobs marked running were cut off by a crash or a
             # stop, and can run again now instead of after their lease.
@@ -141,6 +146,22 @@ class Service:
             "switchboard started",
             extra={"http_port": self.http_port, "smtp_port": self.smtp_port},
         )
+
+    async def _load_triage(self) -> Classifier:
+        """The transformer triage, trained from the config and what the team taught it."""
+        from bot.triage import TriageEngine
+
+        learned = await SkillExample.exclude(source="config").values_list("skill", "text")
+        log.info(
+            "loading the triage model", extra={"model": self.settings.triage.model or "bundled"}
+        )
+        engine = await TriageEngine.load(
+            self.settings.triage,
+            self.settings.skills,
+            extra_examples=[(str(skill), str(text)) for skill, text in learned],
+        )
+        self._stack.push_async_callback(engine.aclose)
+        return engine
 
     async def stop(self) -> None:
         """Stop accepting work, let running jobs finish, close everything (idempotent)."""

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.settings import Settings
-from bot.shapes import InboundMessage, Triage
+from bot.shapes import TRIAGE_SKILL, InboundMessage, Triage
 from models import Skill
-
-#: The skill triage answers when it is not confident enough: a person decides.
-TRIAGE_SKILL = "triage"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,10 @@ class OutboundReply:
     attachments: tuple[Attachment, ...] = ()
 
 
+#: The skill of a message triage is not sure about: it goes to the triage channel.
+TRIAGE_SKILL = "triage"
+
+
 @dataclass(frozen=True, slots=True)
 class Triage:
     """The tags triage gives a message."""

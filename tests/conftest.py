@@ -20,6 +20,8 @@ from adapters.email.sink import SmtpSink
 from adapters.service import Service
 from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from bot.database import open_database
+from bot.ports import Classifier
+from bot.routing import FixedSkillClassifier
 from bot.settings import Settings, settings_from_toml
 from tests.postgres_reachable import ADMIN_URL
 
@@ -197,12 +199,14 @@ async def running(
     relay: SmtpSink,
     *,
     run_jobs: bool = True,
+    classifier: Classifier | None = None,
     **settings: object,
 ) -> AsyncIterator[Harness]:
     """The service on the test's database, talking to the loopback Slack and relay."""
     slack.add_user(AGENT, "anna", real_name="Anna Agent", display_name="Anna")
     built = make_settings(api_url=slack.api_url, relay_port=relay.port, **settings)
-    async with Service(built, run_jobs=run_jobs) as service:
+    classifier = classifier or FixedSkillClassifier(built.triage.default_skill)
+    async with Service(built, run_jobs=run_jobs, classifier=classifier) as service:
         events = SlackEvents(
             slack,
             events_url=f"http://127.0.0.1:{service.http_port}/slack/events",

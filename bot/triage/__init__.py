@@ -6,7 +6,8 @@ rules (priority.py), language detection (language.py), the shipped example sets 
 the evaluation behind ``switchboard triage eval`` (evaluation.py).
 """
 
-from bot.triage.engine import TRIAGE_SKILL, EngineStats, TriageEngine
+from bot.shapes import TRIAGE_SKILL
+from bot.triage.engine import EngineStats, TriageEngine
 from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from bot.errors import ConfigError
 from bot.settings import SkillSettings, TriageSettings
-from bot.shapes import InboundMessage, Priority, Triage
+from bot.shapes import TRIAGE_SKILL, InboundMessage, Priority, Triage
 from bot.triage.classifier import EmbeddingClassifier, Prediction
 from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
 from bot.triage.examples import (
@@ -36,9 +36,6 @@ from bot.triage.language import LanguageDetector
 from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
 
 log = logging.getLogger(__name__)
-
-#: The skill of a message triage is not sure about: it goes to the triage channel.
-TRIAGE_SKILL = "triage"
 
 SENTIMENTS = {"positive", "neutral", "negative"}
 
