@@ -1,0 +1,274 @@
+"""``switchboard demo``: the real service against a local Slack sandbox, no account needed.
+
+It starts Switchboard on a fresh SQLite file with the bundled triage model, a loopback Slack
+(the sandbox the tests use) and a loopback mail relay; sends sample customer e-mails in German
+and English through the SMTP port with a real SMTP client; prints the channels and threads that
+result; then plays an agent's reply in a thread and prints the e-mail the customer receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import sys
+import tempfile
+from email.message import EmailMessage
+from pathlib import Path
+
+from adapters.email.sink import SmtpSink
+from adapters.service import Service
+from adapters.slack.sandbox import SlackEvents, SlackSandbox
+from bot.jobs import queue_depth
+from bot.logs import configure_logging
+from bot.settings import Settings, settings_from_toml
+from models import Conversation
+
+SIGNING_SECRET = "demo-signing-secret"
+BOT_TOKEN = "xoxb-demo"
+AGENT = "U0DEMOAGENT"
+
+DEMO_TOML = """
+[service]
+http_port = 0
+log_format = "text"
+log_level = "warning"
+
+[email]
+listen_port = 0
+support_address = "support@shop.example"
+support_name = "Example Shop Support"
+
+[email.relay]
+host = "127.0.0.1"
+port = {relay_port}
+
+[slack]
+api_url = "{api_url}"
+triage_channel = "support-triage"
+
+[triage]
+default_skill = "general"
+
+[replies]
+undo_seconds = 2
+
+[jobs]
+poll_seconds = 0.1
+
+[[skills]]
+name = "billing"
+channel = "support-billing"
+
+[[skills]]
+name = "technical"
+channel = "support-technical"
+
+[[skills]]
+name = "shipping"
+channel = "support-shipping"
+
+[[skills]]
+name = "returns"
+channel = "support-returns"
+
+[[skills]]
+name = "general"
+channel = "support"
+"""
+
+
+def sample_mails() -> list[EmailMessage]:
+    """A few customers writing in, in German and English; one tries to ping the channel."""
+    samples = [
+        (
+            "Anna Schmidt <anna.schmidt@kunde.example>",
+            "Rechnung doppelt abgebucht",
+            "Hallo,\n\nmeine Rechnung RE-2211 wurde zweimal von meinem Konto abgebucht. "
+            "Bitte erstatten Sie mir den doppelten Betrag.\n\nViele Grüße\nAnna Schmidt",
+            "<demo-anna-1@kunde.example>",
+        ),
+        (
+            "Tom Baker <tom@customer.example>",
+            "App crashes when I log in",
+            "Hi,\n\nsince this morning the app crashes right after I enter my password. "
+            "Error code 500. This is blocking my whole team!\n\n-- \nTom Baker\nCTO, Example Ltd",
+            "<demo-tom-1@customer.example>",
+        ),
+        (
+            "Jens Müller <jens@kunde.example>",
+            "Wo bleibt mein Paket?",
+            "Guten Tag,\n\nich habe vor einer Woche bestellt (Bestellung 4711) und das Paket "
+            "ist immer noch nicht angekommen. Die Sendungsverfolgung zeigt nichts an.\n\n"
+            "Von meinem iPhone gesendet",
+            "<demo-jens-1@kunde.example>",
+        ),
+        (
+            "Mallory <mallory@evil.example>",
+            "<!channel> please read",
+            "<!channel> <@U0DEMOAGENT> urgent: log in at <https://evil.example|https://shop.example>",
+            "<demo-mallory-1@evil.example>",
+        ),
+    ]
+    mails = []
+    for sender, subject, body, message_id in samples:
+        message = EmailMessage()
+        message["From"] = sender
+        message["To"] = "support@shop.example"
+        message["Subject"] = subject
+        message["Message-ID"] = message_id
+        message.set_content(body)
+        mails.append(message)
+    follow_up = EmailMessage()
+    follow_up["From"] = "Anna Schmidt <anna.schmidt@kunde.example>"
+    follow_up["To"] = "support@shop.example"
+    follow_up["Subject"] = "AW: Rechnung doppelt abgebucht"
+    follow_up["Message-ID"] = "<demo-anna-2@kunde.example>"
+    follow_up["In-Reply-To"] = "<demo-anna-1@kunde.example>"
+    follow_up["References"] = "<demo-anna-1@kunde.example>"
+    follow_up.set_content(
+        "Anbei noch der Kontoauszug.\n\nAm 20.11. schrieb ich:\n> meine Rechnung RE-2211 wurde "
+        "zweimal abgebucht"
+    )
+    follow_up.add_attachment(
+        b"%PDF-1.4 Kontoauszug (demo)",
+        maintype="application",
+        subtype="pdf",
+        filename="Kontoauszug.pdf",
+    )
+    mails.append(follow_up)
+    return mails
+
+
+def send(port: int, message: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.send_message(message)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def heading(text: str) -> None:
+    say()
+    say(f"=== {text} " + "=" * max(0, 70 - len(text)))
+
+
+async def settle(timeout: float = 60.0) -> None:
+    """Wait until every job is done."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await queue_depth() > 0:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("jobs still running after the demo waited a minute")
+        await asyncio.sleep(0.1)
+
+
+def demo_settings(folder: Path, api_url: str, relay_port: int) -> Settings:
+    text = DEMO_TOML.format(api_url=api_url, relay_port=relay_port)
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "DATABASE_URL": f"sqlite://{folder / 'demo.sqlite3'}",
+    }
+    return settings_from_toml(text, env)
+
+
+async def run_demo(*, keep_running: bool = False) -> int:
+    """Play the demo; returns the exit status."""
+    configure_logging("WARNING", "text")
+    logging.getLogger("bot.jobs").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
+        async with SlackSandbox(bot_token=BOT_TOKEN) as slack, SmtpSink() as relay:
+            for channel in (
+                "support",
+                "support-billing",
+                "support-technical",
+                "support-shipping",
+                "support-returns",
+                "support-triage",
+            ):
+                slack.add_channel(channel)
+            slack.add_user(AGENT, "lena", real_name="Lena Berger", display_name="Lena")
+            settings = demo_settings(Path(folder), slack.api_url, relay.port)
+            heading("Starting Switchboard")
+            say("SQLite in a temporary folder, the bundled triage model, a local Slack sandbox.")
+            say("Loading the triage model (the first run builds an optimised copy: ~15 s)...")
+            async with Service(settings) as service:
+                say(
+                    f"SMTP endpoint on 127.0.0.1:{service.smtp_port}, "
+                    f"HTTP (Slack events, /healthz, /metrics) on 127.0.0.1:{service.http_port}"
+                )
+                await play(service, slack, relay)
+                if keep_running:
+                    say()
+                    say(
+                        f"Still running: send mail to 127.0.0.1:{service.smtp_port} "
+                        f"(to support@shop.example). Ctrl-C stops."
+                    )
+                    await asyncio.Event().wait()
+    return 0
+
+
+async def play(service: Service, slack: SlackSandbox, relay: SmtpSink) -> None:
+    heading("Customers write in (real SMTP client -> Switchboard's SMTP port)")
+    for message in sample_mails():
+        await asyncio.to_thread(send, service.smtp_port, message)
+        say(f'  250 accepted: {message["From"]}  "{message["Subject"]}"')
+    await settle()
+
+    heading("What the support team sees in Slack")
+    say(slack.render_text())
+
+    conversation = await Conversation.filter(subject="Rechnung doppelt abgebucht").first()
+    if conversation is None or conversation.chat_channel is None:
+        say(
+            "The billing conversation did not reach Slack; see the log above.",
+        )
+        raise SystemExit(1)
+    assert conversation.chat_thread_ts is not None
+    channel = next(
+        name
+        for name in ("support-billing", "support", "support-triage")
+        if slack.channel_id(name) == conversation.chat_channel
+    )
+    heading(f"Lena answers in the thread in #{channel}")
+    events = SlackEvents(
+        slack,
+        events_url=f"http://127.0.0.1:{service.http_port}/slack/events",
+        signing_secret=SIGNING_SECRET,
+    )
+    await events.post_agent_reply(
+        channel,
+        conversation.chat_thread_ts,
+        AGENT,
+        "note: Buchhaltung hat die Doppelbuchung bestätigt",
+    )
+    say("  Lena: note: Buchhaltung hat die Doppelbuchung bestätigt   (a note: never sent)")
+    reply_text = (
+        "Hallo Frau Schmidt,\n\nSie haben recht, der Betrag wurde doppelt abgebucht. "
+        "Wir haben die Erstattung veranlasst; sie ist in 3-5 Werktagen auf Ihrem Konto.\n\n"
+        "Viele Grüße\nLena"
+    )
+    await events.post_agent_reply(channel, conversation.chat_thread_ts, AGENT, reply_text)
+    say("  Lena: Hallo Frau Schmidt, ... (a reply: goes out after the 2 s undo window)")
+    (received,) = await relay.wait_for(1, timeout=30)
+    await settle()
+
+    heading("The e-mail the customer receives (captured by the local relay)")
+    message = received.message
+    for header in ("From", "To", "Reply-To", "Subject", "Message-ID", "In-Reply-To", "References"):
+        say(f"{header}: {message[header]}")
+    body = message.get_body(("plain",))
+    say()
+    say(body.get_content() if body is not None else "(no text part)")
+
+    heading("The thread afterwards")
+    for reply in slack.thread(channel, conversation.chat_thread_ts)[-2:]:
+        names = ", ".join(f":{r['name']}:" for r in reply.get("reactions", []))
+        say(f"  {reply.get('text', '')[:70]!r}  {names}")
+    say()
+    say("Done. `make test` runs the test suite; README.md explains the set-up for a real Slack.")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run_demo()))
