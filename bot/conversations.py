@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -37,8 +38,15 @@ async def find_conversation(
     threading: ThreadingSettings,
     now: datetime,
     conn: BaseDBAsyncClient,
+    *,
+    reopen_closed: Collection[ChannelKind] = (),
+    new_sender: bool = False,
 ) -> Conversation | None:
-    """The conversation ``message`` continues, or None if it starts a new one."""
+    """The conversation ``message`` continues, or None if it starts a new one.
+
+    A chat (``thread_key``) continues its open conversation; once that is closed, the next
+    message starts a new one, unless its channel is in ``reopen_closed``.
+    """
     if message.replies_to:
         earlier = (
             await Message.filter(external_id__in=message.replies_to, channel=message.channel)
@@ -53,17 +61,14 @@ async def find_conversation(
         found = await Conversation.filter(token=message.conversation_token).using_db(conn).first()
         if found is not None:
             return found
+    if new_sender:
+        # A sender seen for the first time has no conversations of their own to continue.
+        return None
     if message.thread_key:
-        return (
-            await Conversation.filter(
-                identity_id=identity.id,
-                thread_key=message.thread_key,
-                status=ConversationStatus.OPEN,
-            )
-            .using_db(conn)
-            .order_by("-id")
-            .first()
-        )
+        same_chat = Conversation.filter(identity_id=identity.id, thread_key=message.thread_key)
+        if message.channel not in reopen_closed:
+            same_chat = same_chat.filter(status=ConversationStatus.OPEN)
+        return await same_chat.using_db(conn).order_by("-id").first()
     if message.channel is ChannelKind.EMAIL and threading.subject_window_hours > 0:
         subject = normalise_subject(message.subject)
         if subject:

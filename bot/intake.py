@@ -6,7 +6,8 @@ only after it returns: from then on the message is durable and everything else i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -17,7 +18,7 @@ from bot.conversations import find_conversation, new_token
 from bot.jobs import Clock, enqueue, utcnow
 from bot.metrics import MESSAGES_IN
 from bot.settings import ThreadingSettings
-from bot.shapes import InboundMessage
+from bot.shapes import ChannelKind, InboundMessage
 from bot.subjects import normalise_subject
 from models import (
     Conversation,
@@ -30,6 +31,9 @@ from models import (
 )
 
 POST_INBOUND = "post_inbound"
+
+# Messages committed in one transaction at most; bounds how long the first of them waits.
+_MAX_GROUP = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,11 @@ def dedup_key(message: InboundMessage) -> str:
 
 
 class Intake:
-    """Accepts inbound messages durably; ``on_stored`` wakes the job runner."""
+    """Accepts inbound messages durably; ``on_stored`` wakes the job runner.
+
+    A message in a chat whose conversation was closed starts a new conversation, except on the
+    channels in ``reopen_closed``, where it reopens the old one.
+    """
 
     def __init__(
         self,
@@ -52,38 +60,92 @@ class Intake:
         *,
         clock: Clock = utcnow,
         on_stored: Callable[[InboundMessage], None] | None = None,
+        reopen_closed: Collection[ChannelKind] = (),
     ) -> None:
         self.threading = threading
+        self.reopen_closed = frozenset(reopen_closed)
         self.clock = clock
         self.on_stored = on_stored
+        self._waiting: list[tuple[InboundMessage, asyncio.Future[Accepted]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def accept(self, message: InboundMessage) -> Accepted:
-        """Store ``message`` with its job; a message seen before is not stored again."""
-        key = dedup_key(message)
+        """Store ``message`` with its job; a message seen before is not stored again.
+
+        Messages arriving together are committed together (group commit): while one
+        transaction commits, the next ones queue up and share the following commit.
+        """
+        waiter: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._waiting.append((message, waiter))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting(), name="intake-commit")
+        accepted = await waiter
+        MESSAGES_IN.labels(
+            message.channel.value, "duplicate" if accepted.duplicate else "accepted"
+        ).inc()
+        if not accepted.duplicate and self.on_stored is not None:
+            self.on_stored(message)
+        return accepted
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            batch = self._waiting[:_MAX_GROUP]
+            del self._waiting[:_MAX_GROUP]
+            try:
+                async with in_transaction() as conn:
+                    results = [await self._store_once(m, conn) for m, _ in batch]
+            except Exception:
+                # One message spoiled the shared transaction (most likely a race on a unique
+                # key with another replica): store each on its own so the others still go in.
+                for message, waiter in batch:
+                    await self._accept_alone(message, waiter)
+                continue
+            for (_, waiter), accepted in zip(batch, results, strict=True):
+                if not waiter.done():
+                    waiter.set_result(accepted)
+
+    async def _accept_alone(
+        self, message: InboundMessage, waiter: asyncio.Future[Accepted]
+    ) -> None:
         # Two tries: a concurrent delivery of the same message (or a new customer's first two
         # messages at once) loses the race on a unique key and is then found on the second.
         for attempt in range(2):
-            existing = await Message.filter(dedup_key=key).first()
-            if existing is not None:
-                MESSAGES_IN.labels(message.channel.value, "duplicate").inc()
-                return Accepted(existing.id, existing.conversation_id, duplicate=True)  # type: ignore[attr-defined]
             try:
                 async with in_transaction() as conn:
-                    accepted = await self._store(message, key, conn)
-            except IntegrityError:
-                if attempt == 1:
-                    raise
-                continue
-            MESSAGES_IN.labels(message.channel.value, "accepted").inc()
-            if self.on_stored is not None:
-                self.on_stored(message)
-            return accepted
-        raise AssertionError("unreachable")
+                    accepted = await self._store_once(message, conn)
+            except IntegrityError as exc:
+                if attempt == 0:
+                    continue
+                error: BaseException = exc
+            except Exception as exc:
+                error = exc
+            else:
+                if not waiter.done():
+                    waiter.set_result(accepted)
+                return
+            if not waiter.done():
+                waiter.set_exception(error)
+            return
+
+    async def _store_once(self, message: InboundMessage, conn: BaseDBAsyncClient) -> Accepted:
+        key = dedup_key(message)
+        existing = await Message.filter(dedup_key=key).using_db(conn).first()
+        if existing is not None:
+            return Accepted(existing.id, existing.conversation_id, duplicate=True)  # type: ignore[attr-defined]
+        return await self._store(message, key, conn)
 
     async def _store(self, message: InboundMessage, key: str, conn: BaseDBAsyncClient) -> Accepted:
         now = self.clock()
-        identity = await self._identity(message, conn)
-        conversation = await find_conversation(message, identity, self.threading, now, conn)
+        identity, new_sender = await self._identity(message, conn)
+        conversation = await find_conversation(
+            message,
+            identity,
+            self.threading,
+            now,
+            conn,
+            reopen_closed=self.reopen_closed,
+            new_sender=new_sender,
+        )
         if conversation is None:
             conversation = await Conversation.create(
                 token=new_token(),
@@ -137,7 +199,9 @@ class Intake:
         )
         return Accepted(stored.id, conversation.id)
 
-    async def _identity(self, message: InboundMessage, conn: BaseDBAsyncClient) -> Identity:
+    async def _identity(
+        self, message: InboundMessage, conn: BaseDBAsyncClient
+    ) -> tuple[Identity, bool]:
         identity = (
             await Identity.filter(channel=message.channel, address=message.sender_address)
             .using_db(conn)
@@ -147,12 +211,13 @@ class Intake:
             if message.sender_name and identity.display_name != message.sender_name:
                 identity.display_name = message.sender_name[:255]
                 await identity.save(using_db=conn, update_fields=["display_name"])
-            return identity
+            return identity, False
         customer = await Customer.create(name=message.sender_name[:255], using_db=conn)
-        return await Identity.create(
+        identity = await Identity.create(
             customer=customer,
             channel=message.channel,
             address=message.sender_address[:320],
             display_name=message.sender_name[:255],
             using_db=conn,
         )
+        return identity, True
