@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -108,13 +110,17 @@ def make_settings(database_url: str) -> SettingsFactory:
 
     def build(api_url: str = "", **kwargs: object) -> Settings:
         extra = str(kwargs.pop("extra", ""))
-        if api_url:
-            extra += f'\n[slack]\napi_url = "{api_url}"\n'
+        # Lines for the [slack] table, which api_url opens too (TOML allows a table only once).
+        slack_extra = str(kwargs.pop("slack_extra", ""))
+        more_env = dict(kwargs.pop("env", None) or {})  # type: ignore[call-overload]
+        if api_url or slack_extra:
+            extra += f'\n[slack]\napi_url = "{api_url}"\n{slack_extra}\n'
         text = toml_for(extra=extra, **kwargs)  # type: ignore[arg-type]
         env = {
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "DATABASE_URL": database_url,
+            **more_env,
         }
         return settings_from_toml(text, env)
 
@@ -222,3 +228,20 @@ async def harness(
     """The service with default test settings (no undo window)."""
     async with running(make_settings, slack, relay) as started:
         yield started
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail, and do not hang, when a test left a database connection open.
+
+    An unclosed SQLite connection keeps a worker thread alive that the interpreter would wait
+    for forever at exit (a query after the service stopped reopens one lazily).
+    """
+    leaked = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if leaked:
+        print(f"\nthreads left running (query after the service stopped?): {leaked}")
+        sys.stdout.flush()
+        os._exit(1)

@@ -67,12 +67,12 @@ async def test_crashes_after_posting_do_not_post_twice_after_restarts(
 
     async with running(make_settings, slack, relay) as harness:
         await harness.settled()
+        assert not await Message.filter(chat_ts=None).exists()
 
     roots = slack.channel_messages("support")
     assert len(roots) == 1
     thread = slack.thread("support", roots[0]["ts"])
     assert [m["text"].split(": ", 1)[1] for m in thread[1:]] == ["Hilfe, Server down", "Noch da?"]
-    assert not await Message.filter(chat_ts=None).exists()
 
 
 async def test_slack_errors_and_rate_limits_delay_posting_but_lose_nothing(
@@ -84,13 +84,12 @@ async def test_slack_errors_and_rate_limits_delay_posting_but_lose_nothing(
         for number in range(3):
             await harness.send_mail(mail(f"Nachricht {number}", subject=f"Thema {number}"))
         await harness.settled(timeout=20)
+        assert await Job.filter(attempts__gt=1).count() >= 1
 
     roots = slack.channel_messages("support")
     assert len(roots) == 3
     for root in roots:
         assert len(slack.thread("support", root["ts"])) == 2
-    retried = await Job.filter(attempts__gt=1).count()
-    assert retried >= 1
 
 
 async def test_stopping_leaves_unfinished_work_as_jobs(
@@ -100,7 +99,7 @@ async def test_stopping_leaves_unfinished_work_as_jobs(
         await harness.service.runner.stop()
         for number in range(5):
             await harness.send_mail(mail(f"Offen {number}", subject=f"Offen {number}"))
-    assert await Job.filter(state=JobState.PENDING).count() == 5
+        assert await Job.filter(state=JobState.PENDING).count() == 5
 
     async with running(make_settings, slack, relay) as harness:
         await harness.settled()

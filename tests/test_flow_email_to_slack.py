@@ -181,7 +181,7 @@ async def test_a_message_over_the_size_limit_gets_552(
             await h.send_mail(big)
         assert "552" in str(refused.value)
         await h.send_mail(mail("small enough"))
-    assert await Message.all().count() == 1
+        assert await Message.all().count() == 1
 
 
 @pytest.mark.skipif(not SHARED_EMAILS.is_dir(), reason="shared sample e-mails not present")
