@@ -28,7 +28,9 @@ from bot.shapes import ChannelKind, InboundMessage
 from bot.subjects import is_forward, normalise_subject
 
 PAYLOADS = Path(__file__).parent / "payloads" / "email"
-TALON = Path(os.environ.get("TALON_FIXTURES", "/work/shared/data/emails/talon"))
+# The shared data lies beside the checkout (../shared); TALON_FIXTURES points elsewhere.
+_SHARED_TALON = Path(__file__).resolve().parents[2] / "shared" / "data" / "emails" / "talon"
+TALON = Path(os.environ.get("TALON_FIXTURES", str(_SHARED_TALON)))
 TALON_EMAILS = sorted(TALON.glob("**/*.eml")) if TALON.is_dir() else []
 TALON_EXPECTED = sorted(TALON.glob("standard_replies/*_reply_text")) if TALON.is_dir() else []
 TALON_HTML_REPLIES = sorted(TALON.glob("html_replies/*.html")) if TALON.is_dir() else []
