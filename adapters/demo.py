@@ -19,14 +19,26 @@ from pathlib import Path
 from adapters.email.sink import SmtpSink
 from adapters.service import Service
 from adapters.slack.sandbox import SlackEvents, SlackSandbox
+from adapters.telegram.sandbox import TelegramSandbox
+from adapters.telegram.webhook import WEBHOOK_PATH
 from bot.jobs import queue_depth
 from bot.logs import configure_logging
 from bot.settings import Settings, settings_from_toml
+from bot.shapes import ChannelKind
 from models import Conversation
 
 SIGNING_SECRET = "demo-signing-secret"
 BOT_TOKEN = "xoxb-demo"
 AGENT = "U0DEMOAGENT"
+TELEGRAM_SECRET = "demo-telegram-webhook-secret"
+DEMO_CHANNELS = (
+    "support",
+    "support-billing",
+    "support-technical",
+    "support-shipping",
+    "support-returns",
+    "support-triage",
+)
 
 DEMO_TOML = """
 [service]
@@ -46,6 +58,10 @@ port = {relay_port}
 [slack]
 api_url = "{api_url}"
 triage_channel = "support-triage"
+
+[telegram]
+enabled = true
+api_url = "{telegram_url}"
 
 [triage]
 default_skill = "general"
@@ -163,12 +179,16 @@ async def settle(timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-def demo_settings(folder: Path, api_url: str, relay_port: int) -> Settings:
-    text = DEMO_TOML.format(api_url=api_url, relay_port=relay_port)
+def demo_settings(
+    folder: Path, api_url: str, relay_port: int, telegram: TelegramSandbox
+) -> Settings:
+    text = DEMO_TOML.format(api_url=api_url, relay_port=relay_port, telegram_url=telegram.url)
     env = {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "DATABASE_URL": f"sqlite://{folder / 'demo.sqlite3'}",
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
     }
     return settings_from_toml(text, env)
 
@@ -178,18 +198,15 @@ async def run_demo(*, keep_running: bool = False) -> int:
     configure_logging("WARNING", "text")
     logging.getLogger("bot.jobs").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="switchboard-demo-") as folder:
-        async with SlackSandbox(bot_token=BOT_TOKEN) as slack, SmtpSink() as relay:
-            for channel in (
-                "support",
-                "support-billing",
-                "support-technical",
-                "support-shipping",
-                "support-returns",
-                "support-triage",
-            ):
+        async with (
+            SlackSandbox(bot_token=BOT_TOKEN) as slack,
+            SmtpSink() as relay,
+            TelegramSandbox() as telegram,
+        ):
+            for channel in DEMO_CHANNELS:
                 slack.add_channel(channel)
             slack.add_user(AGENT, "lena", real_name="Lena Berger", display_name="Lena")
-            settings = demo_settings(Path(folder), slack.api_url, relay.port)
+            settings = demo_settings(Path(folder), slack.api_url, relay.port, telegram)
             heading("Starting Switchboard")
             say("SQLite in a temporary folder, the bundled triage model, a local Slack sandbox.")
             say("Loading the triage model (the first run builds an optimised copy: ~15 s)...")
@@ -199,6 +216,12 @@ async def run_demo(*, keep_running: bool = False) -> int:
                     f"HTTP (Slack events, /healthz, /metrics) on 127.0.0.1:{service.http_port}"
                 )
                 await play(service, slack, relay)
+                await play_telegram(service, slack, telegram)
+                say()
+                say(
+                    "Done. `make test` runs the test suite; README.md explains the set-up for a "
+                    "real Slack and Telegram."
+                )
                 if keep_running:
                     say()
                     say(
@@ -266,8 +289,53 @@ async def play(service: Service, slack: SlackSandbox, relay: SmtpSink) -> None:
     for reply in slack.thread(channel, conversation.chat_thread_ts)[-2:]:
         names = ", ".join(f":{r['name']}:" for r in reply.get("reactions", []))
         say(f"  {reply.get('text', '')[:70]!r}  {names}")
-    say()
-    say("Done. `make test` runs the test suite; README.md explains the set-up for a real Slack.")
+
+
+async def play_telegram(service: Service, slack: SlackSandbox, telegram: TelegramSandbox) -> None:
+    """A Telegram customer writes through the webhook; an agent answers from Slack."""
+    heading("A customer writes on Telegram (Bot API webhook, with the secret token)")
+    update = telegram.text_update(
+        "Hallo! Mein Paket 4711 kam beschädigt an. <!channel> Was kann ich tun?",
+        user_id=5550002222,
+        first_name="Jonas",
+        last_name="Weber",
+        username="jonas_w",
+    )
+    url = f"http://127.0.0.1:{service.http_port}{WEBHOOK_PATH}"
+    forged = await telegram.deliver(url, update, secret="wrong")
+    say(f"  {forged} for an update without the right secret (nothing stored)")
+    status = await telegram.deliver(url, update, secret=TELEGRAM_SECRET)
+    say(f"  {status} for the real update from Jonas Weber (@jonas_w)")
+    await settle()
+
+    conversation = await Conversation.filter(channel=ChannelKind.TELEGRAM).first()
+    if conversation is None or conversation.chat_thread_ts is None:
+        say("The Telegram conversation did not reach Slack; see the log above.")
+        raise SystemExit(1)
+    thread_ts = conversation.chat_thread_ts
+    channel = next(
+        name for name in DEMO_CHANNELS if slack.channel_id(name) == conversation.chat_channel
+    )
+    heading(f"The Telegram thread in #{channel} (<!channel> shown, pinging nobody)")
+    for message in slack.thread(channel, thread_ts):
+        say(f"  {message.get('text', '')[:100]}")
+
+    events = SlackEvents(
+        slack,
+        events_url=f"http://127.0.0.1:{service.http_port}/slack/events",
+        signing_secret=SIGNING_SECRET,
+    )
+    await events.post_agent_reply(
+        channel,
+        thread_ts,
+        AGENT,
+        "Hallo Jonas, das tut uns leid! Schicken Sie uns bitte ein Foto, dann kommt Ersatz.",
+    )
+    say("  Lena answers in the thread (after the 2 s undo window it goes out)")
+    (sent,) = await telegram.wait_for_sent(1, timeout=30)
+    await settle()
+    heading("What the Telegram Bot API sandbox received (sendMessage)")
+    say(f"  chat {sent.chat_id}, plain text (no parse_mode): {sent.text}")
 
 
 if __name__ == "__main__":

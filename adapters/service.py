@@ -1,9 +1,10 @@
 """The running service: every edge wired to the core, started and stopped as one.
 
 ``async with Service(settings) as service:`` connects the database (migrating it), starts the
-job runner, the HTTP app (Slack, /healthz, /metrics), the SMTP endpoint and, in Socket Mode,
-the Slack connection. Leaving the block stops accepting new work first, lets running jobs
-finish for a grace period and leaves the rest as jobs for the next start.
+job runner, the HTTP app (Slack, the Telegram webhook, /webhooks/<source>, /healthz, /metrics),
+the SMTP endpoint, Telegram polling if configured and, in Socket Mode, the Slack connection.
+Leaving the block stops accepting new work first, lets running jobs finish for a grace period
+and leaves the rest as jobs for the next start.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ from types import TracebackType
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
 from adapters.slack.chat import SlackChat
-from adapters.slack.events import AgentDirectory, build_bolt_app
+from adapters.slack.commands import TeamWorkflow
+from adapters.slack.events import build_bolt_app
+from adapters.telegram.bot import build_bot, open_bot
+from adapters.telegram.polling import TelegramPoller
+from adapters.telegram.sender import TelegramReplySender
+from adapters.telegram.updates import TelegramIntake
+from adapters.telegram.webhook import TelegramWebhook
 from adapters.web import HealthCheck, build_web_app
+from adapters.webhook.inbound import WebhookIntake
+from adapters.webhook.sender import CallbackReplySender
 from bot.database import is_postgres, open_database
+from bot.errors import ConfigError
 from bot.intake import POST_INBOUND, Intake
 from bot.jobs import Clock, JobRunner, utcnow
 from bot.metrics import count_job
@@ -60,27 +71,45 @@ class Service:
             base_url=settings.slack.api_url or AsyncWebClient.BASE_URL,
         )
         self.chat = SlackChat(self.client)
+        self.team = TeamWorkflow(self.chat, self.client, settings, self.classifier, clock=clock)
         senders: dict[ChannelKind, ReplySender] = {}
         if settings.email.enabled:
             senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
-        self.post_inbound = PostInbound(self.chat, self.classifier, settings)
+        self.telegram_bot = build_bot(settings.telegram) if settings.telegram.enabled else None
+        if self.telegram_bot is not None:
+            senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
+        if settings.webhooks:
+            senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
+        self.post_inbound = PostInbound(
+            self.chat, self.classifier, settings, after_post=self.team.workflow.customer_wrote
+        )
         self.runner = JobRunner(
             {
                 POST_INBOUND: self.post_inbound,
                 DELIVER_REPLY: DeliverReply(self.chat, senders),
+                **self.team.job_handlers,
             },
             settings.jobs,
             clock=clock,
             on_outcome=count_job,
         )
-        self.intake = Intake(settings.threading, clock=clock, on_stored=self._wake_runner)
+        self.team.workflow.on_queued = self.runner.notify
+        self.intake = Intake(
+            settings.threading,
+            clock=clock,
+            on_stored=self._wake_runner,
+            reopen_closed=(
+                () if settings.telegram.new_conversation_after_close else (ChannelKind.TELEGRAM,)
+            ),
+        )
         self.relay = Relay(self.chat, settings.replies, clock=clock, on_queued=self.runner.notify)
         self.bolt = build_bolt_app(
             client=self.client,
             signing_secret=settings.slack.signing_secret,
             relay=self.relay,
             chat=self.chat,
-            directory=AgentDirectory(self.client),
+            directory=self.team.directory,
+            extend=self.team.register,
         )
         self.http_port = 0
         self.smtp_port = 0
@@ -113,18 +142,33 @@ class Service:
         if self._given_classifier is None:
             self.classifier = await self._load_triage()
             self.post_inbound.classifier = self.classifier
+            self.team.workflow.classifier = self.classifier
         if not is_postgres(settings.database_url):
             # One process owns a SQLite file: jobs marked running were cut off by a crash or a
             # stop, and can run again now instead of after their lease.
             await Job.filter(state=JobState.RUNNING).update(
                 state=JobState.PENDING, locked_until=None
             )
+        telegram: TelegramIntake | None = None
+        if self.telegram_bot is not None:
+            # Opened before the job runner starts, so it is shut down after the runner stops.
+            await self._stack.enter_async_context(open_bot(self.telegram_bot))
+            telegram = TelegramIntake(
+                self.telegram_bot, self.intake, bot_id=settings.telegram.bot_id
+            )
         if self.run_jobs:
             await self.runner.start()
             self._stack.push_async_callback(self.runner.stop)
+        # Commands and clicks still being worked on finish before the runner and database stop.
+        self._stack.push_async_callback(self.team.background.drain)
 
+        routes: list[web.RouteDef] = []
+        if telegram is not None and settings.telegram.mode == "webhook":
+            routes += TelegramWebhook(settings.telegram.webhook_secret, telegram).routes()
+        if settings.webhooks:
+            routes += WebhookIntake(settings.webhooks, self.intake).routes()
         bolt = self.bolt if settings.slack.mode == "http" else None
-        web_app = build_web_app(bolt, HealthCheck(self.chat.check))
+        web_app = build_web_app(bolt, HealthCheck(self.chat.check), routes)
         app_runner = web.AppRunner(web_app, access_log=None)
         await app_runner.setup()
         self._stack.push_async_callback(app_runner.cleanup)
@@ -138,7 +182,14 @@ class Service:
             self._stack.push_async_callback(_close_server, server)
             self.smtp_port = server.sockets[0].getsockname()[1]
 
+        if telegram is not None and settings.telegram.mode == "polling":
+            assert self.telegram_bot is not None
+            poller = TelegramPoller(self.telegram_bot, telegram)
+            await poller.start()
+            self._stack.push_async_callback(poller.stop)
+
         if settings.slack.mode == "socket":
+            await self._check_app_token()
             socket = AsyncSocketModeHandler(self.bolt, settings.slack.app_token)
             await socket.connect_async()  # type: ignore[no-untyped-call]
             self._stack.push_async_callback(socket.close_async)
@@ -146,6 +197,19 @@ class Service:
             "switchboard started",
             extra={"http_port": self.http_port, "smtp_port": self.smtp_port},
         )
+
+    async def _check_app_token(self) -> None:
+        # slack_sdk retries a refused Socket Mode connection forever and only logs it; asking
+        # once first turns a wrong token into a start-up error that says what to fix.
+        try:
+            await self.client.apps_connections_open(app_token=self.settings.slack.app_token)
+        except SlackApiError as exc:
+            raise ConfigError(
+                "SLACK_APP_TOKEN",
+                f"Slack refused it ({exc.response.get('error')}): create an app-level token "
+                "with the connections:write scope (Basic Information > App-Level Tokens) and "
+                "turn Socket Mode on in the app's settings",
+            ) from exc
 
     async def _load_triage(self) -> Classifier:
         """The transformer triage, trained from the config and what the team taught it."""

@@ -1,4 +1,4 @@
-"""The one aiohttp app: Slack's requests, /healthz and /metrics.
+"""The one aiohttp app: Slack's requests, /healthz, /metrics and the messenger channels' routes.
 
 Slack requests are verified by bolt's signature middleware before any listener runs: an
 unsigned or stale request gets 401 and nothing is stored.
@@ -7,7 +7,7 @@ unsigned or stale request gets 401 and nothing is stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -50,8 +50,10 @@ class HealthCheck:
         return all(v == "ok" for v in report.values()), report
 
 
-def build_web_app(bolt: AsyncApp | None, health: HealthCheck) -> web.Application:
-    """The service's HTTP routes."""
+def build_web_app(
+    bolt: AsyncApp | None, health: HealthCheck, routes: Iterable[web.RouteDef] = ()
+) -> web.Application:
+    """The service's HTTP routes, plus the ``routes`` of other channels (Telegram, webhooks)."""
     app = web.Application(client_max_size=2 * 1024 * 1024)
 
     async def slack(request: web.Request) -> web.Response:
@@ -70,4 +72,5 @@ def build_web_app(bolt: AsyncApp | None, health: HealthCheck) -> web.Application
     app.router.add_post("/slack/events", slack)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.add_routes(routes)
     return app

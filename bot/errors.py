@@ -3,6 +3,7 @@
 SwitchboardError
 ├── ConfigError          a setting is missing or wrong; names the setting and the fix
 ├── IntakeError          an inbound message cannot be accepted (the sender gets a clear answer)
+├── ActionRefused        a person's command or click was not carried out; ``reason`` says why
 └── DeliveryError        a call to an outside system (Slack, SMTP relay, Telegram, callback) failed
     ├── TransientDeliveryError   worth retrying; ``retry_after`` is the server's hint in seconds
     └── PermanentDeliveryError   retrying will not help (bad address, blocked bot, unknown channel)
@@ -29,6 +30,14 @@ class ConfigError(SwitchboardError):
 
 class IntakeError(SwitchboardError):
     """An inbound message was refused; ``reason`` is safe to show to the sender."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ActionRefused(SwitchboardError):
+    """A command or click was refused and nothing changed; ``reason`` is shown to its author."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

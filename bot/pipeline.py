@@ -8,13 +8,13 @@ is recorded before its delivery state is shown, so a retry never sends it twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bot.conversations import short_id
 from bot.errors import DeliveryError, PermanentDeliveryError
 from bot.metrics import MESSAGES_OUT
 from bot.ports import ChatPort, Classifier, ReplySender
-from bot.routing import channel_for
+from bot.routing import channel_for, skill_names
 from bot.settings import Settings
 from bot.shapes import (
     Attachment,
@@ -48,8 +48,8 @@ async def _has_files(message: Message) -> bool:
     return await StoredAttachment.filter(message_id=message.id).exists()
 
 
-def card_for(conversation: Conversation) -> ConversationCard:
-    """What the root message of ``conversation`` shows."""
+def card_for(conversation: Conversation, skills: tuple[str, ...] = ()) -> ConversationCard:
+    """What the root message of ``conversation`` shows; ``skills`` are offered to pick from."""
     identity = conversation.identity
     return ConversationCard(
         short_id=short_id(conversation),
@@ -67,6 +67,8 @@ def card_for(conversation: Conversation) -> ConversationCard:
         ),
         status=conversation.status.value,
         owner=conversation.owner,
+        snoozed_until=conversation.snoozed_until,
+        skills=skills,
     )
 
 
@@ -91,10 +93,19 @@ def inbound_of(message: Message, attachments: tuple[Attachment, ...]) -> Inbound
 class PostInbound:
     """Shows a customer's message in Slack: triage and a root post first, then the thread."""
 
-    def __init__(self, chat: ChatPort, classifier: Classifier, settings: Settings) -> None:
+    def __init__(
+        self,
+        chat: ChatPort,
+        classifier: Classifier,
+        settings: Settings,
+        *,
+        after_post: Callable[[Conversation, Message], Awaitable[None]] | None = None,
+    ) -> None:
         self.chat = chat
         self.classifier = classifier
         self.settings = settings
+        # Told when a customer's message is in its thread (a snoozed conversation wakes up).
+        self.after_post = after_post
 
     async def run(self, job: Job) -> None:
         message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
@@ -135,6 +146,8 @@ class PostInbound:
             )
             message.chat_files_posted = True
             await message.save(update_fields=["chat_files_posted"])
+        if self.after_post is not None:
+            await self.after_post(conversation, message)
 
     async def _open_thread(
         self, conversation: Conversation, first: InboundMessage, retrying: bool
@@ -151,7 +164,8 @@ class PostInbound:
         marker = f"conversation-{conversation.id}"
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
-            ts = await self.chat.post_root(chat_channel, card_for(conversation), marker=marker)
+            card = card_for(conversation, await skill_names())
+            ts = await self.chat.post_root(chat_channel, card, marker=marker)
         conversation.chat_channel = chat_channel
         conversation.chat_thread_ts = ts
         await conversation.save()

@@ -7,7 +7,7 @@ inheriting anything, and mypy checks that it does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.shapes import (
     Attachment,
@@ -51,8 +51,21 @@ class ChatPort(Protocol):
         """Upload files into a thread."""
         ...
 
-    async def post_notice(self, chat_channel: str, thread_ts: str, text: str) -> str:
-        """Post a short notice of ours in a thread (a failure reason, a pointer)."""
+    async def post_notice(
+        self, chat_channel: str, thread_ts: str, text: str, *, marker: str = ""
+    ) -> str:
+        """Post a short notice of ours in a thread (a failure reason, a pointer).
+
+        With ``marker``, a retry can find the notice with ``find_post``.
+        """
+        ...
+
+    async def permalink(self, chat_channel: str, ts: str) -> str:
+        """A link people can open to the message ``ts``."""
+        ...
+
+    def mention(self, user_id: str) -> str:
+        """How a post names a person so that they are notified."""
         ...
 
     async def find_post(self, chat_channel: str, thread_ts: str | None, marker: str) -> str | None:
@@ -93,3 +106,10 @@ class Classifier(Protocol):
     """Tags a message with skill, priority, language and sentiment."""
 
     async def triage(self, message: InboundMessage) -> Triage: ...
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """A classifier that learns from the team (a lead's reassignment, an admin's example)."""
+
+    async def learn(self, skill: str, text: str) -> None: ...

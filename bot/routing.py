@@ -42,3 +42,9 @@ async def channel_for(skill: str, settings: Settings) -> tuple[str, str]:
     if stored is None:
         return TRIAGE_SKILL, settings.slack.triage_channel
     return stored.name, stored.chat_channel
+
+
+async def skill_names() -> tuple[str, ...]:
+    """The stored skills' names, sorted."""
+    names = await Skill.all().order_by("name").values_list("name", flat=True)
+    return tuple(str(name) for name in names)

@@ -22,6 +22,8 @@ T = TypeVar("T")
 DEFAULT_DATABASE_URL = "sqlite://var/switchboard.sqlite3"
 _EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _SKILL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_TELEGRAM_TOKEN_RE = re.compile(r"^[0-9]+:[A-Za-z0-9_-]{20,}$")
+_TELEGRAM_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class SlackSettings:
     mode: str = "http"
     api_url: str = ""
     triage_channel: str = "support-triage"
+    command: str = "/switchboard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,35 @@ class RoleSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    """The Telegram bot: webhook (Telegram calls us) or long polling (we call Telegram)."""
+
+    enabled: bool = False
+    mode: str = "webhook"
+    bot_token: str = ""
+    webhook_secret: str = ""
+    api_url: str = ""
+    new_conversation_after_close: bool = True
+
+    @property
+    def bot_id(self) -> str:
+        """The bot's numeric id: the part of the token before the colon."""
+        return self.bot_token.partition(":")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSourceSettings:
+    """One caller of ``POST /webhooks/<name>`` (a web chat widget, a form, a messenger bridge)."""
+
+    name: str
+    callback_url: str
+    secret_env: str
+    secret: str = field(default="", repr=False)
+    allow_private_attachment_urls: bool = False
+    max_attachment_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     service: ServiceSettings = field(default_factory=ServiceSettings)
@@ -141,6 +173,12 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings)
     roles: RoleSettings = field(default_factory=RoleSettings)
     skills: tuple[SkillSettings, ...] = ()
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    webhooks: tuple[WebhookSourceSettings, ...] = ()
+
+    def webhook(self, name: str) -> WebhookSourceSettings | None:
+        """The webhook source called ``name``, if configured."""
+        return next((w for w in self.webhooks if w.name == name), None)
 
     def skill(self, name: str) -> SkillSettings | None:
         """The skill called ``name``, if configured."""
@@ -268,8 +306,14 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         mode=sl.get("mode", str, "http"),
         api_url=sl.get("api_url", str, ""),
         triage_channel=sl.get("triage_channel", str, "support-triage").lstrip("#"),
+        command=sl.get("command", str, "/switchboard", '"/switchboard"'),
     )
     sl.check("mode", slack.mode in ("http", "socket"), 'must be "http" or "socket"')
+    sl.check(
+        "command",
+        bool(re.fullmatch(r"/[a-z0-9_-]{1,31}", slack.command)),
+        'must be the slash command as in the Slack app, like "/switchboard"',
+    )
     if not slack.bot_token:
         problems.append(
             ConfigError(
@@ -333,6 +377,9 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         admins=ro.get("admins", tuple, (), '["U0123ABCD"]'),
     )
 
+    telegram = _read_telegram(root.table_at("telegram"), env)
+    webhooks = _read_webhooks(data.get("webhooks", []), root, env)
+
     skills = _read_skills(data.get("skills", []), root)
     names = [s.name for s in skills]
     if triage.default_skill not in names:
@@ -363,8 +410,101 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         jobs=jobs,
         roles=roles,
         skills=tuple(skills),
+        telegram=telegram,
+        webhooks=tuple(webhooks),
     )
     return settings, problems
+
+
+def _read_telegram(tg: _Reader, env: Mapping[str, str]) -> TelegramSettings:
+    telegram = TelegramSettings(
+        enabled=tg.get("enabled", bool, False),
+        mode=tg.get("mode", str, "webhook"),
+        bot_token=env.get("TELEGRAM_BOT_TOKEN", ""),
+        webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET", ""),
+        api_url=tg.get("api_url", str, ""),
+        new_conversation_after_close=tg.get("new_conversation_after_close", bool, True),
+    )
+    tg.check("mode", telegram.mode in ("webhook", "polling"), 'must be "webhook" or "polling"')
+    tg.check(
+        "api_url",
+        not telegram.api_url or telegram.api_url.startswith(("http://", "https://")),
+        'must be an http(s) URL of a Bot API server, like "http://127.0.0.1:8081/", or empty',
+    )
+    if not telegram.enabled:
+        return telegram
+    if not _TELEGRAM_TOKEN_RE.match(telegram.bot_token):
+        tg.problems.append(
+            ConfigError(
+                "TELEGRAM_BOT_TOKEN",
+                "is not set or not a bot token (like 123456789:AAE...): export the token "
+                "@BotFather gave you for the bot, or set telegram.enabled = false",
+            )
+        )
+    if telegram.mode == "webhook" and not _TELEGRAM_SECRET_RE.match(telegram.webhook_secret):
+        tg.problems.append(
+            ConfigError(
+                "TELEGRAM_WEBHOOK_SECRET",
+                "must be set to 16 to 256 characters of A-Z, a-z, 0-9, _ and - in webhook "
+                "mode (Telegram sends it with every update), for example the output of "
+                "`openssl rand -hex 32`",
+            )
+        )
+    return telegram
+
+
+def _read_webhooks(
+    raw: object, root: _Reader, env: Mapping[str, str]
+) -> list[WebhookSourceSettings]:
+    if not isinstance(raw, list):
+        root.fail("webhooks", "must be [[webhooks]] entries with name, callback_url, secret_env")
+        return []
+    sources: list[WebhookSourceSettings] = []
+    for index, entry in enumerate(raw):
+        table = entry if isinstance(entry, dict) else {}
+        reader = _Reader(table, f"webhooks[{index}]", root.problems)
+        name = reader.get("name", str, "")
+        callback_url = reader.get("callback_url", str, "", '"https://chat.example.com/replies"')
+        secret_env = reader.get("secret_env", str, "", '"WEBHOOK_WIDGET_SECRET"')
+        reader.check(
+            "name",
+            bool(_SKILL_RE.match(name)),
+            'must be a lower-case word (letters, digits, "-", "_"), like "widget"; '
+            "callers post to /webhooks/<name>",
+        )
+        if any(s.name == name for s in sources):
+            reader.fail("name", f"{name!r} is configured twice")
+        reader.check(
+            "callback_url",
+            callback_url.startswith(("http://", "https://")),
+            'must be the http(s) URL replies are posted to, like "https://chat.example.com/replies"',
+        )
+        secret = env.get(secret_env, "") if secret_env else ""
+        if not secret_env:
+            reader.fail(
+                "secret_env",
+                "must name the environment variable that holds the signing secret, like "
+                '"WEBHOOK_WIDGET_SECRET"',
+            )
+        elif len(secret) < 16:
+            reader.fail(
+                "secret_env",
+                f"names {secret_env}, which must be set to a secret of at least 16 characters "
+                "(for example the output of `openssl rand -hex 32`)",
+            )
+        source = WebhookSourceSettings(
+            name=name,
+            callback_url=callback_url,
+            secret_env=secret_env,
+            secret=secret,
+            allow_private_attachment_urls=reader.get("allow_private_attachment_urls", bool, False),
+            max_attachment_bytes=reader.get(
+                "max_attachment_bytes", int, 10 * 1024 * 1024, "10485760"
+            ),
+        )
+        reader.check("max_attachment_bytes", source.max_attachment_bytes > 0, "must be more than 0")
+        sources.append(source)
+    return sources
 
 
 def _read_skills(raw: object, root: _Reader) -> list[SkillSettings]:

@@ -115,6 +115,11 @@ class ConversationCard:
     triage: Triage
     status: str = "open"
     owner: str = ""
+    snoozed_until: datetime | None = None
+    #: The skills a lead can pick on the card.
+    skills: tuple[str, ...] = ()
+    #: Set on the old root of a moved conversation: where it went (a link).
+    moved_to: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,7 @@ class Conversation(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     last_inbound_at = fields.DatetimeField(null=True)
+    snoozed_until = fields.DatetimeField(null=True)
 
     messages: fields.ReverseRelation[Message]
 
@@ -196,3 +197,58 @@ class Job(Model):
     class Meta:
         table = "jobs"
         indexes = (("state", "run_at"), ("serial_key", "state"))
+
+
+class FormerThread(Model):
+    """A Slack thread a conversation was shown in before a lead moved it elsewhere.
+
+    Links to its messages still name the conversation, and an agent who writes there is told
+    where the conversation went.
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="former_threads", on_delete=fields.CASCADE
+    )
+    chat_channel = fields.CharField(max_length=128)
+    chat_thread_ts = fields.CharField(max_length=32)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "former_threads"
+        unique_together = (("chat_channel", "chat_thread_ts"),)
+
+
+class AuditEntry(Model):
+    """One change a person made (who, what, when), shown in the thread of its conversation.
+
+    ``action`` is a word like ``assign`` or ``reassign``; ``detail`` its arguments, and
+    ``summary`` the sentence people read ("Anna moved this to #billing").
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="audit_entries", on_delete=fields.CASCADE, null=True
+    )
+    actor_id = fields.CharField(max_length=64)
+    actor_name = fields.CharField(max_length=255, default="")
+    action = fields.CharField(max_length=32)
+    detail = fields.JSONField[dict[str, object]](default=dict)
+    summary = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        table = "audit_entries"
+
+
+class AgentName(Model):
+    """The name the replies of an agent go out under, set by an admin over the Slack profile."""
+
+    id = fields.IntField(primary_key=True)
+    user_id = fields.CharField(max_length=64, unique=True)
+    display_name = fields.CharField(max_length=255)
+    set_by = fields.CharField(max_length=64, default="")
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "agent_names"

@@ -22,6 +22,7 @@ from adapters.email.sink import SmtpSink
 from adapters.service import Service
 from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from bot.database import open_database
+from bot.jobs import Clock, utcnow
 from bot.ports import Classifier
 from bot.routing import FixedSkillClassifier
 from bot.settings import Settings, settings_from_toml
@@ -35,6 +36,7 @@ BOT_TOKEN = "xoxb-test-token"
 SKILL_CHANNELS = {"general": "support", "billing": "support-billing", "technical": "support-tech"}
 
 SettingsFactory = Callable[..., Settings]
+LEASE_SECONDS = 30
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ workers = 4
 backoff_base_seconds = 0.05
 backoff_max_seconds = 0.5
 poll_seconds = 0.05
-lease_seconds = 30
+lease_seconds = {LEASE_SECONDS}
 
 {extra}
 
@@ -206,13 +208,14 @@ async def running(
     *,
     run_jobs: bool = True,
     classifier: Classifier | None = None,
+    clock: Clock = utcnow,
     **settings: object,
 ) -> AsyncIterator[Harness]:
     """The service on the test's database, talking to the loopback Slack and relay."""
     slack.add_user(AGENT, "anna", real_name="Anna Agent", display_name="Anna")
     built = make_settings(api_url=slack.api_url, relay_port=relay.port, **settings)
     classifier = classifier or FixedSkillClassifier(built.triage.default_skill)
-    async with Service(built, run_jobs=run_jobs, classifier=classifier) as service:
+    async with Service(built, run_jobs=run_jobs, classifier=classifier, clock=clock) as service:
         events = SlackEvents(
             slack,
             events_url=f"http://127.0.0.1:{service.http_port}/slack/events",

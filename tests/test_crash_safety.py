@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -9,9 +10,10 @@ import pytest
 from adapters.email.sink import SmtpSink
 from adapters.slack.chat import SlackChat
 from adapters.slack.sandbox import SlackSandbox
+from bot.jobs import Clock, utcnow
 from bot.shapes import ConversationCard, CustomerPost
 from models import Job, JobState, Message
-from tests.conftest import Harness, SettingsFactory, running
+from tests.conftest import LEASE_SECONDS, Harness, SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 
 
@@ -42,6 +44,12 @@ class CrashAfterPosting(SlackChat):
             raise Crash
 
 
+def clock_after_leases(count: int) -> Clock:
+    """A clock ``count`` job leases (of the test settings) ahead of now."""
+    ahead = timedelta(seconds=count * (LEASE_SECONDS + 1))
+    return lambda: utcnow() + ahead
+
+
 async def run_one_job_and_crash(harness: Harness) -> None:
     """Claim the next job and run it until the simulated crash."""
     (job,) = await harness.service.runner.claim(1)
@@ -61,11 +69,15 @@ async def test_crashes_after_posting_do_not_post_twice_after_restarts(
         await run_one_job_and_crash(harness)
     assert len(slack.channel_messages("support")) == 1
 
+    # On PostgreSQL the job a dead process held is free again once its lease runs out (SQLite,
+    # with a single process, frees it at start); these restarts happen after that.
     CrashAfterPosting.crash_in = {"post_in_thread"}
-    async with running(make_settings, slack, relay, run_jobs=False) as harness:
+    later = clock_after_leases(1)
+    async with running(make_settings, slack, relay, run_jobs=False, clock=later) as harness:
         await run_one_job_and_crash(harness)
 
-    async with running(make_settings, slack, relay) as harness:
+    even_later = clock_after_leases(2)
+    async with running(make_settings, slack, relay, clock=even_later) as harness:
         await harness.settled()
         assert not await Message.filter(chat_ts=None).exists()
 

@@ -531,3 +531,30 @@ async def test_render_text_shows_channels_threads_files_and_reactions(
     assert "      > ana.s" in shown
     assert "file: a.txt (2 bytes, text/plain)" in shown
     assert "reactions: :eyes: 1" in shown
+
+
+async def test_menu_shortcut_and_modal_builders_have_the_shape_of_captured_payloads(
+    client: AsyncWebClient, sandbox: SlackSandbox, events: SlackEvents
+) -> None:
+    captured_select = load("block_actions_static_select.json")
+    blocks = captured_select["message"]["blocks"]
+    card = await client.chat_postMessage(channel="#support", text="card", blocks=blocks)
+    select = events.select_actions("support", card["ts"], LEAD, "switchboard_priority", "urgent")
+    reply = await client.chat_postMessage(channel="#support", text="hi", thread_ts=card["ts"])
+    modal = load("view_submission.json")["view"]
+    shortcut = events.message_action("support", reply["ts"], LEAD, "switchboard_reassign")
+    opened = await client.views_open(
+        trigger_id=shortcut["trigger_id"],
+        view={k: modal[k] for k in ("type", "title", "submit", "close", "blocks", "callback_id")},
+    )
+
+    submission = events.view_submission(opened["view"]["id"], LEAD, {"skill": "billing"})
+    home = events.event_callback(events.app_home_opened(AGENT))
+
+    assert shape_differences(select, captured_select) == []
+    assert shape_differences(shortcut, load("message_action.json")) == []
+    assert submission.keys() == load("view_submission.json").keys()
+    assert shape_differences(submission["view"]["state"], modal["state"]) == []
+    assert home["event"].keys() == load("app_home_opened.json")["event"].keys()
+    assert select["actions"][0]["selected_option"]["value"] == "urgent"
+    assert shortcut["message"]["thread_ts"] == card["ts"]

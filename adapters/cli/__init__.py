@@ -18,6 +18,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
     from adapters.cli.service import register as register_service
+    from adapters.cli.telegram import register as register_telegram
     from adapters.cli.triage import register as register_triage
 
     parser = argparse.ArgumentParser(
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TOML settings file (default: $SWITCHBOARD_CONFIG or switchboard.toml)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (register_service, register_triage):
+    for register in (register_service, register_triage, register_telegram):
         register(subparsers)
     return parser
 

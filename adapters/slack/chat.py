@@ -151,9 +151,19 @@ class SlackChat:
         except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _translate("files.upload", exc) from exc
 
-    async def post_notice(self, chat_channel: str, thread_ts: str, text: str) -> str:
-        response = await self._post(chat_channel, thread_ts=thread_ts, text=text)
+    async def post_notice(
+        self, chat_channel: str, thread_ts: str, text: str, *, marker: str = ""
+    ) -> str:
+        extra: dict[str, Any] = {"metadata": self._metadata(marker)} if marker else {}
+        response = await self._post(chat_channel, thread_ts=thread_ts, text=text, **extra)
         return str(response["ts"])
+
+    async def permalink(self, chat_channel: str, ts: str) -> str:
+        response = await self._call("chat.getPermalink", channel=chat_channel, message_ts=ts)
+        return str(response["permalink"])
+
+    def mention(self, user_id: str) -> str:
+        return render.mention(user_id)
 
     async def find_post(self, chat_channel: str, thread_ts: str | None, marker: str) -> str | None:
         if thread_ts is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -31,14 +32,26 @@ _REPLY_SUBTYPES = {None, "file_share", "thread_broadcast"}
 class AgentDirectory:
     """Display names of Slack users (users.info), cached; replies go out under them."""
 
-    def __init__(self, client: AsyncWebClient, overrides: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        overrides: dict[str, str] | None = None,
+        *,
+        stored_override: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> None:
         self.client = client
         self.overrides = dict(overrides or {})
+        # The name an admin set with the slash command; asked every time, so it is never stale.
+        self.stored_override = stored_override
         self._names: dict[str, str] = {}
 
     async def name_of(self, user_id: str) -> str:
         if user_id in self.overrides:
             return self.overrides[user_id]
+        if self.stored_override is not None:
+            stored = await self.stored_override(user_id)
+            if stored:
+                return stored
         if user_id not in self._names:
             try:
                 response = await self.client.users_info(user=user_id)
@@ -59,8 +72,9 @@ def build_bolt_app(
     relay: Relay,
     chat: SlackChat,
     directory: AgentDirectory,
+    extend: Callable[[AsyncApp], None] | None = None,
 ) -> AsyncApp:
-    """The bolt app with Switchboard's listeners."""
+    """The bolt app with Switchboard's listeners; ``extend`` adds more (the team workflow)."""
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -117,4 +131,6 @@ def build_bolt_app(
             except DeliveryError as exc:
                 log.warning("could not answer an undo", extra={"reason": exc.reason})
 
+    if extend is not None:
+        extend(app)
     return app

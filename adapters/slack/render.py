@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.shapes import ChannelKind, ConversationCard, CustomerPost, DeliveryState, Priority
+from bot.workflow import format_time
 
 Block = dict[str, Any]
 
@@ -46,6 +47,11 @@ DELIVERY_REACTION = {
 def escape(text: str) -> str:
     """Make customer text inert in Slack: no mentions, no disguised links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mention(user_id: str) -> str:
+    """A person (``U…``) or a user group (``S…``), named so that they are notified."""
+    return f"<!subteam^{user_id}>" if user_id.startswith("S") else f"<@{user_id}>"
 
 
 _SLACK_REFERENCE = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
@@ -102,7 +108,7 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
         f"*Channel*\n{CHANNEL_LABEL[card.channel]}",
         f"*Skill*\n{skill}",
         f"*Priority*\n{priority}",
-        f"*Status*\n{card.status}" + (f" · owner <@{card.owner}>" if card.owner else ""),
+        f"*Status*\n{_status(card)}",
     ]
     if triage.language or triage.sentiment:
         fields.append(
@@ -122,8 +128,72 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
             "elements": [{"type": "mrkdwn", "text": f"Conversation `{card.short_id}`"}],
         },
     ]
+    if not card.moved_to:
+        blocks.append(_card_actions(card))
     text = f"{emoji} [{card.short_id}] {subject} from {customer}"
     return text, blocks
+
+
+SNOOZE_CHOICES = (("1 hour", "1h"), ("4 hours", "4h"), ("1 day", "1d"), ("1 week", "1w"))
+
+
+def _status(card: ConversationCard) -> str:
+    if card.moved_to:
+        return f":arrow_right: moved to <{card.moved_to}|its new thread>"
+    status = card.status
+    if card.snoozed_until is not None and card.status == "open":
+        status += f" · :zzz: snoozed until {format_time(card.snoozed_until)}"
+    return status + (f" · owner {mention(card.owner)}" if card.owner else " · no owner")
+
+
+def _option(label: str, value: str) -> Block:
+    return {"text": {"type": "plain_text", "text": label[:75]}, "value": value[:150]}
+
+
+def _select(action_id: str, placeholder: str, options: list[Block], initial: str = "") -> Block:
+    select: Block = {
+        "type": "static_select",
+        "action_id": action_id,
+        "placeholder": {"type": "plain_text", "text": placeholder},
+        "options": options,
+    }
+    chosen = next((o for o in options if o["value"] == initial), None)
+    if chosen is not None:
+        select["initial_option"] = chosen
+    return select
+
+
+def _button(action_id: str, label: str, style: str = "") -> Block:
+    button: Block = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": label},
+        "value": action_id,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _card_actions(card: ConversationCard) -> Block:
+    """Assign to me, Skill, Priority, Snooze and Close/Reopen, so nobody has to type an id."""
+    elements: list[Block] = [_button("switchboard_assign_me", "Assign to me", "primary")]
+    if card.skills:
+        skills = [_option(name, name) for name in card.skills[:100]]
+        elements.append(_select("switchboard_skill", "Skill", skills, card.triage.skill))
+    priorities = [_option(p.value.title(), p.value) for p in Priority]
+    elements.append(
+        _select("switchboard_priority", "Priority", priorities, card.triage.priority.value)
+    )
+    snooze = [_option(label, value) for label, value in SNOOZE_CHOICES]
+    if card.snoozed_until is not None:
+        snooze.append(_option("Wake up now", "off"))
+    elements.append(_select("switchboard_snooze", "Snooze", snooze))
+    if card.status == "closed":
+        elements.append(_button("switchboard_reopen", "Reopen"))
+    else:
+        elements.append(_button("switchboard_close", "Close", "danger"))
+    return {"type": "actions", "block_id": "switchboard_card_actions", "elements": elements}
 
 
 def customer_message(post: CustomerPost) -> tuple[str, list[Block]]:

@@ -4,7 +4,9 @@
 real ``AsyncWebClient(token=..., base_url=sandbox.api_url)`` talks to it unchanged. It also hosts
 what Slack hosts beside the API: upload URLs (``files_upload_v2``), private file downloads and
 response URLs. ``SlackEvents`` plays the other direction: it signs events, button clicks and slash
-commands the way Slack does and delivers them to the service.
+commands the way Slack does and delivers them to the service. In Socket Mode the service connects
+instead (``apps.connections.open`` with the app-level token, then a WebSocket), and
+``SlackSandbox.send_socket_event`` sends it events there and returns its ack.
 
 Where the sandbox knowingly differs from Slack:
 
@@ -212,6 +214,7 @@ class SlackSandbox:
         self,
         *,
         bot_token: str = "xoxb-sandbox-token",
+        app_token: str = "xapp-1-A0001-sandbox-token",
         team_id: str = "T0001",
         team_domain: str = "sandbox",
         app_id: str = "A0001",
@@ -222,6 +225,7 @@ class SlackSandbox:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.team_domain = team_domain
         self.app_id = app_id
@@ -252,12 +256,17 @@ class SlackSandbox:
         self._failure_methods: frozenset[str] | None = None
         self._random = random.Random()
         self._changed = asyncio.Event()
+        self._socket_tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_acks: dict[str, asyncio.Future[Payload]] = {}
         self._methods: dict[str, Callable[[_Params], Payload]] = {
+            "apps.connections.open": self._apps_connections_open,
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
             "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.list": self._conversations_list,
@@ -289,6 +298,7 @@ class SlackSandbox:
         app.router.add_get("/files-pri/{ref}/{name}", self._handle_download)
         app.router.add_get("/files-pri/{ref}/download/{name}", self._handle_download)
         app.router.add_post("/response/{key}", self._handle_response_url)
+        app.router.add_get("/socket-mode/{ticket}", self._handle_socket)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -306,6 +316,8 @@ class SlackSandbox:
         """Stop serving; the recorded workspace stays readable."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            for socket in list(self._sockets):
+                await socket.close(code=aiohttp.WSCloseCode.GOING_AWAY)
             await runner.cleanup()
 
     async def __aenter__(self) -> Self:
@@ -556,6 +568,36 @@ class SlackSandbox:
         await self.wait_until(seen, timeout=timeout)
         return found[0]
 
+    async def send_socket_event(self, event: Payload, *, timeout: float = 5.0) -> Payload:
+        """Send an ``event_callback`` over Socket Mode and return the app's ack for it.
+
+        The newest open connection gets it, after waiting for one to open if none is; a missing
+        ack raises ``TimeoutError``. Build ``event`` with ``SlackEvents.event_callback``.
+        """
+        if event.get("type") != "event_callback":
+            raise ValueError("send an event in its envelope: SlackEvents.event_callback(event)")
+        envelope_id = str(uuid.uuid4())
+        acked: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        self._socket_acks[envelope_id] = acked
+        try:
+            async with asyncio.timeout(timeout):
+                await self.wait_until(lambda: bool(self._sockets), timeout=timeout)
+                await self._sockets[-1].send_json(
+                    {
+                        "envelope_id": envelope_id,
+                        "type": "events_api",
+                        "accepts_response_payload": False,
+                        "payload": event,
+                        "retry_attempt": 0,
+                        "retry_reason": "",
+                    }
+                )
+                return await acked
+        except TimeoutError:
+            raise TimeoutError(f"no Socket Mode ack for {envelope_id} within {timeout} s") from None
+        finally:
+            del self._socket_acks[envelope_id]
+
     def render_text(self) -> str:
         """Every channel with its messages, threads, files and reactions, for a person to read."""
         lines: list[str] = []
@@ -623,8 +665,12 @@ class SlackSandbox:
             return failure
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
-        if token != self.bot_token:
-            return web.json_response({"ok": False, "error": "invalid_auth"})
+        # apps.connections.open takes the app-level token only; every other method the bot's.
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            known = token in (self.bot_token, self.app_token)
+            error = "not_allowed_token_type" if known else "invalid_auth"
+            return web.json_response({"ok": False, "error": error})
         handler = self._methods.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
@@ -688,6 +734,47 @@ class SlackSandbox:
         self._notify()
         return web.json_response({"ok": True})
 
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        """A Socket Mode connection: hello, then events out and acks (``envelope_id``) in."""
+        ticket = request.match_info["ticket"]
+        if ticket not in self._socket_tickets:
+            return web.Response(status=401, text="invalid or used ticket")
+        self._socket_tickets.discard(ticket)
+        # Pings are answered by aiohttp; slack_sdk pings every few seconds and reconnects
+        # when the pongs stop.
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets) + 1,
+                "debug_info": {
+                    "host": "applink-sandbox",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        self._sockets.append(socket)
+        self._notify()
+        try:
+            async for frame in socket:
+                if frame.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    ack = json.loads(frame.data)
+                except json.JSONDecodeError:
+                    continue
+                envelope_id = str(ack.get("envelope_id")) if isinstance(ack, dict) else ""
+                waiting = self._socket_acks.get(envelope_id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(ack)
+        finally:
+            self._sockets.remove(socket)
+            self._notify()
+        return socket
+
     def _answer_interaction(self, interaction: _Interaction, answer: Payload) -> None:
         """Apply what the service sent to a response URL (or as a command's immediate answer)."""
         text = str(answer.get("text", ""))
@@ -715,6 +802,11 @@ class SlackSandbox:
             self._store(channel, self._bot_message(text, blocks, None), parent_ts)
         else:
             self._show_ephemeral(channel, interaction.user, text, blocks, thread_ts)
+
+    def _apps_connections_open(self, params: _Params) -> Payload:
+        ticket = secrets.token_urlsafe(16)
+        self._socket_tickets.add(ticket)
+        return {"url": f"ws{self.url.removeprefix('http')}socket-mode/{ticket}"}
 
     def _auth_test(self, params: _Params) -> Payload:
         return {
@@ -785,6 +877,16 @@ class SlackSandbox:
         channel, _ = self._posting_target(params, threaded=False)
         shown = self._show_ephemeral(channel, user, text, blocks, params.optional("thread_ts"))
         return {"message_ts": shown["ts"]}
+
+    def _chat_get_permalink(self, params: _Params) -> Payload:
+        channel = self._channel_param(params)
+        ts = params.required("message_ts", "message_not_found")
+        message = self._message(channel, ts)
+        link = f"https://{self.team_domain}.slack.com/archives/{channel.id}/p{ts.replace('.', '')}"
+        parent = message.get("thread_ts")
+        if parent and parent != ts:
+            link += f"?thread_ts={parent}&cid={channel.id}"
+        return {"channel": channel.id, "permalink": link}
 
     def _conversations_replies(self, params: _Params) -> Payload:
         channel = self._channel_param(params)
@@ -1380,10 +1482,27 @@ class SlackEvents:
 
     def block_actions(self, channel: str, message_ts: str, user: str, action_id: str) -> Payload:
         """The ``block_actions`` payload of ``user`` clicking a button on a sandbox message."""
+        found = self.sandbox._known_channel(channel)
+        message, _ = self.sandbox._find_message(found, user, message_ts)
+        block_id, button = _find_button(message.get("blocks", []), action_id)
+        action: Payload = {
+            "action_id": action_id,
+            "block_id": block_id,
+            "text": button.get("text", {"type": "plain_text", "text": ""}),
+            "value": button.get("value", ""),
+            "type": "button",
+            "action_ts": self.sandbox._next_ts(),
+        }
+        if "style" in button:
+            action["style"] = button["style"]
+        return self._block_actions(channel, message_ts, user, action, {})
+
+    def _block_actions(
+        self, channel: str, message_ts: str, user: str, action: Payload, state: Payload
+    ) -> Payload:
         sandbox = self.sandbox
         found = sandbox._known_channel(channel)
         message, ephemeral = sandbox._find_message(found, user, message_ts)
-        block_id, button = _find_button(message.get("blocks", []), action_id)
         # Only a reply is "in" a thread; a parent's thread_ts is its own ts.
         thread_ts = message.get("thread_ts") if message.get("thread_ts") != message_ts else None
         response_url, trigger_id = sandbox._new_interaction(
@@ -1397,16 +1516,6 @@ class SlackEvents:
         }
         if thread_ts:
             container["thread_ts"] = thread_ts
-        action: Payload = {
-            "action_id": action_id,
-            "block_id": block_id,
-            "text": button.get("text", {"type": "plain_text", "text": ""}),
-            "value": button.get("value", ""),
-            "type": "button",
-            "action_ts": sandbox._next_ts(),
-        }
-        if "style" in button:
-            action["style"] = button["style"]
         payload: Payload = {
             "type": "block_actions",
             "user": self._user_summary(user),
@@ -1418,7 +1527,7 @@ class SlackEvents:
             "enterprise": None,
             "is_enterprise_install": False,
             "channel": {"id": found.id, "name": found.name},
-            "state": {"values": {}},
+            "state": {"values": state},
             "response_url": response_url,
             "actions": [action],
         }
@@ -1426,6 +1535,107 @@ class SlackEvents:
         if not ephemeral:
             payload["message"] = message
         return payload
+
+    def select_actions(
+        self, channel: str, message_ts: str, user: str, action_id: str, value: str
+    ) -> Payload:
+        """The ``block_actions`` payload of ``user`` picking ``value`` in a static select menu."""
+        sandbox = self.sandbox
+        found = sandbox._known_channel(channel)
+        message, _ = sandbox._find_message(found, user, message_ts)
+        block_id, select = _find_element(message.get("blocks", []), action_id, "static_select")
+        option = next((o for o in select.get("options", []) if o.get("value") == value), None)
+        if option is None:
+            raise LookupError(f"the menu {action_id!r} has no option {value!r}")
+        action: Payload = {
+            "type": "static_select",
+            "action_id": action_id,
+            "block_id": block_id,
+            "selected_option": copy.deepcopy(option),
+            "placeholder": select.get("placeholder", {"type": "plain_text", "text": ""}),
+            "action_ts": sandbox._next_ts(),
+        }
+        state = {block_id: {action_id: {"type": "static_select", "selected_option": option}}}
+        return self._block_actions(channel, message_ts, user, action, state)
+
+    def message_action(self, channel: str, message_ts: str, user: str, callback_id: str) -> Payload:
+        """The payload of ``user`` running the message shortcut ``callback_id`` on a message."""
+        sandbox = self.sandbox
+        found = sandbox._known_channel(channel)
+        message, _ = sandbox._find_message(found, user, message_ts)
+        thread_ts = message.get("thread_ts") if message.get("thread_ts") != message_ts else None
+        response_url, trigger_id = sandbox._new_interaction(
+            _Interaction(found.id, user, None, thread_ts, False), "actions"
+        )
+        return {
+            "type": "message_action",
+            "token": self.verification_token,
+            "action_ts": sandbox._next_ts(),
+            "team": {"id": sandbox.team_id, "domain": sandbox.team_domain},
+            "user": self._user_summary(user),
+            "channel": {"id": found.id, "name": found.name},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": trigger_id,
+            "response_url": response_url,
+            "message_ts": message_ts,
+            "message": message,
+        }
+
+    def view_submission(self, view_id: str, user: str, chosen: Mapping[str, str]) -> Payload:
+        """The payload of ``user`` submitting an open modal; ``chosen`` maps block id to value.
+
+        A static select gets the option with that value, a text input the text itself.
+        """
+        sandbox = self.sandbox
+        view = sandbox._views_by_id.get(view_id)
+        if view is None:
+            raise LookupError(f"no view {view_id!r} was opened")
+        values: Payload = {}
+        for block in view.get("blocks", []):
+            element = block.get("element")
+            if block.get("type") != "input" or not isinstance(element, dict):
+                continue
+            value = chosen.get(str(block["block_id"]))
+            state: Payload = {"type": element["type"]}
+            if element["type"] == "static_select":
+                options = element.get("options", [])
+                picked = next((o for o in options if o.get("value") == value), None)
+                if value is not None and picked is None:
+                    raise LookupError(f"the menu in {block['block_id']!r} has no {value!r}")
+                state["selected_option"] = copy.deepcopy(picked)
+            else:
+                state["value"] = value
+            values[str(block["block_id"])] = {str(element["action_id"]): state}
+        submitted = copy.deepcopy(view)
+        submitted["state"] = {"values": values}
+        submitted.pop("user_id", None)
+        _, trigger_id = sandbox._new_interaction(
+            _Interaction(next(iter(sandbox._channels)), user, None, None, True), "views"
+        )
+        return {
+            "type": "view_submission",
+            "team": {"id": sandbox.team_id, "domain": sandbox.team_domain},
+            "user": self._user_summary(user),
+            "api_app_id": sandbox.app_id,
+            "token": self.verification_token,
+            "trigger_id": trigger_id,
+            "view": submitted,
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def app_home_opened(self, user: str) -> Payload:
+        """The ``app_home_opened`` event of ``user`` opening the app's Home tab."""
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": f"D{user.removeprefix('U')[:10]}",
+            "tab": "home",
+            "event_ts": self.sandbox._next_ts(),
+        }
 
     def slash_command(self, command: str, text: str, *, user: str, channel: str) -> dict[str, str]:
         """The form fields Slack posts for ``user`` typing ``command text`` in a channel."""
@@ -1483,6 +1693,52 @@ class SlackEvents:
     ) -> ServiceResponse:
         """Deliver ``user`` clicking the button ``action_id`` on a message (form ``payload=``)."""
         payload = self.block_actions(channel, message_ts, user, action_id)
+        return await self._send_payload(payload, timestamp)
+
+    async def choose_option(
+        self,
+        channel: str,
+        message_ts: str,
+        user: str,
+        action_id: str,
+        value: str,
+        *,
+        timestamp: int | None = None,
+    ) -> ServiceResponse:
+        """Deliver ``user`` picking ``value`` in the menu ``action_id`` on a message."""
+        payload = self.select_actions(channel, message_ts, user, action_id, value)
+        return await self._send_payload(payload, timestamp)
+
+    async def use_message_shortcut(
+        self,
+        channel: str,
+        message_ts: str,
+        user: str,
+        callback_id: str,
+        *,
+        timestamp: int | None = None,
+    ) -> ServiceResponse:
+        """Deliver ``user`` running a message shortcut on a message."""
+        payload = self.message_action(channel, message_ts, user, callback_id)
+        return await self._send_payload(payload, timestamp)
+
+    async def submit_view(
+        self,
+        view_id: str,
+        user: str,
+        chosen: Mapping[str, str],
+        *,
+        timestamp: int | None = None,
+    ) -> ServiceResponse:
+        """Deliver ``user`` submitting a modal; the answer may carry ``response_action``."""
+        payload = self.view_submission(view_id, user, chosen)
+        return await self._send_payload(payload, timestamp)
+
+    async def open_app_home(self, user: str, *, timestamp: int | None = None) -> ServiceResponse:
+        """Deliver ``app_home_opened`` for ``user``."""
+        return await self.send_event(self.app_home_opened(user), timestamp=timestamp)
+
+    async def _send_payload(self, payload: Payload, timestamp: int | None) -> ServiceResponse:
         body = urlencode({"payload": json.dumps(payload)})
         return await self.deliver(
             self.interactivity_url, body, "application/x-www-form-urlencoded", timestamp=timestamp
@@ -1787,11 +2043,16 @@ def _rich_text_block(text: str) -> Payload:
 
 def _find_button(blocks: list[Payload], action_id: str) -> tuple[str, Payload]:
     """The block id and element of the button ``action_id`` in a message's blocks."""
+    return _find_element(blocks, action_id, "button")
+
+
+def _find_element(blocks: list[Payload], action_id: str, kind: str) -> tuple[str, Payload]:
+    """The block id and element of the ``kind`` element ``action_id`` in a message's blocks."""
     for block in blocks:
         for element in _elements(block):
-            if element.get("type") == "button" and element.get("action_id") == action_id:
+            if element.get("type") == kind and element.get("action_id") == action_id:
                 return str(block.get("block_id", "")), element
-    raise LookupError(f"no button with action_id {action_id!r} on that message")
+    raise LookupError(f"no {kind} with action_id {action_id!r} on that message")
 
 
 def _command_answer(response: ServiceResponse) -> Payload:

@@ -1,0 +1,151 @@
+"""How command answers, the App Home and the reassign modal look in Slack.
+
+Subjects and customer names are customer text and go through ``escape``; mentions are drawn
+here, so the core never writes Slack markup.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from adapters.slack.render import CHANNEL_LABEL, PRIORITY_EMOJI, Block, escape, mention
+from bot.commands import Answer, Reply
+from bot.lookups import CustomerView, HomeView, LogView, QueueEntry, QueueView, SkillsView
+from bot.workflow import format_duration, format_time
+
+REASSIGN_CALLBACK = "switchboard_reassign"
+REASSIGN_MODAL = "switchboard_reassign_modal"
+SKILL_BLOCK = "skill"
+SKILL_ACTION = "skill_choice"
+_MAX_TEXT = 3900
+
+
+def answer_text(reply: Reply, now: datetime) -> str:
+    """The ephemeral answer to a command or a click."""
+    if isinstance(reply, Answer):
+        if not reply.ask:
+            return reply.text
+        return f"{reply.text} Ask {' or '.join(mention(who) for who in reply.ask)}."
+    if isinstance(reply, QueueView):
+        return _queue(reply, now)
+    if isinstance(reply, CustomerView):
+        return _customer(reply, now)
+    if isinstance(reply, SkillsView):
+        return _skills(reply)
+    return _log(reply)
+
+
+def _entry_line(entry: QueueEntry, now: datetime) -> str:
+    age = format_duration(now - entry.created_at)
+    owner = f" · {mention(entry.owner)}" if entry.owner else ""
+    snoozed = f" · :zzz: until {format_time(entry.snoozed_until)}" if entry.snoozed_until else ""
+    closed = " · closed" if entry.status == "closed" else ""
+    subject = escape(entry.subject or "(no subject)")[:120]
+    return (
+        f"{PRIORITY_EMOJI[entry.priority]} `{entry.short_id}` *{subject}* from "
+        f"{escape(entry.customer)} · {entry.skill or 'triage'} · {age} old"
+        f"{owner}{snoozed}{closed}"
+    )
+
+
+def _clip(lines: list[str]) -> str:
+    text = "\n".join(lines)
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 2] + " …"
+
+
+def _queue(view: QueueView, now: datetime) -> str:
+    where = f" in {view.skill}" if view.skill else ""
+    if not view.entries:
+        return f"Nothing waiting{where}. :tada:"
+    lines = [f"*{view.total} open conversations{where}*, most urgent and oldest first:"]
+    lines += [_entry_line(e, now) for e in view.entries]
+    if view.total > len(view.entries):
+        lines.append(f"… and {view.total - len(view.entries)} more.")
+    return _clip(lines)
+
+
+def _customer(view: CustomerView, now: datetime) -> str:
+    reached = ", ".join(
+        f"{CHANNEL_LABEL[kind]} {escape(address)}" for kind, address in view.identities
+    )
+    lines = [
+        f"*{escape(view.name or 'Customer')}*: {reached}",
+        f"{len(view.conversations)} conversations, {view.messages} messages:",
+    ]
+    lines += [_entry_line(e, now) for e in view.conversations]
+    return _clip(lines)
+
+
+def _skills(view: SkillsView) -> str:
+    lines = ["*Skills*"]
+    for row in view.skills:
+        default = " (default)" if row.name == view.default_skill else ""
+        described = f": {escape(row.description)}" if row.description else ""
+        lines.append(
+            f"• *{row.name}*{default} → #{row.chat_channel} · {row.examples} examples · "
+            f"{row.open_conversations} open{described}"
+        )
+    return _clip(lines)
+
+
+def _log(view: LogView) -> str:
+    if not view.entries:
+        return f"Nobody has changed `{view.short_id}` yet."
+    lines = [f"*Changes to `{view.short_id}`*"]
+    lines += [f"{format_time(when)}: {summary}" for when, summary in view.entries]
+    return _clip(lines)
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def home_view(view: HomeView, now: datetime) -> Block:
+    """The App Home tab: mine, the open queue per skill, snoozed ones due soon."""
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Your conversations"}},
+    ]
+    mine = [_entry_line(e, now) for e in view.mine]
+    blocks.append(_section("\n".join(mine) if mine else "Nothing assigned to you."))
+    blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Open queue"}})
+    if not view.queues:
+        blocks.append(_section("Nothing waiting. :tada:"))
+    for queue in view.queues[:20]:
+        lines = [f"*{queue.skill or 'triage'}*: {queue.total} open"]
+        lines += [_entry_line(e, now) for e in queue.entries]
+        blocks.append(_section("\n".join(lines)))
+    blocks.append(
+        {"type": "header", "text": {"type": "plain_text", "text": "Snoozed, due within a day"}}
+    )
+    snoozed = [_entry_line(e, now) for e in view.snoozed]
+    blocks.append(_section("\n".join(snoozed) if snoozed else "None."))
+    return {"type": "home", "blocks": blocks[:100]}
+
+
+def reassign_modal(skills: tuple[str, ...], short_id: str, private_metadata: str) -> Block:
+    """The modal the "Reassign conversation" shortcut opens."""
+    options = [
+        {"text": {"type": "plain_text", "text": name[:75]}, "value": name} for name in skills
+    ]
+    return {
+        "type": "modal",
+        "callback_id": REASSIGN_MODAL,
+        "private_metadata": private_metadata,
+        "title": {"type": "plain_text", "text": "Reassign conversation"},
+        "submit": {"type": "plain_text", "text": "Move"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            _section(f"Conversation `{short_id}` goes to the channel of the skill you pick."),
+            {
+                "type": "input",
+                "block_id": SKILL_BLOCK,
+                "label": {"type": "plain_text", "text": "Skill"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": SKILL_ACTION,
+                    "placeholder": {"type": "plain_text", "text": "Pick a skill"},
+                    "options": options[:100],
+                },
+            },
+        ],
+    }

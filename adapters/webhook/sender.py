@@ -1,0 +1,90 @@
+"""Agents' replies out to a webhook source's callback URL, as signed JSON.
+
+    {"event_id": "reply-57", "type": "reply", "conversation_id": "chat-42",
+     "recipient": {"id": "visitor-7"}, "agent": {"name": "Anna"}, "text": "...",
+     "attachments": [{"filename": "a.pdf", "content_type": "application/pdf",
+                      "data_base64": "..."}]}
+
+``event_id`` is the same on every try, so a receiver can ignore a reply it already has.
+Connection errors, 5xx, 408 and 429 are retried (429 and 503 after their Retry-After); any
+other 4xx is permanent, with the receiver's answer shown in the Slack thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+
+import aiohttp
+
+from adapters.webhook.signing import signed_headers
+from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.settings import WebhookSourceSettings
+from bot.shapes import OutboundReply
+
+_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+
+
+def reply_payload(
+    reply: OutboundReply, conversation_id: str, recipient_id: str
+) -> dict[str, object]:
+    """The JSON body a callback receives for ``reply``."""
+    return {
+        "event_id": f"reply-{reply.reply_id}",
+        "type": "reply",
+        "conversation_id": conversation_id,
+        "recipient": {"id": recipient_id},
+        "agent": {"name": reply.agent_name},
+        "text": reply.text,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "data_base64": base64.b64encode(a.data).decode(),
+            }
+            for a in reply.attachments
+        ],
+    }
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
+
+
+class CallbackReplySender:
+    """Implements ``bot.ports.ReplySender`` for the webhook channel."""
+
+    def __init__(self, sources: Sequence[WebhookSourceSettings]) -> None:
+        self.sources = {source.name: source for source in sources}
+
+    async def send(self, reply: OutboundReply) -> str:
+        name, _, conversation_id = (reply.thread_key or "").partition(":")
+        source = self.sources.get(name)
+        if source is None:
+            raise PermanentDeliveryError(
+                f"the webhook source {name!r} of this conversation is not configured any more"
+            )
+        recipient = reply.to_address.removeprefix(f"{name}:")
+        payload = reply_payload(reply, conversation_id, recipient)
+        body = json.dumps(payload).encode()
+        url = source.callback_url
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=_TIMEOUT) as session,
+                session.post(url, data=body, headers=signed_headers(source.secret, body)) as answer,
+            ):
+                text = (await answer.text(errors="replace"))[:300]
+                status = answer.status
+                retry_after = _retry_after(answer)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientDeliveryError(
+                f"the {name} callback {url} is unreachable ({type(exc).__name__}: {exc})"
+            ) from exc
+        reason = f"the {name} callback answered {status}: {text or '(no body)'}"
+        if status >= 500 or status in (408, 429):
+            raise TransientDeliveryError(reason, retry_after)
+        if status >= 400:
+            raise PermanentDeliveryError(reason)
+        return str(payload["event_id"])

@@ -1,0 +1,295 @@
+"""What people look up in Slack: a conversation by name, the queue, a customer, the skills.
+
+A conversation is named by its short id (shown on its root message) or by any of its Slack
+messages (a link, or the message a shortcut was used on), in its current thread or in a thread
+it was moved away from. Everything here only reads; the adapters render the results.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.conversations import short_id
+from bot.errors import ActionRefused
+from bot.jobs import Clock, utcnow
+from bot.settings import Settings
+from bot.shapes import ChannelKind, Priority
+from models import (
+    AuditEntry,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    FormerThread,
+    Identity,
+    Message,
+    Skill,
+    SkillExample,
+)
+
+PRIORITY_RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+_SHORT_ID = re.compile(r"^[a-z0-9]{4,16}$")
+# https://team.slack.com/archives/C0123ABCD/p1700000000000100?thread_ts=1700000000.000100
+_LINK = re.compile(r"/archives/([CGD][A-Z0-9]+)/p(\d{10})(\d{6})(?:\?(.*))?$")
+_THREAD_TS = re.compile(r"(?:^|&)thread_ts=(\d{10}\.\d{6})")
+
+
+@dataclass(frozen=True, slots=True)
+class ByText:
+    """A conversation as a person typed it: a short id or a link to one of its messages."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ByMessage:
+    """A conversation by one of its Slack messages (where a button or shortcut was used)."""
+
+    chat_channel: str
+    ts: str
+    thread_ts: str = ""
+
+
+ConversationRef = ByText | ByMessage
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One conversation in a list. ``subject`` and ``customer`` are customer text."""
+
+    short_id: str
+    subject: str
+    customer: str
+    channel: ChannelKind
+    skill: str
+    priority: Priority
+    status: str
+    owner: str
+    created_at: datetime
+    snoozed_until: datetime | None
+    chat_channel: str | None
+    chat_thread_ts: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    skill: str
+    entries: tuple[QueueEntry, ...]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerView:
+    name: str
+    identities: tuple[tuple[ChannelKind, str], ...]
+    conversations: tuple[QueueEntry, ...]
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkillRow:
+    name: str
+    chat_channel: str
+    description: str
+    examples: int
+    open_conversations: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkillsView:
+    skills: tuple[SkillRow, ...]
+    default_skill: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    short_id: str
+    entries: tuple[tuple[datetime, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HomeView:
+    """The App Home tab of one person."""
+
+    user_id: str
+    mine: tuple[QueueEntry, ...]
+    queues: tuple[QueueView, ...]
+    snoozed: tuple[QueueEntry, ...]
+
+
+def reference_of(text: str) -> ConversationRef:
+    """A typed conversation name: a link becomes ``ByMessage``, anything else ``ByText``."""
+    match = _LINK.search(text.strip())
+    if match is None:
+        return ByText(text.strip())
+    channel, seconds, micros, query = match.groups()
+    thread = _THREAD_TS.search(query or "")
+    return ByMessage(channel, f"{seconds}.{micros}", thread.group(1) if thread else "")
+
+
+async def find_conversation(ref: ConversationRef) -> Conversation:
+    """The conversation ``ref`` names, or ``ActionRefused`` saying why there is none."""
+    if isinstance(ref, ByMessage):
+        found = await conversation_of_message(ref.chat_channel, ref.ts, ref.thread_ts)
+        if found is None:
+            raise ActionRefused("That message is not part of a Switchboard conversation.")
+        return found
+    text = ref.text.lower().strip("`")
+    if not _SHORT_ID.match(text):
+        raise ActionRefused(
+            f"`{ref.text}` does not name a conversation: use the short id on its root message "
+            "(like `k7q2ab`) or a link to one of its messages."
+        )
+    found_all = await Conversation.filter(token__startswith=text).limit(2)
+    if not found_all:
+        raise ActionRefused(f"No conversation `{text}`.")
+    if len(found_all) > 1:
+        raise ActionRefused(f"`{text}` fits more than one conversation; give more of its id.")
+    return found_all[0]
+
+
+async def conversation_of_message(
+    chat_channel: str, ts: str, thread_ts: str = ""
+) -> Conversation | None:
+    """The conversation a Slack message belongs to, in its current or a former thread."""
+    candidates = [t for t in (thread_ts, ts) if t]
+    found = await Conversation.filter(
+        chat_channel=chat_channel, chat_thread_ts__in=candidates
+    ).first()
+    if found is not None:
+        return found
+    former = (
+        await FormerThread.filter(chat_channel=chat_channel, chat_thread_ts__in=candidates)
+        .first()
+        .prefetch_related("conversation")
+    )
+    if former is not None:
+        return former.conversation
+    message = await Message.filter(chat_ts__in=candidates).first().prefetch_related("conversation")
+    return message.conversation if message is not None else None
+
+
+async def _entries(conversations: list[Conversation]) -> tuple[QueueEntry, ...]:
+    for conversation in conversations:
+        await conversation.fetch_related("identity")
+    return tuple(
+        QueueEntry(
+            short_id=short_id(c),
+            subject=c.subject,
+            customer=c.identity.display_name or c.identity.address,
+            channel=c.channel,
+            skill=c.skill,
+            priority=c.priority,
+            status=c.status.value,
+            owner=c.owner,
+            created_at=c.created_at,
+            snoozed_until=c.snoozed_until,
+            chat_channel=c.chat_channel,
+            chat_thread_ts=c.chat_thread_ts,
+        )
+        for c in conversations
+    )
+
+
+def _by_priority_and_age(conversation: Conversation) -> tuple[int, datetime]:
+    return PRIORITY_RANK[conversation.priority], conversation.created_at
+
+
+class Lookups:
+    """Read-only answers for commands and the App Home."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+
+    async def _waiting(self, skill: str = "") -> list[Conversation]:
+        """Open conversations that are not snoozed, most urgent and oldest first."""
+        query = Conversation.filter(status=ConversationStatus.OPEN)
+        if skill:
+            query = query.filter(skill=skill)
+        now = self.clock()
+        found = [c for c in await query if c.snoozed_until is None or c.snoozed_until <= now]
+        return sorted(found, key=_by_priority_and_age)
+
+    async def queue(self, skill: str = "", limit: int = 20) -> QueueView:
+        if skill and skill != "triage" and not await Skill.exists(name=skill):
+            raise ActionRefused(f"There is no skill `{skill}`.")
+        waiting = await self._waiting(skill)
+        return QueueView(skill, await _entries(waiting[:limit]), len(waiting))
+
+    async def customer(self, query: str) -> CustomerView:
+        """A customer's conversations over every channel, by address, handle or id."""
+        customer = await self._customer(query.strip())
+        if customer is None:
+            raise ActionRefused(
+                f"No customer `{query}`: give an e-mail address, a Telegram handle "
+                "(@name), a customer number or a conversation id."
+            )
+        identities = await Identity.filter(customer_id=customer.id).order_by("id")
+        conversations = await Conversation.filter(customer_id=customer.id).order_by("-id")
+        count = await Message.filter(conversation__customer_id=customer.id).count()
+        return CustomerView(
+            name=customer.name,
+            identities=tuple((i.channel, i.address) for i in identities),
+            conversations=await _entries(list(conversations[:20])),
+            messages=count,
+        )
+
+    async def _customer(self, query: str) -> Customer | None:
+        if not query:
+            return None
+        names = {query, query.removeprefix("@"), "@" + query.removeprefix("@")}
+        identity = await Identity.filter(address__in=names).first()
+        if identity is None and "@" in query.strip("@"):
+            identity = await Identity.filter(address__iexact=query).first()
+        if identity is not None:
+            return await Customer.get(id=identity.customer_id)  # type: ignore[attr-defined]
+        if query.isdigit():
+            found = await Customer.get_or_none(id=int(query))
+            if found is not None:
+                return found
+        try:
+            conversation = await find_conversation(reference_of(query))
+        except ActionRefused:
+            return None
+        return await Customer.get(id=conversation.customer_id)  # type: ignore[attr-defined]
+
+    async def skills(self) -> SkillsView:
+        rows = []
+        for skill in await Skill.all().order_by("name"):
+            configured = self.settings.skill(skill.name)
+            examples = await SkillExample.filter(skill=skill.name).count()
+            rows.append(
+                SkillRow(
+                    name=skill.name,
+                    chat_channel=skill.chat_channel,
+                    description=skill.description,
+                    examples=examples + (len(configured.examples) if configured else 0),
+                    open_conversations=await Conversation.filter(
+                        skill=skill.name, status=ConversationStatus.OPEN
+                    ).count(),
+                )
+            )
+        return SkillsView(tuple(rows), self.settings.triage.default_skill)
+
+    async def log(self, conversation: Conversation, limit: int = 30) -> LogView:
+        entries = await AuditEntry.filter(conversation_id=conversation.id).order_by("-id")
+        shown = tuple((e.created_at, e.summary) for e in reversed(entries[:limit]))
+        return LogView(short_id(conversation), shown)
+
+    async def home(self, user_id: str, per_skill: int = 5) -> HomeView:
+        """Mine, the open queue per skill, and snoozed conversations due within a day."""
+        waiting = await self._waiting()
+        mine = [c for c in waiting if c.owner == user_id]
+        queues = []
+        for skill in sorted({c.skill for c in waiting}):
+            of_skill = [c for c in waiting if c.skill == skill]
+            queues.append(QueueView(skill, await _entries(of_skill[:per_skill]), len(of_skill)))
+        now = self.clock()
+        snoozed = await Conversation.filter(
+            status=ConversationStatus.OPEN,
+            snoozed_until__gt=now,
+            snoozed_until__lte=now + timedelta(days=1),
+        ).order_by("snoozed_until")
+        return HomeView(user_id, await _entries(mine), tuple(queues), await _entries(snoozed))
