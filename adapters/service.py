@@ -34,10 +34,10 @@ from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
 from bot.database import is_postgres, open_database
 from bot.errors import ConfigError
-from bot.intake import POST_INBOUND, Intake
+from bot.intake import THREAD_INBOUND, Intake, ThreadInbound
 from bot.jobs import Clock, JobRunner, utcnow
 from bot.metrics import count_job
-from bot.pipeline import DELIVER_REPLY, DeliverReply, PostInbound
+from bot.pipeline import DELIVER_REPLY, POST_INBOUND, DeliverReply, PostInbound
 from bot.ports import Classifier, ReplySender
 from bot.relay import Relay
 from bot.routing import FixedSkillClassifier, sync_skills
@@ -85,6 +85,16 @@ class Service:
         )
         self.runner = JobRunner(
             {
+                THREAD_INBOUND: ThreadInbound(
+                    settings.threading,
+                    reopen_closed=(
+                        ()
+                        if settings.telegram.new_conversation_after_close
+                        else (ChannelKind.TELEGRAM,)
+                    ),
+                    clock=clock,
+                    on_threaded=self._wake_runner,
+                ),
                 POST_INBOUND: self.post_inbound,
                 DELIVER_REPLY: DeliverReply(self.chat, senders),
                 **self.team.job_handlers,
@@ -94,14 +104,7 @@ class Service:
             on_outcome=count_job,
         )
         self.team.workflow.on_queued = self.runner.notify
-        self.intake = Intake(
-            settings.threading,
-            clock=clock,
-            on_stored=self._wake_runner,
-            reopen_closed=(
-                () if settings.telegram.new_conversation_after_close else (ChannelKind.TELEGRAM,)
-            ),
-        )
+        self.intake = Intake(clock=clock, on_stored=self._wake_runner)
         self.relay = Relay(self.chat, settings.replies, clock=clock, on_queued=self.runner.notify)
         self.bolt = build_bolt_app(
             client=self.client,

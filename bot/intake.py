@@ -1,12 +1,14 @@
-"""Intake: store an inbound message and the job that posts it, in one transaction.
+"""Intake: store an inbound message and its first job, in one transaction.
 
 Adapters call ``Intake.accept`` and give the sender its success answer (SMTP 250, HTTP 200)
 only after it returns: from then on the message is durable and everything else is a job.
+The first job (``ThreadInbound``) finds the message's conversation and queues its post.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from tortoise.transactions import in_transaction
 from bot.conversations import find_conversation, new_token
 from bot.jobs import Clock, enqueue, utcnow
 from bot.metrics import MESSAGES_IN
+from bot.pipeline import POST_INBOUND, inbound_of
 from bot.settings import ThreadingSettings
 from bot.shapes import ChannelKind, InboundMessage
 from bot.subjects import normalise_subject
@@ -26,11 +29,14 @@ from models import (
     Customer,
     Direction,
     Identity,
+    Job,
     Message,
     StoredAttachment,
 )
 
-POST_INBOUND = "post_inbound"
+log = logging.getLogger(__name__)
+
+THREAD_INBOUND = "thread_inbound"
 
 # Messages committed in one transaction at most; bounds how long the first of them waits.
 _MAX_GROUP = 64
@@ -39,7 +45,6 @@ _MAX_GROUP = 64
 @dataclass(frozen=True, slots=True)
 class Accepted:
     message_id: int
-    conversation_id: int
     duplicate: bool = False
 
 
@@ -48,22 +53,14 @@ def dedup_key(message: InboundMessage) -> str:
 
 
 class Intake:
-    """Accepts inbound messages durably; ``on_stored`` wakes the job runner.
-
-    A message in a chat whose conversation was closed starts a new conversation, except on the
-    channels in ``reopen_closed``, where it reopens the old one.
-    """
+    """Accepts inbound messages durably; ``on_stored`` wakes the job runner."""
 
     def __init__(
         self,
-        threading: ThreadingSettings,
         *,
         clock: Clock = utcnow,
         on_stored: Callable[[InboundMessage], None] | None = None,
-        reopen_closed: Collection[ChannelKind] = (),
     ) -> None:
-        self.threading = threading
-        self.reopen_closed = frozenset(reopen_closed)
         self.clock = clock
         self.on_stored = on_stored
         self._waiting: list[tuple[InboundMessage, asyncio.Future[Accepted]]] = []
@@ -131,45 +128,20 @@ class Intake:
         key = dedup_key(message)
         existing = await Message.filter(dedup_key=key).using_db(conn).first()
         if existing is not None:
-            return Accepted(existing.id, existing.conversation_id, duplicate=True)  # type: ignore[attr-defined]
+            return Accepted(existing.id, duplicate=True)
         return await self._store(message, key, conn)
 
     async def _store(self, message: InboundMessage, key: str, conn: BaseDBAsyncClient) -> Accepted:
-        now = self.clock()
-        identity, new_sender = await self._identity(message, conn)
-        conversation = await find_conversation(
-            message,
-            identity,
-            self.threading,
-            now,
-            conn,
-            reopen_closed=self.reopen_closed,
-            new_sender=new_sender,
-        )
-        if conversation is None:
-            conversation = await Conversation.create(
-                token=new_token(),
-                customer_id=identity.customer_id,  # type: ignore[attr-defined]
-                identity=identity,
-                channel=message.channel,
-                thread_key=message.thread_key,
-                subject=message.subject[:998],
-                normalised_subject=normalise_subject(message.subject)[:998],
-                last_inbound_at=now,
-                using_db=conn,
-            )
-        else:
-            conversation.last_inbound_at = now
-            conversation.status = ConversationStatus.OPEN
-            await conversation.save(
-                using_db=conn, update_fields=["last_inbound_at", "status", "updated_at"]
-            )
+        # Only what makes the message durable happens here; finding its conversation is the
+        # first job (ThreadInbound), so the sender's answer waits for two inserts, not seven.
         stored = await Message.create(
-            conversation=conversation,
+            conversation=None,
             direction=Direction.INBOUND,
             channel=message.channel,
             dedup_key=key,
             external_id=message.external_id[:998],
+            thread_key=message.thread_key,
+            conversation_token=message.conversation_token,
             sender_name=message.sender_name[:255],
             sender_address=message.sender_address[:320],
             subject=message.subject[:998],
@@ -190,34 +162,109 @@ class Intake:
                 data=attachment.data,
                 using_db=conn,
             )
+        # One sender's messages are threaded in the order they came, so their second message
+        # finds the conversation their first one opened.
         await enqueue(
-            POST_INBOUND,
+            THREAD_INBOUND,
             {"message_id": stored.id},
-            serial_key=f"conversation:{conversation.id}",
-            now=now,
+            serial_key=f"sender:{message.channel.value}:{message.sender_address}"[:64],
+            now=self.clock(),
             conn=conn,
         )
-        return Accepted(stored.id, conversation.id)
+        return Accepted(stored.id)
 
-    async def _identity(
-        self, message: InboundMessage, conn: BaseDBAsyncClient
-    ) -> tuple[Identity, bool]:
-        identity = (
-            await Identity.filter(channel=message.channel, address=message.sender_address)
-            .using_db(conn)
-            .first()
-        )
-        if identity is not None:
-            if message.sender_name and identity.display_name != message.sender_name:
-                identity.display_name = message.sender_name[:255]
-                await identity.save(using_db=conn, update_fields=["display_name"])
-            return identity, False
-        customer = await Customer.create(name=message.sender_name[:255], using_db=conn)
-        identity = await Identity.create(
-            customer=customer,
-            channel=message.channel,
-            address=message.sender_address[:320],
-            display_name=message.sender_name[:255],
-            using_db=conn,
-        )
-        return identity, True
+
+class ThreadInbound:
+    """The first job after intake: put a message in its conversation, then queue its post.
+
+    A message in a chat whose conversation was closed starts a new conversation, except on the
+    channels in ``reopen_closed``, where it reopens the old one.
+    """
+
+    def __init__(
+        self,
+        threading: ThreadingSettings,
+        *,
+        reopen_closed: Collection[ChannelKind] = (),
+        clock: Clock = utcnow,
+        on_threaded: Callable[[], None] | None = None,
+    ) -> None:
+        self.threading = threading
+        self.clock = clock
+        self.reopen_closed = frozenset(reopen_closed)
+        self.on_threaded = on_threaded
+
+    async def run(self, job: Job) -> None:
+        message_id = job.payload["message_id"]
+        async with in_transaction() as conn:
+            message = await Message.filter(id=message_id).using_db(conn).get()
+            if message.conversation_id is not None:  # type: ignore[attr-defined]
+                return
+            inbound = inbound_of(message, ())
+            received_at = message.created_at
+            identity, new_sender = await _identity(inbound, conn)
+            conversation = await find_conversation(
+                inbound,
+                identity,
+                self.threading,
+                received_at,
+                conn,
+                reopen_closed=self.reopen_closed,
+                new_sender=new_sender,
+            )
+            if conversation is None:
+                conversation = await Conversation.create(
+                    token=new_token(),
+                    customer_id=identity.customer_id,  # type: ignore[attr-defined]
+                    identity=identity,
+                    channel=message.channel,
+                    thread_key=message.thread_key,
+                    subject=message.subject[:998],
+                    normalised_subject=normalise_subject(message.subject)[:998],
+                    last_inbound_at=received_at,
+                    using_db=conn,
+                )
+            else:
+                conversation.last_inbound_at = received_at
+                conversation.status = ConversationStatus.OPEN
+                await conversation.save(
+                    using_db=conn, update_fields=["last_inbound_at", "status", "updated_at"]
+                )
+            message.conversation = conversation
+            await message.save(using_db=conn, update_fields=["conversation_id"])
+            await enqueue(
+                POST_INBOUND,
+                {"message_id": message.id},
+                serial_key=f"conversation:{conversation.id}",
+                now=self.clock(),
+                conn=conn,
+            )
+        if self.on_threaded is not None:
+            self.on_threaded()
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        # Only the database can make threading fail; the message stays stored for a replay.
+        log.error("could not thread a message", extra={"job": job.id, "reason": reason})
+
+
+async def _identity(message: InboundMessage, conn: BaseDBAsyncClient) -> tuple[Identity, bool]:
+    """The sender's identity, created with a new customer the first time; True if new."""
+    identity = (
+        await Identity.filter(channel=message.channel, address=message.sender_address)
+        .using_db(conn)
+        .first()
+    )
+    if identity is not None:
+        if message.sender_name and identity.display_name != message.sender_name:
+            identity.display_name = message.sender_name[:255]
+            await identity.save(using_db=conn, update_fields=["display_name"])
+        return identity, False
+    customer = await Customer.create(name=message.sender_name[:255], using_db=conn)
+    identity = await Identity.create(
+        customer=customer,
+        channel=message.channel,
+        address=message.sender_address[:320],
+        display_name=message.sender_name[:255],
+        using_db=conn,
+    )
+    return identity, True

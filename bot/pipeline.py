@@ -30,6 +30,7 @@ from models import Conversation, Direction, Job, Message, StoredAttachment
 
 log = logging.getLogger(__name__)
 
+POST_INBOUND = "post_inbound"
 DELIVER_REPLY = "deliver_reply"
 
 
@@ -42,6 +43,13 @@ def _message_id(job: Job) -> int:
 async def _attachments(message: Message) -> tuple[Attachment, ...]:
     stored = await StoredAttachment.filter(message_id=message.id).order_by("id")
     return tuple(Attachment(a.filename, a.content_type, bytes(a.data)) for a in stored)
+
+
+def threaded(message: Message) -> Conversation:
+    """The (prefetched) conversation of a message that has been threaded."""
+    if message.conversation is None:
+        raise RuntimeError(f"message {message.id} is not in a conversation yet")
+    return message.conversation
 
 
 async def _has_files(message: Message) -> bool:
@@ -85,6 +93,8 @@ def inbound_of(message: Message, attachments: tuple[Attachment, ...]) -> Inbound
         received_at=message.created_at,
         attachments=attachments,
         replies_to=tuple(message.replies_to),
+        thread_key=message.thread_key,
+        conversation_token=message.conversation_token,
         is_automated=message.is_automated,
         automated_reason=message.automated_reason,
     )
@@ -111,7 +121,7 @@ class PostInbound:
         message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
             return
-        conversation = message.conversation
+        conversation = threaded(message)
         attachments = await _attachments(message)
         retrying = job.attempts > 1
         if conversation.chat_thread_ts is None:
@@ -185,7 +195,7 @@ class DeliverReply:
 
     async def run(self, job: Job) -> None:
         message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
-        conversation = message.conversation
+        conversation = threaded(message)
         if message.delivery_state is DeliveryState.CANCELLED:
             return
         if message.delivery_state is not DeliveryState.SENT:
@@ -238,7 +248,7 @@ class DeliverReply:
         message.delivery_state = DeliveryState.FAILED
         message.delivery_error = reason
         await message.save(update_fields=["delivery_state", "delivery_error"])
-        conversation = message.conversation
+        conversation = threaded(message)
         MESSAGES_OUT.labels(conversation.channel.value, "failed").inc()
         if not (conversation.chat_channel and conversation.chat_thread_ts and message.chat_ts):
             return

@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 
 from bot.errors import DeliveryError
 from bot.jobs import Clock, cancel_pending, enqueue, utcnow
-from bot.pipeline import DELIVER_REPLY
+from bot.pipeline import DELIVER_REPLY, threaded
 from bot.ports import ChatPort
 from bot.settings import ReplySettings
 from bot.shapes import AgentMessage, DeliveryState
@@ -150,10 +150,11 @@ class Relay:
             return "Too late: the reply is already on its way to the customer."
         message.delivery_state = DeliveryState.CANCELLED
         await message.save(update_fields=["delivery_state"])
-        if message.chat_ts and message.conversation.chat_channel:
+        conversation = threaded(message)
+        if message.chat_ts and conversation.chat_channel:
             try:
                 await self.chat.show_delivery(
-                    message.conversation.chat_channel, message.chat_ts, DeliveryState.CANCELLED
+                    conversation.chat_channel, message.chat_ts, DeliveryState.CANCELLED
                 )
             except DeliveryError as exc:
                 log.warning("could not show an undone reply", extra={"reason": exc.reason})

@@ -125,15 +125,19 @@ class Conversation(Model):
 class Message(Model):
     """One message in a conversation, either way.
 
+    An inbound message is stored before it is threaded (``conversation`` is None until its
+    thread job has run); ``thread_key`` and ``conversation_token`` are what threading reads.
     ``dedup_key`` makes intake idempotent (``email:<Message-ID>``, ``slack:<channel>:<ts>``).
     ``external_id`` is the id the outside system gave the message (our outbound e-mail's
     Message-ID); ``chat_ts`` is where it is shown in Slack.
     """
 
     id = fields.IntField(primary_key=True)
-    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
-        "models.Conversation", related_name="messages", on_delete=fields.CASCADE
+    conversation: fields.ForeignKeyNullableRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="messages", on_delete=fields.CASCADE, null=True
     )
+    thread_key = fields.CharField(max_length=255, null=True)
+    conversation_token = fields.CharField(max_length=16, null=True)
     direction = fields.CharEnumField(Direction, max_length=8)
     channel = fields.CharEnumField(ChannelKind, max_length=16)
     dedup_key = fields.CharField(max_length=512, unique=True, null=True)
