@@ -44,6 +44,8 @@ pytest-postgres: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.webhook
+	$(BIN)/python -m bench.triage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

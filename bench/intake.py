@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from email.message import EmailMessage
@@ -23,6 +21,7 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from adapters.service import Service
+from bench.load import seconds_in_child
 from bot.settings import settings_from_toml
 
 SAMPLE_BODY = (
@@ -67,25 +66,11 @@ async def client_load(port: int, messages: int, connections: int, run: str) -> f
 
 def run_client(port: int, messages: int, connections: int, run: str) -> float:
     """Run the load in a child process and read back its duration."""
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.intake",
-            "--client-port",
-            str(port),
-            "--messages",
-            str(messages),
-            "--connections",
-            str(connections),
-            "--run",
-            run,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    return seconds_in_child(
+        "bench.intake",
+        *("--client-port", str(port), "--messages", str(messages)),
+        *("--connections", str(connections), "--run", run),
     )
-    return float(output.stdout.strip())
 
 
 class NothingHandler:

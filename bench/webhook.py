@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from aiohttp import web
 
 from adapters.service import Service
 from adapters.webhook.signing import signed_headers
+from bench.load import seconds_in_child
 from bot.routing import FixedSkillClassifier
 from bot.settings import settings_from_toml
 
@@ -69,25 +68,11 @@ async def client_load(url: str, requests: int, concurrency: int, run: str) -> fl
 
 def run_client(url: str, requests: int, concurrency: int, run: str) -> float:
     """Run the load in a child process and read back its duration."""
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.webhook",
-            "--client-url",
-            url,
-            "--requests",
-            str(requests),
-            "--concurrency",
-            str(concurrency),
-            "--run",
-            run,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    return seconds_in_child(
+        "bench.webhook",
+        *("--client-url", url, "--requests", str(requests)),
+        *("--concurrency", str(concurrency), "--run", run),
     )
-    return float(output.stdout.strip())
 
 
 async def measure_bare(requests: int, concurrency: int) -> float:
