@@ -17,7 +17,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.conversations import find_conversation, new_token
-from bot.jobs import Clock, enqueue, utcnow
+from bot.jobs import Clock, enqueue, new_job, utcnow
 from bot.metrics import MESSAGES_IN
 from bot.pipeline import POST_INBOUND, inbound_of
 from bot.settings import ThreadingSettings
@@ -90,7 +90,7 @@ class Intake:
             del self._waiting[:_MAX_GROUP]
             try:
                 async with in_transaction() as conn:
-                    results = [await self._store_once(m, conn) for m, _ in batch]
+                    results = await self._store_group([m for m, _ in batch], conn)
             except Exception:
                 # One message spoiled the shared transaction (most likely a race on a unique
                 # key with another replica): store each on its own so the others still go in.
@@ -125,15 +125,43 @@ class Intake:
             return
 
     async def _store_once(self, message: InboundMessage, conn: BaseDBAsyncClient) -> Accepted:
-        key = dedup_key(message)
-        existing = await Message.filter(dedup_key=key).using_db(conn).first()
-        if existing is not None:
-            return Accepted(existing.id, duplicate=True)
-        return await self._store(message, key, conn)
+        (accepted,) = await self._store_group([message], conn)
+        return accepted
 
-    async def _store(self, message: InboundMessage, key: str, conn: BaseDBAsyncClient) -> Accepted:
+    async def _store_group(
+        self, messages: list[InboundMessage], conn: BaseDBAsyncClient
+    ) -> list[Accepted]:
+        """Store the messages not seen before, with their jobs; one dedup query, one job insert."""
+        keys = [dedup_key(m) for m in messages]
+        seen: dict[str, int] = dict(
+            await Message.filter(dedup_key__in=keys).using_db(conn).values_list("dedup_key", "id")
+        )
+        results: list[Accepted] = []
+        jobs: list[Job] = []
+        for message, key in zip(messages, keys, strict=True):
+            if key in seen:
+                results.append(Accepted(seen[key], duplicate=True))
+                continue
+            stored = await self._store(message, key, conn)
+            seen[key] = stored.id
+            results.append(Accepted(stored.id))
+            # One sender's messages are threaded in the order they came, so their second
+            # message finds the conversation their first one opened.
+            jobs.append(
+                new_job(
+                    THREAD_INBOUND,
+                    {"message_id": stored.id},
+                    serial_key=f"sender:{message.channel.value}:{message.sender_address}"[:64],
+                    run_at=self.clock(),
+                )
+            )
+        if jobs:
+            await Job.bulk_create(jobs, using_db=conn)
+        return results
+
+    async def _store(self, message: InboundMessage, key: str, conn: BaseDBAsyncClient) -> Message:
         # Only what makes the message durable happens here; finding its conversation is the
-        # first job (ThreadInbound), so the sender's answer waits for two inserts, not seven.
+        # first job (ThreadInbound), so the sender's answer waits for few statements.
         stored = await Message.create(
             conversation=None,
             direction=Direction.INBOUND,
@@ -162,16 +190,7 @@ class Intake:
                 data=attachment.data,
                 using_db=conn,
             )
-        # One sender's messages are threaded in the order they came, so their second message
-        # finds the conversation their first one opened.
-        await enqueue(
-            THREAD_INBOUND,
-            {"message_id": stored.id},
-            serial_key=f"sender:{message.channel.value}:{message.sender_address}"[:64],
-            now=self.clock(),
-            conn=conn,
-        )
-        return Accepted(stored.id)
+        return stored
 
 
 class ThreadInbound:

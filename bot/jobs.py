@@ -55,13 +55,14 @@ async def enqueue(
     conn: BaseDBAsyncClient | None = None,
 ) -> Job:
     """Add a job; pass ``conn`` of the transaction that stores what the job is about."""
-    return await Job.create(
-        kind=kind,
-        payload=dict(payload),
-        serial_key=serial_key,
-        run_at=run_at or now or utcnow(),
-        using_db=conn,
-    )
+    job = new_job(kind, payload, serial_key=serial_key, run_at=run_at or now or utcnow())
+    await job.save(using_db=conn)
+    return job
+
+
+def new_job(kind: str, payload: Mapping[str, object], *, serial_key: str, run_at: datetime) -> Job:
+    """A job not saved yet (``Job.bulk_create`` adds many in one statement)."""
+    return Job(kind=kind, payload=dict(payload), serial_key=serial_key, run_at=run_at)
 
 
 def backoff_seconds(attempts: int, settings: JobSettings, retry_after: float | None) -> float:
