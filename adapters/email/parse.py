@@ -9,6 +9,7 @@ stored and shown, never dropped.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import html
 import mimetypes
@@ -18,7 +19,9 @@ from datetime import datetime
 from email import policy
 from email.message import Message, MIMEPart
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import collapse_rfc2231_value, getaddresses
+from typing import Any, cast
 
 import html2text
 
@@ -27,7 +30,21 @@ from adapters.email.tokens import find_token
 from bot.shapes import Attachment, ChannelKind, InboundMessage
 from bot.subjects import is_forward
 
-_PARSER = BytesParser(policy=policy.default)
+
+class _RememberingPolicy(EmailPolicy):
+    """The default policy, remembering the headers it has parsed.
+
+    Reading a message asks for Content-Type and its parameters a dozen times, and the default
+    policy parses the header anew each time (most of the cost of a plain message). Parsing is
+    a pure function of the header's name and text, so the result can be reused.
+    """
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (one policy object, kept for the process)
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        return super().header_fetch_parse(name, value)
+
+
+_PARSER = BytesParser(policy=_RememberingPolicy())
 
 # Serialises an enclosed message as it was received: no refolding, 8-bit bodies left alone.
 _VERBATIM = policy.default.clone(refold_source="none", cte_type="8bit")
@@ -117,7 +134,8 @@ def _parse(
     recipients: Sequence[str],
     own_domain: str,
 ) -> InboundMessage:
-    message = _PARSER.parsebytes(raw)
+    # The policy's message factory is EmailMessage (a MIMEPart); the parser's types say Message.
+    message = cast(MIMEPart, _PARSER.parsebytes(raw))
     sender_address, sender_name = _sender(message, mail_from)
     subject = " ".join(_header(message, "Subject").split()) or "(no subject)"
     external_id = _message_id(message) or _synthetic_message_id(raw)
