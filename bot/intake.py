@@ -131,66 +131,84 @@ class Intake:
     async def _store_group(
         self, messages: list[InboundMessage], conn: BaseDBAsyncClient
     ) -> list[Accepted]:
-        """Store the messages not seen before, with their jobs; one dedup query, one job insert."""
+        """Store the messages not seen before with their jobs, in a few statements a group.
+
+        Only what makes a message durable happens here; finding its conversation is its first
+        job (``ThreadInbound``), so the senders' answers wait for the fewest statements.
+        """
         keys = [dedup_key(m) for m in messages]
-        seen: dict[str, int] = dict(
+        ids: dict[str, int] = dict(
             await Message.filter(dedup_key__in=keys).using_db(conn).values_list("dedup_key", "id")
         )
-        results: list[Accepted] = []
-        jobs: list[Job] = []
+        fresh: dict[str, InboundMessage] = {}
         for message, key in zip(messages, keys, strict=True):
-            if key in seen:
-                results.append(Accepted(seen[key], duplicate=True))
-                continue
-            stored = await self._store(message, key, conn)
-            seen[key] = stored.id
-            results.append(Accepted(stored.id))
+            if key not in ids:
+                fresh.setdefault(key, message)
+        if fresh:
+            await Message.bulk_create(
+                [_unthreaded(message, key) for key, message in fresh.items()], using_db=conn
+            )
+            ids.update(
+                await Message.filter(dedup_key__in=list(fresh))
+                .using_db(conn)
+                .values_list("dedup_key", "id")
+            )
+            now = self.clock()
             # One sender's messages are threaded in the order they came, so their second
             # message finds the conversation their first one opened.
-            jobs.append(
-                new_job(
-                    THREAD_INBOUND,
-                    {"message_id": stored.id},
-                    serial_key=f"sender:{message.channel.value}:{message.sender_address}"[:64],
-                    run_at=self.clock(),
-                )
-            )
-        if jobs:
-            await Job.bulk_create(jobs, using_db=conn)
-        return results
-
-    async def _store(self, message: InboundMessage, key: str, conn: BaseDBAsyncClient) -> Message:
-        # Only what makes the message durable happens here; finding its conversation is the
-        # first job (ThreadInbound), so the sender's answer waits for few statements.
-        stored = await Message.create(
-            conversation=None,
-            direction=Direction.INBOUND,
-            channel=message.channel,
-            dedup_key=key,
-            external_id=message.external_id[:998],
-            thread_key=message.thread_key,
-            conversation_token=message.conversation_token,
-            sender_name=message.sender_name[:255],
-            sender_address=message.sender_address[:320],
-            subject=message.subject[:998],
-            text=message.text,
-            full_text=message.full_text,
-            replies_to=list(message.replies_to),
-            raw_source=message.raw or None,
-            is_automated=message.is_automated,
-            automated_reason=message.automated_reason[:255],
-            using_db=conn,
-        )
-        for attachment in message.attachments:
-            await StoredAttachment.create(
-                message=stored,
-                filename=attachment.filename[:255],
-                content_type=attachment.content_type[:255],
-                size=len(attachment.data),
-                data=attachment.data,
+            await Job.bulk_create(
+                [
+                    new_job(
+                        THREAD_INBOUND,
+                        {"message_id": ids[key]},
+                        serial_key=f"sender:{m.channel.value}:{m.sender_address}"[:64],
+                        run_at=now,
+                    )
+                    for key, m in fresh.items()
+                ],
                 using_db=conn,
             )
-        return stored
+            attachments = [
+                StoredAttachment(
+                    message_id=ids[key],
+                    filename=a.filename[:255],
+                    content_type=a.content_type[:255],
+                    size=len(a.data),
+                    data=a.data,
+                )
+                for key, m in fresh.items()
+                for a in m.attachments
+            ]
+            if attachments:
+                await StoredAttachment.bulk_create(attachments, using_db=conn)
+        stored_now = set(fresh)
+        results = []
+        for key in keys:
+            results.append(Accepted(ids[key], duplicate=key not in stored_now))
+            stored_now.discard(key)
+        return results
+
+
+def _unthreaded(message: InboundMessage, key: str) -> Message:
+    """The row of an inbound message that has no conversation yet."""
+    return Message(
+        conversation=None,
+        direction=Direction.INBOUND,
+        channel=message.channel,
+        dedup_key=key,
+        external_id=message.external_id[:998],
+        thread_key=message.thread_key,
+        conversation_token=message.conversation_token,
+        sender_name=message.sender_name[:255],
+        sender_address=message.sender_address[:320],
+        subject=message.subject[:998],
+        text=message.text,
+        full_text=message.full_text,
+        replies_to=list(message.replies_to),
+        raw_source=message.raw or None,
+        is_automated=message.is_automated,
+        automated_reason=message.automated_reason[:255],
+    )
 
 
 class ThreadInbound:
