@@ -47,6 +47,8 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from adapters.loopback import serve_on_loopback
+
 Payload = dict[str, Any]
 
 # Slack's own limits, so that a post Slack would refuse is refused here too.
@@ -299,18 +301,7 @@ class SlackSandbox:
         app.router.add_get("/files-pri/{ref}/download/{name}", self._handle_download)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_get("/socket-mode/{ticket}", self._handle_socket)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        shown_host = f"[{host}]" if ":" in host else host
-        self._url = f"http://{shown_host}:{bound_port}/"
+        self._runner, self._url = await serve_on_loopback(app, host, port)
 
     async def stop(self) -> None:
         """Stop serving; the recorded workspace stays readable."""

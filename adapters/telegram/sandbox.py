@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from adapters.loopback import serve_on_loopback
+
 Payload = dict[str, Any]
 
 # Telegram's own limits.
@@ -141,23 +143,12 @@ class TelegramSandbox:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve on ``host:port``, a loopback address; port 0 picks a free port."""
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the Telegram sandbox only uses loopback addresses: {host!r}")
         if self._runner is not None:
             raise RuntimeError("the Telegram sandbox is already running")
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_download)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._url = f"http://{host}:{runner.addresses[0][1]}/"
+        self._runner, self._url = await serve_on_loopback(app, host, port)
 
     async def stop(self) -> None:
         """Stop serving; what was recorded stays readable."""

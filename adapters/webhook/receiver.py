@@ -7,7 +7,6 @@ reply it accepted. ``fail_next`` makes it answer an error for a while (an outage
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from collections import deque
 from types import TracebackType
@@ -15,6 +14,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from adapters.loopback import serve_on_loopback
 from adapters.webhook.signing import signature_problem
 
 
@@ -42,19 +42,10 @@ class CallbackReceiver:
         self._failures.extend([status] * count)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the callback receiver only uses loopback addresses: {host!r}")
         app = web.Application()
         app.router.add_post("/callback", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._url = f"http://{host}:{runner.addresses[0][1]}/callback"
+        self._runner, base_url = await serve_on_loopback(app, host, port)
+        self._url = f"{base_url}callback"
 
     async def stop(self) -> None:
         if self._runner is not None:
