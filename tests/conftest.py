@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -26,6 +27,7 @@ from bot.jobs import Clock, utcnow
 from bot.ports import Classifier
 from bot.routing import FixedSkillClassifier
 from bot.settings import Settings, settings_from_toml
+from models import Conversation
 from tests.postgres_reachable import ADMIN_URL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,6 +176,18 @@ class Harness:
     async def settled(self, timeout: float = 10.0) -> None:
         """Wait until no job is waiting or running."""
         await eventually(_queue_empty, timeout=timeout)
+
+    async def only_thread(self, channel: str = "support") -> list[dict[str, Any]]:
+        """The messages of the only conversation's thread in ``channel``, root first."""
+        await self.settled()
+        (root,) = self.slack.channel_messages(channel)
+        return self.slack.thread(channel, root["ts"])
+
+    async def reply_in_only_conversation(self, text: str) -> str:
+        """An agent answers in the thread of the only conversation there is."""
+        conversation = await Conversation.get()
+        assert conversation.chat_thread_ts is not None
+        return await self.agent_replies("support", conversation.chat_thread_ts, text)
 
     async def agent_replies(
         self, channel: str, thread_ts: str, text: str, *, user: str = AGENT

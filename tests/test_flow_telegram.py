@@ -58,15 +58,10 @@ class TelegramHarness:
         return await self.telegram.deliver(self.webhook_url, update, secret=secret)
 
     async def thread(self) -> list[dict[str, Any]]:
-        """The messages of the only conversation's thread, root first."""
-        await self.harness.settled()
-        (root,) = self.slack.channel_messages("support")
-        return self.slack.thread("support", root["ts"])
+        return await self.harness.only_thread()
 
     async def agent_replies(self, text: str) -> str:
-        conversation = await Conversation.get()
-        assert conversation.chat_thread_ts is not None
-        return await self.harness.agent_replies("support", conversation.chat_thread_ts, text)
+        return await self.harness.reply_in_only_conversation(text)
 
 
 @asynccontextmanager
