@@ -16,6 +16,8 @@ from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryE
 from bot.shapes import Attachment, ConversationCard, CustomerPost, DeliveryState
 
 MARKER_EVENT = "switchboard_post"
+_NOT_IN_CHANNEL = frozenset({"not_in_channel"})
+_REACTION_DONE = frozenset({"already_reacted", "no_reaction"})
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 # Errors that a retry cannot fix; everything else (rate limits, 5xx, timeouts) is retried.
 _PERMANENT = {
@@ -52,12 +54,24 @@ class SlackChat:
         self._channel_ids: dict[str, str] = {}
 
     async def _call(self, method: str, **kwargs: Any) -> AsyncSlackResponse:
+        response = await self._call_tolerating(method, frozenset(), **kwargs)
+        assert response is not None
+        return response
+
+    async def _call_tolerating(
+        self, method: str, tolerated: frozenset[str], **kwargs: Any
+    ) -> AsyncSlackResponse | None:
+        """Call ``method``; None when Slack answers one of the ``tolerated`` errors."""
         # The typed client methods know how each method wants its arguments (form or JSON).
         call = getattr(self.client, method.replace(".", "_"))
         try:
             response: AsyncSlackResponse = await call(**kwargs)
             return response
-        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except SlackApiError as exc:
+            if exc.response.get("error") in tolerated:
+                return None
+            raise _translate(method, exc) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _translate(method, exc) from exc
 
     async def channel_id(self, name: str) -> str:
@@ -94,20 +108,13 @@ class SlackChat:
                 return
 
     async def _post(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
-        try:
-            return await self.client.chat_postMessage(
-                channel=channel, unfurl_links=False, unfurl_media=False, **kwargs
-            )
-        except SlackApiError as exc:
-            if exc.response.get("error") != "not_in_channel":
-                raise _translate("chat.postMessage", exc) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _translate("chat.postMessage", exc) from exc
+        kwargs.update(channel=channel, unfurl_links=False, unfurl_media=False)
+        posted = await self._call_tolerating("chat.postMessage", _NOT_IN_CHANNEL, **kwargs)
+        if posted is not None:
+            return posted
         # A public channel the app was not invited to: join it and try once more.
         await self._call("conversations.join", channel=channel)
-        return await self._call(
-            "chat.postMessage", channel=channel, unfurl_links=False, unfurl_media=False, **kwargs
-        )
+        return await self._call("chat.postMessage", **kwargs)
 
     @staticmethod
     def _metadata(marker: str) -> dict[str, Any]:
@@ -195,15 +202,10 @@ class SlackChat:
         await self._react("reactions.add", chat_channel, ts, render.DELIVERY_REACTION[state])
 
     async def _react(self, method: str, chat_channel: str, ts: str, name: str) -> None:
-        call = getattr(self.client, method.replace(".", "_"))
-        try:
-            await call(channel=chat_channel, timestamp=ts, name=name)
-        except SlackApiError as exc:
-            if exc.response.get("error") in ("already_reacted", "no_reaction"):
-                return
-            raise _translate(method, exc) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _translate(method, exc) from exc
+        # Adding a reaction that is there, or removing one that is not, is already done.
+        await self._call_tolerating(
+            method, _REACTION_DONE, channel=chat_channel, timestamp=ts, name=name
+        )
 
     async def offer_undo(
         self, chat_channel: str, thread_ts: str, user_id: str, undo_token: str, seconds: float
