@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Min
 from tortoise.transactions import in_transaction
 
@@ -151,31 +151,23 @@ class JobRunner:
         due = Q(state=JobState.PENDING, run_at__lte=now) | Q(
             state=JobState.RUNNING, locked_until__lt=now
         )
+        # Only the oldest unfinished job of each serial key may run. Picking them in the query
+        # itself matters: a window of due jobs filtered afterwards can be all followers waiting
+        # behind a head that is backing off, and then nothing would run at all.
+        heads = Subquery(
+            Job.filter(state__in=(JobState.PENDING, JobState.RUNNING))
+            .group_by("serial_key")
+            .annotate(first=Min("id"))
+            .values("first")
+        )
         async with in_transaction() as conn:
-            candidates = (
-                await Job.filter(due)
+            chosen = (
+                await Job.filter(due, id__in=heads)
                 .order_by("run_at", "id")
-                .limit(limit * 4)
+                .limit(limit)
                 .select_for_update(skip_locked=True)
                 .using_db(conn)
             )
-            if not candidates:
-                return []
-            firsts = (
-                await Job.filter(
-                    serial_key__in={job.serial_key for job in candidates},
-                    state__in=(JobState.PENDING, JobState.RUNNING),
-                )
-                .group_by("serial_key")
-                .annotate(first=Min("id"))
-                .using_db(conn)
-                .values("serial_key", "first")
-            )
-            first_of = {row["serial_key"]: row["first"] for row in firsts}
-            chosen: list[Job] = []
-            for job in candidates:
-                if first_of.get(job.serial_key) == job.id and len(chosen) < limit:
-                    chosen.append(job)
             lease = now + timedelta(seconds=self.settings.lease_seconds)
             for job in chosen:
                 job.state = JobState.RUNNING
@@ -186,7 +178,7 @@ class JobRunner:
                     using_db=conn,
                     update_fields=["state", "locked_until", "locked_by", "attempts", "updated_at"],
                 )
-            return chosen
+            return list(chosen)
 
     async def _run(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)

@@ -140,6 +140,25 @@ async def test_jobs_of_one_conversation_run_in_order_even_across_retries() -> No
 
 
 @pytest.mark.usefixtures("db")
+async def test_followers_waiting_behind_backed_off_jobs_do_not_starve_other_work() -> None:
+    # Many conversations whose first job is backing off and whose next job is due: those
+    # followers are the oldest due jobs, and none of them may run yet. Work of another
+    # conversation, due later, must still be found.
+    clock = Clock()
+    recorder = Recorder()
+    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    for number in range(SETTINGS.workers * 10):
+        await enqueue("post", {}, serial_key=f"c{number}", run_at=clock() + timedelta(hours=1))
+        await enqueue("post", {}, serial_key=f"c{number}", now=clock())
+    clock.advance(1)
+    free = await enqueue("post", {}, serial_key="other", now=clock())
+
+    claimed = await runner.claim(SETTINGS.workers)
+
+    assert [job.id for job in claimed] == [free.id]
+
+
+@pytest.mark.usefixtures("db")
 async def test_a_job_held_by_a_dead_worker_is_taken_over_after_its_lease() -> None:
     clock = Clock()
     dead = JobRunner({"post": Recorder()}, SETTINGS, clock=clock)
