@@ -39,6 +39,14 @@ from bot.jobs import Clock, JobRunner, utcnow
 from bot.metrics import count_job
 from bot.pipeline import DELIVER_REPLY, POST_INBOUND, DeliverReply, PostInbound
 from bot.ports import Classifier, ReplySender
+from bot.privacy import (
+    ERASE_THREAD,
+    PURGE_CLOSED,
+    EraseThread,
+    Privacy,
+    PurgeClosed,
+    schedule_purge,
+)
 from bot.relay import Relay
 from bot.routing import FixedSkillClassifier, sync_skills
 from bot.settings import Settings
@@ -83,6 +91,7 @@ class Service:
         self.post_inbound = PostInbound(
             self.chat, self.classifier, settings, after_post=self.team.workflow.customer_wrote
         )
+        self.privacy = Privacy(settings.retention, clock=clock)
         self.runner = JobRunner(
             {
                 THREAD_INBOUND: ThreadInbound(
@@ -98,6 +107,8 @@ class Service:
                 POST_INBOUND: self.post_inbound,
                 DELIVER_REPLY: DeliverReply(self.chat, senders),
                 **self.team.job_handlers,
+                ERASE_THREAD: EraseThread(self.chat),
+                PURGE_CLOSED: PurgeClosed(self.privacy),
             },
             settings.jobs,
             clock=clock,
@@ -142,6 +153,7 @@ class Service:
         settings = self.settings
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
+        await schedule_purge(self.privacy)
         if self._given_classifier is None:
             self.classifier = await self._load_triage()
             self.post_inbound.classifier = self.classifier
@@ -171,7 +183,12 @@ class Service:
         if settings.webhooks:
             routes += WebhookIntake(settings.webhooks, self.intake).routes()
         bolt = self.bolt if settings.slack.mode == "http" else None
-        web_app = build_web_app(bolt, HealthCheck(self.chat.check), routes)
+        web_app = build_web_app(
+            bolt,
+            HealthCheck(self.chat.check),
+            routes,
+            slack_signing_secret=settings.slack.signing_secret,
+        )
         app_runner = web.AppRunner(web_app, access_log=None)
         await app_runner.setup()
         self._stack.push_async_callback(app_runner.cleanup)

@@ -1,18 +1,23 @@
 """The one aiohttp app: Slack's requests, /healthz, /metrics and the messenger channels' routes.
 
-Slack requests are verified by bolt's signature middleware before any listener runs: an
-unsigned or stale request gets 401 and nothing is stored.
+Slack requests are verified at the door, on the raw bytes and before bolt parses a byte: an
+unsigned, wrongly signed or stale request gets 401 and nothing is stored; a signed body that is
+not a Slack payload gets 400. (bolt's own signature middleware checks again, but it parses the
+body first and answers 500 to malformed input.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.errors import DeliveryError
 from bot.jobs import queue_depth
@@ -21,6 +26,30 @@ from models import Job
 
 # Slack is asked at most this often by /healthz, so a tight probe does not hit its rate limit.
 _SLACK_CHECK_SECONDS = 30.0
+# Slack's replay window for signed requests (its SignatureVerifier uses the same).
+SLACK_MAX_AGE_SECONDS = 5 * 60
+
+
+def slack_signature_problem(
+    secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> str:
+    """Why a request is not signed by Slack (v0 HMAC-SHA256), or "" when it is."""
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    given = headers.get("X-Slack-Signature", "")
+    if not timestamp or not given:
+        return "the X-Slack-Request-Timestamp and X-Slack-Signature headers are required"
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        return "X-Slack-Request-Timestamp must be Unix time in seconds"
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > SLACK_MAX_AGE_SECONDS:
+        return "the request is stale (replayed, or the clock is off)"
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    # surrogateescape: a header with bytes that are not UTF-8 is simply a wrong signature.
+    if not hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), f"v0={digest.hexdigest()}".encode()
+    ):
+        return "the signature does not match"
+    return ""
 
 
 class HealthCheck:
@@ -51,7 +80,11 @@ class HealthCheck:
 
 
 def build_web_app(
-    bolt: AsyncApp | None, health: HealthCheck, routes: Iterable[web.RouteDef] = ()
+    bolt: AsyncApp | None,
+    health: HealthCheck,
+    routes: Iterable[web.RouteDef] = (),
+    *,
+    slack_signing_secret: str = "",
 ) -> web.Application:
     """The service's HTTP routes, plus the ``routes`` of other channels (Telegram, webhooks)."""
     app = web.Application(client_max_size=2 * 1024 * 1024)
@@ -59,7 +92,23 @@ def build_web_app(
     async def slack(request: web.Request) -> web.Response:
         if bolt is None:
             raise web.HTTPNotFound(text="Slack runs in Socket Mode on this service")
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        body = await request.read()
+        problem = slack_signature_problem(slack_signing_secret, request.headers, body)
+        if problem:
+            return web.json_response({"error": problem}, status=401)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body.decode("utf-8"),
+                query=request.query_string,
+                headers=dict(request.headers),
+            )
+            # bolt's middleware reads event.type before any listener could refuse it.
+            if not isinstance(bolt_request.body.get("event", {}), dict):
+                raise ValueError("event is not an object")
+        except (ValueError, RecursionError, AttributeError, TypeError):
+            # Not UTF-8, not JSON, or JSON that is not an object: bolt cannot take it apart.
+            return web.json_response({"error": "not a Slack request payload"}, status=400)
+        return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
 
     async def healthz(request: web.Request) -> web.Response:
         healthy, report = await health.report()

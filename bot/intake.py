@@ -234,8 +234,9 @@ class ThreadInbound:
     async def run(self, job: Job) -> None:
         message_id = job.payload["message_id"]
         async with in_transaction() as conn:
-            message = await Message.filter(id=message_id).using_db(conn).get()
-            if message.conversation_id is not None:  # type: ignore[attr-defined]
+            message = await Message.filter(id=message_id).using_db(conn).first()
+            # None: the message was removed (forgotten) before it was threaded.
+            if message is None or message.conversation_id is not None:  # type: ignore[attr-defined]
                 return
             inbound = inbound_of(message, ())
             received_at = message.created_at

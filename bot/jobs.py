@@ -73,7 +73,11 @@ def backoff_seconds(attempts: int, settings: JobSettings, retry_after: float | N
 
 
 class JobRunner:
-    """Claims due jobs and runs them with their handlers, ``settings.workers`` at a time."""
+    """Claims due jobs and runs them with their handlers, ``settings.workers`` at a time.
+
+    With ``only_own_kinds`` it claims only the kinds it has handlers for (a command line tool
+    running its own jobs beside the service); the service's runner claims every kind.
+    """
 
     def __init__(
         self,
@@ -82,9 +86,11 @@ class JobRunner:
         *,
         clock: Clock = utcnow,
         on_outcome: Callable[[str, str], None] | None = None,
+        only_own_kinds: bool = False,
     ) -> None:
         self.handlers = dict(handlers)
         self.settings = settings
+        self.only_own_kinds = only_own_kinds
         self.clock = clock
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self._on_outcome = on_outcome
@@ -151,6 +157,8 @@ class JobRunner:
         due = Q(state=JobState.PENDING, run_at__lte=now) | Q(
             state=JobState.RUNNING, locked_until__lt=now
         )
+        if self.only_own_kinds:
+            due &= Q(kind__in=list(self.handlers))
         # Only the oldest unfinished job of each serial key may run. Picking them in the query
         # itself matters: a window of due jobs filtered afterwards can be all followers waiting
         # behind a head that is backing off, and then nothing would run at all.

@@ -14,7 +14,7 @@ from bot.conversations import short_id
 from bot.errors import DeliveryError, PermanentDeliveryError
 from bot.metrics import MESSAGES_OUT
 from bot.ports import ChatPort, Classifier, ReplySender
-from bot.routing import channel_for, skill_names
+from bot.routing import channel_for, oncall_for, skill_names
 from bot.settings import Settings
 from bot.shapes import (
     Attachment,
@@ -40,6 +40,11 @@ def _message_id(job: Job) -> int:
     return value
 
 
+async def _message_of(job: Job) -> Message | None:
+    """The message a job is about; None once it was removed (forgotten or purged)."""
+    return await Message.get_or_none(id=_message_id(job)).prefetch_related("conversation__identity")
+
+
 async def _attachments(message: Message) -> tuple[Attachment, ...]:
     stored = await StoredAttachment.filter(message_id=message.id).order_by("id")
     return tuple(Attachment(a.filename, a.content_type, bytes(a.data)) for a in stored)
@@ -56,8 +61,13 @@ async def _has_files(message: Message) -> bool:
     return await StoredAttachment.filter(message_id=message.id).exists()
 
 
-def card_for(conversation: Conversation, skills: tuple[str, ...] = ()) -> ConversationCard:
-    """What the root message of ``conversation`` shows; ``skills`` are offered to pick from."""
+def card_for(
+    conversation: Conversation, skills: tuple[str, ...] = (), *, oncall: str = ""
+) -> ConversationCard:
+    """What the root message of ``conversation`` shows; ``skills`` are offered to pick from.
+
+    ``oncall`` is the user group the card alerts (``routing.oncall_for``).
+    """
     identity = conversation.identity
     return ConversationCard(
         short_id=short_id(conversation),
@@ -77,6 +87,7 @@ def card_for(conversation: Conversation, skills: tuple[str, ...] = ()) -> Conver
         owner=conversation.owner,
         snoozed_until=conversation.snoozed_until,
         skills=skills,
+        oncall=oncall,
     )
 
 
@@ -118,7 +129,9 @@ class PostInbound:
         self.after_post = after_post
 
     async def run(self, job: Job) -> None:
-        message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
+        message = await _message_of(job)
+        if message is None:
+            return
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
             return
         conversation = threaded(message)
@@ -174,7 +187,8 @@ class PostInbound:
         marker = f"conversation-{conversation.id}"
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
-            card = card_for(conversation, await skill_names())
+            oncall = oncall_for(skill, triage.priority, self.settings)
+            card = card_for(conversation, await skill_names(), oncall=oncall)
             ts = await self.chat.post_root(chat_channel, card, marker=marker)
         conversation.chat_channel = chat_channel
         conversation.chat_thread_ts = ts
@@ -194,10 +208,10 @@ class DeliverReply:
         self.senders = senders
 
     async def run(self, job: Job) -> None:
-        message = await Message.get(id=_message_id(job)).prefetch_related("conversation__identity")
-        conversation = threaded(message)
-        if message.delivery_state is DeliveryState.CANCELLED:
+        message = await _message_of(job)
+        if message is None or message.delivery_state is DeliveryState.CANCELLED:
             return
+        conversation = threaded(message)
         if message.delivery_state is not DeliveryState.SENT:
             reply = await self._reply(message, conversation)
             sender = self.senders.get(conversation.channel)
@@ -244,7 +258,9 @@ class DeliverReply:
         )
 
     async def give_up(self, job: Job, reason: str) -> None:
-        message = await Message.get(id=_message_id(job)).prefetch_related("conversation")
+        message = await _message_of(job)
+        if message is None:
+            return
         message.delivery_state = DeliveryState.FAILED
         message.delivery_error = reason
         await message.save(update_fields=["delivery_state", "delivery_error"])

@@ -16,6 +16,7 @@ from bot.shapes import (
     DeliveryState,
     InboundMessage,
     OutboundReply,
+    ThreadErasure,
     Triage,
 )
 
@@ -82,6 +83,15 @@ class ChatPort(Protocol):
         """Tell the agent (only them) the reply goes out in ``seconds``, with an Undo button.
 
         Pressing it hands ``undo_token`` back to ``Relay.undo``.
+        """
+        ...
+
+    async def erase_thread(self, chat_channel: str, thread_ts: str, note: str) -> ThreadErasure:
+        """Replace each of our posts in a thread (the root included) by ``note``.
+
+        Files we uploaded there are deleted; messages people wrote are counted and left. Safe
+        to repeat: posts already showing ``note`` are not changed again, and a thread that no
+        longer exists has nothing to erase.
         """
         ...
 

@@ -1,11 +1,11 @@
-"""Where a conversation is shown: the Slack channel of its skill."""
+"""Where a conversation is shown (the Slack channel of its skill) and who is paged for it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bot.settings import Settings
-from bot.shapes import TRIAGE_SKILL, InboundMessage, Triage
+from bot.shapes import TRIAGE_SKILL, InboundMessage, Priority, Triage
 from models import Skill
 
 
@@ -48,3 +48,11 @@ async def skill_names() -> tuple[str, ...]:
     """The stored skills' names, sorted."""
     names = await Skill.all().order_by("name").values_list("name", flat=True)
     return tuple(str(name) for name in names)
+
+
+def oncall_for(skill: str, priority: Priority, settings: Settings) -> str:
+    """The user group to page for a conversation: its skill's on-call group while urgent."""
+    configured = settings.skill(skill)
+    if priority is not Priority.URGENT or configured is None:
+        return ""
+    return configured.oncall

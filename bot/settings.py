@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,8 @@ _EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _SKILL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TELEGRAM_TOKEN_RE = re.compile(r"^[0-9]+:[A-Za-z0-9_-]{20,}$")
 _TELEGRAM_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+_DOMAIN_RE = re.compile(r"^[^\s@.]+(\.[^\s@.]+)+$")
+_USERGROUP_RE = re.compile(r"^S[A-Z0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class EmailSettings:
     accept_domains: tuple[str, ...] = ()
     max_message_bytes: int = 25 * 1024 * 1024
     max_recipients: int = 20
+    max_connections_per_client: int = 20
+    max_connections: int = 200
     tls_cert: str = ""
     tls_key: str = ""
     relay: RelaySettings = field(default_factory=RelaySettings)
@@ -96,6 +100,62 @@ class SkillSettings:
     channel: str
     description: str = ""
     examples: tuple[str, ...] = ()
+    #: The Slack user group (``S…`` id) paged when a conversation of the skill is urgent.
+    oncall: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityRules:
+    """``[triage.priority]``: the team's rules on top of the model (bot/triage/priority.py).
+
+    Keywords match case-insensitively at the start of a word, so "dringend" also finds
+    "dringender"; write German compounds out ("serverausfall"). A keyword list in the settings
+    replaces the built-in one below.
+    """
+
+    vip_domains: tuple[str, ...] = ()
+    vip_customers: tuple[str, ...] = ()
+    urgent_keywords: tuple[str, ...] = (
+        "server down",
+        "site down",
+        "is down",
+        "outage",
+        "data loss",
+        "security incident",
+        "hacked",
+        "emergency",
+        "urgent",
+        "asap",
+        "dringend",
+        "notfall",
+        "serverausfall",
+        "systemausfall",
+        "totalausfall",
+        "datenverlust",
+        "gehackt",
+        "sicherheitsvorfall",
+        "geht gar nichts",
+    )
+    high_keywords: tuple[str, ...] = (
+        "lawyer",
+        "legal action",
+        "chargeback",
+        "cancel my contract",
+        "third time",
+        "anwalt",
+        "rechtliche schritte",
+        "kündige",
+        "dritten mal",
+    )
+    low_keywords: tuple[str, ...] = ("no rush", "no hurry", "keine eile", "unsubscribe", "abmelden")
+    #: The model's urgency counts from this probability on.
+    model_min_confidence: float = 0.5
+    #: Negative sentiment this sure raises the priority one step, at most to high.
+    negative_min_confidence: float = 0.6
+    #: This many follow-ups (customer messages after the first, unanswered) raise one step.
+    follow_ups_to_raise: int = 2
+    waiting_hours_high: float = 24.0
+    waiting_hours_urgent: float = 72.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +163,7 @@ class TriageSettings:
     default_skill: str = "general"
     model: str = ""
     min_confidence: float = 0.35
+    priority: PriorityRules = field(default_factory=PriorityRules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +185,13 @@ class JobSettings:
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 900.0
     poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long stored conversations are kept; 0 keeps them for ever."""
+
+    closed_conversations_days: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +240,7 @@ class Settings:
     replies: ReplySettings = field(default_factory=ReplySettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     roles: RoleSettings = field(default_factory=RoleSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     skills: tuple[SkillSettings, ...] = ()
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     webhooks: tuple[WebhookSourceSettings, ...] = ()
@@ -281,6 +350,8 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         ),
         max_message_bytes=em.get("max_message_bytes", int, 25 * 1024 * 1024),
         max_recipients=em.get("max_recipients", int, 20),
+        max_connections_per_client=em.get("max_connections_per_client", int, 20),
+        max_connections=em.get("max_connections", int, 200),
         tls_cert=em.get("tls_cert", str, ""),
         tls_key=em.get("tls_key", str, ""),
         relay=relay,
@@ -292,6 +363,16 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
     )
     em.check("max_message_bytes", email.max_message_bytes > 0, "must be more than 0")
     em.check("max_recipients", email.max_recipients > 0, "must be more than 0")
+    em.check(
+        "max_connections_per_client",
+        email.max_connections_per_client > 0,
+        "must be more than 0",
+    )
+    em.check(
+        "max_connections",
+        email.max_connections >= email.max_connections_per_client,
+        "must be at least email.max_connections_per_client",
+    )
     if bool(email.tls_cert) != bool(email.tls_key):
         em.fail("tls_cert", "and email.tls_key must be set together (PEM files) for STARTTLS")
     for key in ("tls_cert", "tls_key"):
@@ -343,6 +424,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         default_skill=tr.get("default_skill", str, "general"),
         model=tr.get("model", str, ""),
         min_confidence=tr.get("min_confidence", float, 0.35),
+        priority=_read_priority(tr.table_at("priority")),
     )
     tr.check("min_confidence", 0.0 <= triage.min_confidence <= 1.0, "must be between 0 and 1")
 
@@ -377,6 +459,16 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         admins=ro.get("admins", tuple, (), '["U0123ABCD"]'),
     )
 
+    rt = root.table_at("retention")
+    retention = RetentionSettings(
+        closed_conversations_days=rt.get("closed_conversations_days", int, 0, "365"),
+    )
+    rt.check(
+        "closed_conversations_days",
+        0 <= retention.closed_conversations_days <= 36_500,
+        "must be a number of days from 1 to 36500, or 0 to keep conversations for ever",
+    )
+
     telegram = _read_telegram(root.table_at("telegram"), env)
     webhooks = _read_webhooks(data.get("webhooks", []), root, env)
 
@@ -409,11 +501,70 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         replies=replies,
         jobs=jobs,
         roles=roles,
+        retention=retention,
         skills=tuple(skills),
         telegram=telegram,
         webhooks=tuple(webhooks),
     )
     return settings, problems
+
+
+def _read_priority(pr: _Reader) -> PriorityRules:
+    built_in = PriorityRules()
+    known = [f.name for f in fields(PriorityRules)]
+    for key in sorted(set(pr.table) - set(known)):
+        pr.fail(key, f"is not a priority rule; the rules are {', '.join(known)}")
+
+    def words(key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
+        found = pr.get(key, tuple, default, example)
+        pr.check(key, all(w.strip() for w in found), f"must not hold empty words, like {example}")
+        return tuple(w.strip().lower() for w in found if w.strip())
+
+    rules = PriorityRules(
+        vip_domains=tuple(
+            d.lstrip("@") for d in words("vip_domains", (), '["bigcustomer.example"]')
+        ),
+        vip_customers=words("vip_customers", (), '["ceo@customer.example"]'),
+        urgent_keywords=words(
+            "urgent_keywords", built_in.urgent_keywords, '["server down", "dringend"]'
+        ),
+        high_keywords=words("high_keywords", built_in.high_keywords, '["lawyer", "anwalt"]'),
+        low_keywords=words("low_keywords", built_in.low_keywords, '["no rush", "keine eile"]'),
+        model_min_confidence=pr.get("model_min_confidence", float, built_in.model_min_confidence),
+        negative_min_confidence=pr.get(
+            "negative_min_confidence", float, built_in.negative_min_confidence
+        ),
+        follow_ups_to_raise=pr.get("follow_ups_to_raise", int, built_in.follow_ups_to_raise),
+        waiting_hours_high=pr.get("waiting_hours_high", float, built_in.waiting_hours_high),
+        waiting_hours_urgent=pr.get("waiting_hours_urgent", float, built_in.waiting_hours_urgent),
+    )
+    bad_domains = [d for d in rules.vip_domains if not _DOMAIN_RE.match(d)]
+    pr.check(
+        "vip_domains",
+        not bad_domains,
+        f'must list domains, like ["bigcustomer.example"]; not {", ".join(bad_domains)}',
+    )
+    bad_senders = [c for c in rules.vip_customers if any(ch.isspace() for ch in c)]
+    pr.check(
+        "vip_customers",
+        not bad_senders,
+        'must list sender addresses, like ["ceo@customer.example"]; not '
+        + ", ".join(repr(c) for c in bad_senders),
+    )
+    for key in ("model_min_confidence", "negative_min_confidence"):
+        pr.check(key, 0.0 <= getattr(rules, key) <= 1.0, "must be between 0 and 1")
+    pr.check(
+        "follow_ups_to_raise",
+        rules.follow_ups_to_raise >= 0,
+        "must be 0 (follow-ups never raise the priority) or more",
+    )
+    pr.check("waiting_hours_high", rules.waiting_hours_high > 0, "must be more than 0")
+    pr.check(
+        "waiting_hours_urgent",
+        rules.waiting_hours_urgent >= rules.waiting_hours_high,
+        f"must be at least triage.priority.waiting_hours_high ({rules.waiting_hours_high:g})",
+    )
+    return rules
 
 
 def _read_telegram(tg: _Reader, env: Mapping[str, str]) -> TelegramSettings:
@@ -529,12 +680,20 @@ def _read_skills(raw: object, root: _Reader) -> list[SkillSettings]:
         reader.check("channel", bool(channel), 'must name a Slack channel, like "support-billing"')
         if any(s.name == name for s in skills):
             reader.fail("name", f"{name!r} is configured twice")
+        oncall = reader.get("oncall", str, "", '"S0123ABCD"').strip()
+        reader.check(
+            "oncall",
+            not oncall or bool(_USERGROUP_RE.match(oncall)),
+            'must be the id of a Slack user group, like "S0123ABCD" (S and capital letters and '
+            "digits; in Slack: People > User groups > the group > Copy group ID), or empty",
+        )
         skills.append(
             SkillSettings(
                 name=name,
                 channel=channel,
                 description=reader.get("description", str, ""),
                 examples=reader.get("examples", tuple, ()),
+                oncall=oncall,
             )
         )
     return skills

@@ -120,6 +120,8 @@ class ConversationCard:
     skills: tuple[str, ...] = ()
     #: Set on the old root of a moved conversation: where it went (a link).
     moved_to: str = ""
+    #: The user group to alert (``S…`` id): the skill's on-call group while it is urgent.
+    oncall: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +148,23 @@ class AgentMessage:
     user_name: str = ""
     is_bot: bool = False
     attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadErasure:
+    """What erasing a Slack thread changed, and what it had to leave.
+
+    ``replaced``: our posts now showing the note; ``files_deleted``: files we had uploaded;
+    ``left``: messages people wrote, which a bot token cannot change.
+    """
+
+    replaced: int = 0
+    files_deleted: int = 0
+    left: int = 0
+
+    def __add__(self, other: ThreadErasure) -> ThreadErasure:
+        return ThreadErasure(
+            self.replaced + other.replaced,
+            self.files_deleted + other.files_deleted,
+            self.left + other.left,
+        )

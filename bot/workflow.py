@@ -27,7 +27,7 @@ from bot.jobs import Clock, enqueue, utcnow
 from bot.pipeline import card_for
 from bot.ports import ChatPort, Classifier, Learner
 from bot.roles import Actor
-from bot.routing import channel_for, skill_names
+from bot.routing import channel_for, oncall_for, skill_names
 from bot.settings import Settings
 from bot.shapes import (
     TRIAGE_SKILL,
@@ -117,7 +117,8 @@ class Workflow:
     async def card(self, conversation: Conversation) -> ConversationCard:
         """The root card of ``conversation`` as it is now."""
         await conversation.fetch_related("identity")
-        return card_for(conversation, await skill_names())
+        oncall = oncall_for(conversation.skill, conversation.priority, self.settings)
+        return card_for(conversation, await skill_names(), oncall=oncall)
 
     async def _record(
         self,
@@ -190,11 +191,16 @@ class Workflow:
         before = conversation.priority
         conversation.priority = priority
         conversation.priority_reason = f"set by {actor.label}"[:255]
+        summary = f"{actor.label} changed the priority from {before.value} to {priority.value}."
+        # Editing the root does not notify anyone, so the thread post pages the on-call group.
+        oncall = oncall_for(conversation.skill, priority, self.settings)
+        if oncall:
+            summary += f" Paging {self.chat.mention(oncall)}."
         await self._record(
             conversation,
             actor,
             "priority",
-            f"{actor.label} changed the priority from {before.value} to {priority.value}.",
+            summary,
             changed=("priority", "priority_reason"),
             detail={"from": before.value, "to": priority.value},
         )
@@ -352,7 +358,7 @@ class Workflow:
             job_kind=MOVE_CONVERSATION,
             job_payload={"skill": skill.name},
         )
-        await self._teach(skill.name, await _first_words(conversation), "reassignment")
+        await self._teach(skill.name, await first_words(conversation.id), "reassignment")
         if moves:
             return f"Moving `{sid}` to #{skill.chat_channel}; its history goes with it."
         return f"Conversation `{sid}` is in {skill.name} now."
@@ -485,10 +491,14 @@ async def _cancel_wake_ups(conversation_id: int, conn: BaseDBAsyncClient) -> Non
     )
 
 
-async def _first_words(conversation: Conversation) -> str:
-    """What the customer first wrote, as triage reads a message (subject, then text)."""
+async def first_words(conversation_id: int, conn: BaseDBAsyncClient | None = None) -> str:
+    """What the customer first wrote, as triage reads a message (subject, then text).
+
+    A reassignment teaches triage with it, so it is also how such an example is found again.
+    """
     first = (
-        await Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
+        await Message.filter(conversation_id=conversation_id, direction=Direction.INBOUND)
+        .using_db(conn)
         .order_by("id")
         .first()
     )
@@ -504,9 +514,14 @@ class ShowChange:
         self.workflow = workflow
 
     async def run(self, job: Job) -> None:
-        entry = await AuditEntry.get(id=_audit_id(job)).prefetch_related("conversation")
-        conversation = entry.conversation
-        if conversation is None or not (conversation.chat_channel and conversation.chat_thread_ts):
+        entry = await AuditEntry.get_or_none(id=_audit_id(job)).prefetch_related("conversation")
+        # No entry: its conversation was removed (forgotten or purged) meanwhile.
+        conversation = entry.conversation if entry is not None else None
+        if (
+            entry is None
+            or conversation is None
+            or not (conversation.chat_channel and conversation.chat_thread_ts)
+        ):
             return
         await show_entry(self.workflow, conversation, entry, retrying=job.attempts > 1)
 
@@ -542,9 +557,12 @@ class MoveConversation:
     async def run(self, job: Job) -> None:
         workflow = self.workflow
         chat = workflow.chat
-        entry = await AuditEntry.get(id=_audit_id(job)).prefetch_related("conversation__identity")
+        entry = await AuditEntry.get_or_none(id=_audit_id(job)).prefetch_related(
+            "conversation__identity"
+        )
+        if entry is None or entry.conversation is None:
+            return  # the conversation was removed (forgotten or purged) meanwhile
         conversation = entry.conversation
-        assert conversation is not None
         skill, channel_name = await channel_for(str(job.payload["skill"]), workflow.settings)
         target = await chat.channel_id(channel_name)
         retrying = job.attempts > 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from adapters.email.sink import SmtpSink
 from adapters.service import Service
@@ -32,6 +33,15 @@ from tests.postgres_reachable import ADMIN_URL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Property tests: the same examples on every run (a failure reproduces; `make test` stays
+# quick), no per-example deadline (a shared 2-core machine makes timings noise). For a long
+# random search: HYPOTHESIS_PROFILE=thorough.
+hypothesis_settings.register_profile(
+    "switchboard", derandomize=True, max_examples=40, deadline=None, database=None
+)
+hypothesis_settings.register_profile("thorough", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "switchboard"))
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"

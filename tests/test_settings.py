@@ -103,3 +103,57 @@ def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
     path.write_text("[email\n")
     _, problems = check_settings(path, ENV)
     assert "not valid TOML" in str(problems[0])
+
+
+def test_priority_rules_come_from_the_triage_priority_table() -> None:
+    text = MINIMAL + (
+        "[triage.priority]\n"
+        'vip_domains = ["@BigCorp.example"]\n'
+        'vip_customers = ["CEO@smallshop.example"]\n'
+        'urgent_keywords = ["Produktionsstillstand"]\n'
+        "follow_ups_to_raise = 0\n"
+        "waiting_hours_high = 8\n"
+    )
+    rules = settings_from_toml(text, ENV).triage.priority
+    assert rules.vip_domains == ("bigcorp.example",)
+    assert rules.vip_customers == ("ceo@smallshop.example",)
+    assert rules.urgent_keywords == ("produktionsstillstand",)
+    assert (rules.follow_ups_to_raise, rules.waiting_hours_high) == (0, 8.0)
+    # What the table leaves out keeps its default.
+    assert "anwalt" in rules.high_keywords
+    assert rules.waiting_hours_urgent == 72.0
+
+
+def test_without_a_priority_table_the_built_in_rules_apply() -> None:
+    rules = settings_from_toml(MINIMAL, ENV).triage.priority
+    assert rules.vip_domains == ()
+    assert "server down" in rules.urgent_keywords
+
+
+@pytest.mark.parametrize(
+    ("table", "setting", "hint"),
+    [
+        ('vip_domains = ["big corp"]', "triage.priority.vip_domains", "like"),
+        ('vip_domains = "bigcorp.example"', "triage.priority.vip_domains", "list of strings"),
+        ('vip_customers = ["a b@x.example"]', "triage.priority.vip_customers", "addresses"),
+        ('urgent_keywords = ["down", " "]', "triage.priority.urgent_keywords", "empty"),
+        ("model_min_confidence = 2", "triage.priority.model_min_confidence", "between 0 and 1"),
+        ("follow_ups_to_raise = -1", "triage.priority.follow_ups_to_raise", "0"),
+        ("waiting_hours_urgent = 12", "triage.priority.waiting_hours_urgent", "(24)"),
+        ('vip_domain = ["x.example"]', "triage.priority.vip_domain", "vip_domains"),
+    ],
+)
+def test_a_wrong_priority_rule_is_named_with_its_fix(table: str, setting: str, hint: str) -> None:
+    named, problem = problems_in(MINIMAL + f"[triage.priority]\n{table}\n")
+    assert named == setting
+    assert hint in problem
+
+
+def test_a_skill_names_its_on_call_group_by_id() -> None:
+    settings = settings_from_toml(MINIMAL + 'oncall = "S0123ABCD"\n', ENV)
+    assert settings.skills[0].oncall == "S0123ABCD"
+    assert settings_from_toml(MINIMAL, ENV).skills[0].oncall == ""
+    for wrong in ('"@support-oncall"', '"<!subteam^S0123ABCD>"', '"U0123ABCD"', '"s0123abcd"'):
+        named, problem = problems_in(MINIMAL + f"oncall = {wrong}\n")
+        assert named == "skills[0].oncall"
+        assert 'like "S0123ABCD"' in problem

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bot.ports import Classifier
-from bot.settings import SkillSettings, TriageSettings
+from bot.settings import SkillSettings, TriageSettings, settings_from_toml
 from bot.shapes import ChannelKind, InboundMessage, Priority
 from bot.triage import TRIAGE_SKILL, PriorityRules, TriageEngine
 from bot.triage.encoder import SentenceEncoder
@@ -235,6 +235,23 @@ async def test_vip_domains_raise_the_priority(encoder: SentenceEncoder) -> None:
 
     assert vip.priority == Priority.HIGH
     assert vip.priority_reason == "high: VIP domain"
+    assert other.priority == Priority.NORMAL
+
+
+async def test_priority_rules_from_the_settings_file_apply(encoder: SentenceEncoder) -> None:
+    text = (
+        '[[skills]]\nname = "general"\nchannel = "support"\n'
+        '[triage.priority]\nvip_domains = ["bigcorp.example"]\n'
+    )
+    settings = settings_from_toml(text, {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "y"})
+    engine = await TriageEngine.load(settings.triage, DEFAULT_SKILLS, encoder=encoder)
+    async with engine:
+        vip = await engine.triage(
+            mail("Can I get a copy of my invoice?", sender="a@bigcorp.example")
+        )
+        other = await engine.triage(mail("Can I get a copy of my invoice?"))
+
+    assert (vip.priority, vip.priority_reason) == (Priority.HIGH, "high: VIP domain")
     assert other.priority == Priority.NORMAL
 
 

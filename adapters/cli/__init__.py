@@ -17,6 +17,8 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
+    from adapters.cli.customers import register as register_customers
+    from adapters.cli.replay import register as register_replay
     from adapters.cli.service import register as register_service
     from adapters.cli.telegram import register as register_telegram
     from adapters.cli.triage import register as register_triage
@@ -32,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TOML settings file (default: $SWITCHBOARD_CONFIG or switchboard.toml)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (register_service, register_triage, register_telegram):
+    for register in (
+        register_service,
+        register_triage,
+        register_replay,
+        register_telegram,
+        register_customers,
+    ):
         register(subparsers)
     return parser
 

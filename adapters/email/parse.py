@@ -4,6 +4,12 @@ Mail from the real world is often malformed: broken MIME, unknown or wrong chars
 headers. Nothing here raises on such input. Each header and part is decoded as well as it can
 be, and when even that fails the raw bytes become the text, so a customer's message is always
 stored and shown, never dropped.
+
+The one exception is mail built to exhaust the parser: MIME parts nested more than
+``MAX_MIME_DEPTH`` deep, or more than ``MAX_MIME_PARTS`` of them. The standard library's parser
+checks every line against every enclosing boundary, so a 70 KB message nested a thousand levels
+deep takes it seconds; such mail raises ``IntakeError`` (the SMTP sender gets 554 with the
+reason) before that work is done.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from email import policy
+from email.feedparser import FeedParser
 from email.message import Message, MIMEPart
-from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import collapse_rfc2231_value, getaddresses
 from typing import Any, cast
@@ -27,6 +33,7 @@ import html2text
 
 from adapters.email.quotes import strip_quotes, tidy_lines
 from adapters.email.tokens import find_token
+from bot.errors import IntakeError
 from bot.shapes import Attachment, ChannelKind, InboundMessage
 from bot.subjects import is_forward
 
@@ -44,7 +51,50 @@ class _RememberingPolicy(EmailPolicy):
         return super().header_fetch_parse(name, value)
 
 
-_PARSER = BytesParser(policy=_RememberingPolicy())
+# Real mail nests a few levels (a forward of a forward) and holds dozens of parts at most.
+MAX_MIME_DEPTH = 50
+MAX_MIME_PARTS = 1000
+
+
+class _BoundedFeedParser(FeedParser):
+    """The standard library's parser, stopping at the first part past the limits."""
+
+    def __init__(self, policy: EmailPolicy) -> None:
+        super().__init__(policy=policy)
+        self._depth = 0
+        self._parts = 0
+
+    # The parser opens each part, at any depth, with _new_message and closes it with
+    # _pop_message (CPython's email.feedparser since 2.4; not in the type stubs).
+    def _new_message(self) -> None:
+        self._parts += 1
+        self._depth += 1
+        if self._depth > MAX_MIME_DEPTH:
+            raise IntakeError(f"MIME parts are nested more than {MAX_MIME_DEPTH} levels deep")
+        if self._parts > MAX_MIME_PARTS:
+            raise IntakeError(f"the message has more than {MAX_MIME_PARTS} MIME parts")
+        super()._new_message()  # type: ignore[misc]
+
+    def _pop_message(self) -> Message:
+        self._depth -= 1
+        popped: Message = super()._pop_message()  # type: ignore[misc]
+        return popped
+
+
+class _BoundedParser:
+    """``BytesParser.parsebytes`` with the limits of ``_BoundedFeedParser``."""
+
+    def __init__(self, policy: EmailPolicy) -> None:
+        self.policy = policy
+
+    def parsebytes(self, raw: bytes) -> Message:
+        parser = _BoundedFeedParser(self.policy)
+        # What BytesParser does: non-ASCII bytes survive as surrogates for the policy to decode.
+        parser.feed(raw.decode("ascii", "surrogateescape"))
+        return parser.close()
+
+
+_PARSER = _BoundedParser(_RememberingPolicy())
 
 # Serialises an enclosed message as it was received: no refolding, 8-bit bodies left alone.
 _VERBATIM = policy.default.clone(refold_source="none", cte_type="8bit")
@@ -74,6 +124,9 @@ _MAX_NESTING = 10
 _HTML_HEAD_START = re.compile(r"<head\b[^>]{0,2000}>", re.IGNORECASE)
 _HTML_HEAD_END = re.compile(r"</head\s*>", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<[^<>]*>")
+# html2text takes some 15 µs a tag: a message-sized page of tags would hold a thread for a minute.
+# Bigger HTML (no mail client writes that much) is shown with its tags removed instead.
+_MAX_CONVERTED_HTML = 1024 * 1024
 # A "<" that starts a tag but is not closed before the next "<". Python's HTMLParser takes time
 # quadratic in their number (CVE-2025-6069), so they are shown as text instead.
 _UNCLOSED_TAG = re.compile(r"<(?=[A-Za-z/!?])(?=[^<>]*(?:<|\Z))")
@@ -109,10 +162,12 @@ def parse_email(
     recipients: Sequence[str] = (),
     own_domain: str = "",
 ) -> InboundMessage:
-    """Translate one received e-mail into an ``InboundMessage``; never raises on bad input.
+    """Translate one received e-mail into an ``InboundMessage``.
 
-    ``mail_from`` and ``recipients`` are the SMTP envelope (pass ``"<>"`` for a null sender);
-    ``own_domain`` is our support domain, for conversation tokens and mail loops.
+    Never raises on malformed mail; raises ``IntakeError`` only for mail past
+    ``MAX_MIME_DEPTH`` or ``MAX_MIME_PARTS``. ``mail_from`` and ``recipients`` are the SMTP
+    envelope (pass ``"<>"`` for a null sender); ``own_domain`` is our support domain, for
+    conversation tokens and mail loops.
     """
     try:
         return _parse(
@@ -122,6 +177,8 @@ def parse_email(
             recipients=recipients,
             own_domain=own_domain,
         )
+    except IntakeError:
+        raise
     except Exception:  # malformed mail must still be stored and shown, whatever broke
         return _unreadable(raw, received_at=received_at, mail_from=mail_from)
 
@@ -544,6 +601,8 @@ def _requoted(depth: int, text: str) -> str:
 def _html_to_text(markup: str) -> str:
     """Readable text from HTML: no scripts or styles, links as "label (address)"."""
     markup = _HTML_SCRIPT.sub("", _HTML_COMMENT.sub("", markup))
+    if len(markup) > _MAX_CONVERTED_HTML:
+        return html.unescape(_HTML_TAG.sub(" ", markup))
     markup = _shallow(_UNCLOSED_TAG.sub("&lt;", _without_head(markup)))
     converter = html2text.HTML2Text()
     converter.body_width = 0

@@ -13,11 +13,20 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack import render
 from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from bot.shapes import Attachment, ConversationCard, CustomerPost, DeliveryState
+from bot.shapes import (
+    Attachment,
+    ConversationCard,
+    CustomerPost,
+    DeliveryState,
+    ThreadErasure,
+)
 
 MARKER_EVENT = "switchboard_post"
 _NOT_IN_CHANNEL = frozenset({"not_in_channel"})
 _REACTION_DONE = frozenset({"already_reacted", "no_reaction"})
+# A thread or message someone deleted (or a channel gone) has nothing left to erase.
+_GONE = frozenset({"thread_not_found", "channel_not_found", "message_not_found"})
+_FILE_GONE = frozenset({"file_not_found", "file_deleted"})
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 # Errors that a retry cannot fix; everything else (rate limits, 5xx, timeouts) is retried.
 _PERMANENT = {
@@ -52,6 +61,7 @@ class SlackChat:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
         self._channel_ids: dict[str, str] = {}
+        self._own_ids: tuple[str, str] | None = None
 
     async def _call(self, method: str, **kwargs: Any) -> AsyncSlackResponse:
         response = await self._call_tolerating(method, frozenset(), **kwargs)
@@ -226,6 +236,70 @@ class SlackChat:
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         await self._call("chat.postEphemeral", **kwargs)
+
+    async def erase_thread(self, chat_channel: str, thread_ts: str, note: str) -> ThreadErasure:
+        """Replace our posts in a thread by ``note``; delete files we uploaded there.
+
+        Messages people wrote are left: only the author (or an admin's user token) can change
+        them, and chat.update answers cant_update_message to a bot.
+        """
+        user_id, bot_id = await self._own()
+        text, blocks = render.erased_message(note)
+        erased = ThreadErasure()
+        for message in await self._thread(chat_channel, thread_ts):
+            if message.get("subtype") == "tombstone":
+                continue
+            if message.get("bot_id") != bot_id and message.get("user") != user_id:
+                if "bot_id" not in message:
+                    erased += ThreadErasure(left=1)
+                continue
+            files = message.get("files", [])
+            for file in files:
+                if file.get("mode") == "tombstone":
+                    continue
+                if await self._call_tolerating("files.delete", _FILE_GONE, file=file["id"]):
+                    erased += ThreadErasure(files_deleted=1)
+            # A file's own message goes with the file; one with text shows the note instead.
+            if message.get("text") == text or (files and not message.get("text")):
+                continue
+            updated = await self._call_tolerating(
+                "chat.update",
+                _GONE,
+                channel=chat_channel,
+                ts=message["ts"],
+                text=text,
+                blocks=blocks,
+            )
+            if updated is not None:
+                erased += ThreadErasure(replaced=1)
+        return erased
+
+    async def _thread(self, chat_channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Every message of a thread, root first ([] when the thread is gone)."""
+        messages: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            response = await self._call_tolerating(
+                "conversations.replies",
+                _GONE,
+                channel=chat_channel,
+                ts=thread_ts,
+                limit=200,
+                cursor=cursor,
+            )
+            if response is None:
+                return messages
+            messages += response.get("messages", [])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor", "")
+            if not cursor:
+                return messages
+
+    async def _own(self) -> tuple[str, str]:
+        """Our bot's user id and bot id, which mark the messages we posted."""
+        if self._own_ids is None:
+            response = await self._call("auth.test")
+            self._own_ids = (str(response.get("user_id", "")), str(response.get("bot_id", "")))
+        return self._own_ids
 
     async def check(self) -> None:
         await self._call("auth.test")

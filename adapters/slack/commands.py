@@ -272,8 +272,9 @@ def register_team_workflow(
 
     @app.event("app_home_opened")
     async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab", "home") == "home":
-            background.spawn(publish_home(client, str(event["user"])))
+        user = event.get("user")
+        if event.get("tab", "home") == "home" and isinstance(user, str) and user:
+            background.spawn(publish_home(client, user))
 
 
 async def _tell(client: AsyncWebClient, where: dict[str, str], user_id: str, text: str) -> None:

@@ -128,9 +128,14 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
             "elements": [{"type": "mrkdwn", "text": f"Conversation `{card.short_id}`"}],
         },
     ]
+    text = f"{emoji} [{card.short_id}] {subject} from {customer}"
+    if card.oncall and not card.moved_to:
+        # Our own text, the only place a group mention comes from: customer text is escaped.
+        page = f":rotating_light: Urgent: {mention(card.oncall)}, please take a look."
+        blocks.insert(1, {"type": "section", "text": {"type": "mrkdwn", "text": page}})
+        text += f" {mention(card.oncall)}"
     if not card.moved_to:
         blocks.append(_card_actions(card))
-    text = f"{emoji} [{card.short_id}] {subject} from {customer}"
     return text, blocks
 
 
@@ -245,3 +250,10 @@ def undo_message(seconds: float, undo_token: str) -> tuple[str, list[Block]]:
             },
         }
     ]
+
+
+def erased_message(note: str) -> tuple[str, list[Block]]:
+    """What a post of an erased conversation shows instead of what it showed."""
+    # Blocks are sent too: chat.update keeps a message's old blocks when it gets none.
+    text = escape(note)
+    return text, [{"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}]

@@ -238,6 +238,8 @@ class SlackSandbox:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.views: list[tuple[str, Payload]] = []
         self.responses: list[Payload] = []
+        #: How many Web API calls were answered with an injected failure.
+        self.failures_injected = 0
         self._clock = clock
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -283,6 +285,7 @@ class SlackSandbox:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "files.info": self._files_info,
+            "files.delete": self._files_delete,
             "views.open": self._views_open,
             "views.update": self._views_update,
             "views.publish": self._views_publish,
@@ -625,6 +628,9 @@ class SlackSandbox:
         lines = [header]
         lines.extend(f"{indent}{line}" for line in _body_lines(message))
         for shared in message.get("files", []):
+            if shared.get("mode") == "tombstone":
+                lines.append(f"{indent}file: (deleted)")
+                continue
             size = shared.get("size", 0)
             lines.append(f"{indent}file: {shared['name']} ({size} bytes, {shared['mimetype']})")
         reactions = message.get("reactions", [])
@@ -653,6 +659,7 @@ class SlackSandbox:
         self.calls.append((method, copy.deepcopy(params)))
         failure = self._take_failure(method)
         if failure is not None:
+            self.failures_injected += 1
             return failure
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
@@ -1032,6 +1039,24 @@ class SlackSandbox:
             "comments": [],
             "response_metadata": {"next_cursor": ""},
         }
+
+    def _files_delete(self, params: _Params) -> Payload:
+        stored = self._files.get(params.text("file"))
+        if stored is None:
+            raise _SlackError("file_not_found")
+        if stored.user != self.bot_user_id:
+            raise _SlackError("cant_delete_file")
+        del self._files[stored.id]
+        # Slack keeps the messages that shared the file, showing it as deleted.
+        for channel in self._channels.values():
+            for message in channel.messages.values():
+                if any(f.get("id") == stored.id for f in message.get("files", [])):
+                    message["files"] = [
+                        {"id": f["id"], "mode": "tombstone"} if f.get("id") == stored.id else f
+                        for f in message["files"]
+                    ]
+        self._notify()
+        return {}
 
     def _views_open(self, params: _Params) -> Payload:
         trigger_id = params.required("trigger_id", "invalid_trigger_id")

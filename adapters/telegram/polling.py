@@ -15,7 +15,7 @@ from datetime import timedelta
 from telegram import Bot
 from telegram.error import TelegramError
 
-from adapters.telegram.updates import ALLOWED_UPDATES, TelegramIntake
+from adapters.telegram.updates import ALLOWED_UPDATES, MalformedUpdate, TelegramIntake
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class TelegramPoller:
             for update in updates:
                 try:
                     await self.updates.take(update)
+                except MalformedUpdate as exc:
+                    # Fetching it again would stop every update after it: skip it.
+                    log.warning("skipped a malformed Telegram update", extra={"reason": str(exc)})
                 except Exception:
                     log.exception("could not store a Telegram update; it is fetched again")
                     await asyncio.sleep(self.retry_seconds)

@@ -198,6 +198,10 @@ async def _fetch(ref: FileRef, download: Download) -> bytes | None:
         raise TransientDeliveryError(f"Telegram file download: {exc.message}") from exc
 
 
+class MalformedUpdate(ValueError):
+    """An update with fields not of the types Telegram documents; sending it again won't help."""
+
+
 class TelegramIntake:
     """Accepts Telegram updates, from the webhook or from polling, through ``Intake``."""
 
@@ -207,17 +211,26 @@ class TelegramIntake:
         self.bot_id = bot_id
 
     def parse(self, data: dict[str, object]) -> Update:
-        """A PTB ``Update`` from the JSON Telegram sent."""
-        return Update.de_json(data, self.bot)
+        """A PTB ``Update`` from the JSON Telegram sent; raises ``MalformedUpdate``."""
+        try:
+            return Update.de_json(data, self.bot)
+        except Exception as exc:  # PTB trips over fields of the wrong shape in many ways
+            raise MalformedUpdate(f"not a Telegram update: {exc}") from exc
 
     async def take(self, update: Update, raw: bytes = b"") -> Accepted | None:
-        """Store ``update`` durably, or return None if it is nothing to store."""
-        message = await to_inbound(
-            update,
-            bot_id=self.bot_id,
-            download=self._download,
-            raw=raw or json.dumps(update.to_dict()).encode(),
-        )
+        """Store ``update`` durably, or return None if it is nothing to store.
+
+        Raises ``MalformedUpdate`` when a field has the wrong type (PTB does not check types).
+        """
+        try:
+            message = await to_inbound(
+                update,
+                bot_id=self.bot_id,
+                download=self._download,
+                raw=raw or json.dumps(update.to_dict()).encode(),
+            )
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise MalformedUpdate(f"update {update.update_id} is malformed: {exc}") from exc
         if message is None:
             log.info("ignored a Telegram update", extra={"update_id": update.update_id})
             return None

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from adapters.telegram.updates import TelegramIntake
+from adapters.telegram.updates import MalformedUpdate, TelegramIntake
 from bot.errors import TransientDeliveryError
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,22 @@ class TelegramWebhook:
         return [web.post(WEBHOOK_PATH, self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
+        # surrogateescape: a header with bytes that are not UTF-8 is simply a wrong secret.
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
         if not self.secret or not hmac.compare_digest(given, self.secret):
             return web.json_response({"error": "wrong or missing secret token"}, status=403)
         body = await request.read()
         try:
             data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8 or JSON, too deep, a giant number
             return web.json_response({"error": "the body is not JSON"}, status=400)
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.json_response({"error": "not a Telegram update"}, status=400)
         try:
-            update = self.updates.parse(data)
-            accepted = await self.updates.take(update, body)
+            accepted = await self.updates.take(self.updates.parse(data), body)
+        except MalformedUpdate as exc:
+            log.warning("refused a malformed Telegram update", extra={"reason": str(exc)})
+            return web.json_response({"error": "not a Telegram update"}, status=400)
         except TransientDeliveryError as exc:
             log.warning("could not take a Telegram update yet", extra={"reason": exc.reason})
             return web.json_response({"error": exc.reason}, status=503)

@@ -61,13 +61,17 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 def _check_url(url: str, allow_private: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        raise AttachmentRefused(f"{url!r} is not a valid URL") from exc
+    if parts.scheme not in ("http", "https") or not hostname:
         raise AttachmentRefused(f"{url!r} is not an http(s) URL")
     if allow_private:
         return
     try:
-        literal = ipaddress.ip_address(parts.hostname)
+        literal = ipaddress.ip_address(hostname)
     except ValueError:
         return
     if not is_public(str(literal)):
@@ -99,6 +103,9 @@ async def fetch_attachment(
                         url = urljoin(url, response.headers.get("Location", ""))
                         continue
                     return await _read(url, response, filename, max_bytes)
+            except (aiohttp.InvalidURL, UnicodeError) as exc:
+                # A port out of range, a host name IDNA cannot encode: sending again won't help.
+                raise AttachmentRefused(f"{url!r} is not a valid URL") from exc
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, _PrivateAddress):
                     raise AttachmentRefused(str(exc.os_error)) from exc

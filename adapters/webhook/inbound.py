@@ -179,7 +179,7 @@ class WebhookIntake:
             return _error(401, problem)
         try:
             event = parse_event(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # not UTF-8 or JSON, too deep, giant numbers
             return _error(400, f"the body is not valid JSON: {exc}")
         except FieldError as exc:
             return _error(400, str(exc))

@@ -41,11 +41,14 @@ def signature_problem(
     given = headers.get(SIGNATURE_HEADER, "")
     if not timestamp or not given:
         return f"the {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} headers are required"
-    if not timestamp.isdigit():
+    # isdigit alone takes "²", which int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()):
         return f"{TIMESTAMP_HEADER} must be Unix time in seconds"
     current = time.time() if now is None else now
     if abs(current - int(timestamp)) > MAX_AGE_SECONDS:
         return f"{TIMESTAMP_HEADER} is more than {MAX_AGE_SECONDS} s away from now"
-    if not hmac.compare_digest(given.encode(), signature(secret, timestamp, body).encode()):
+    # surrogateescape: a header with bytes that are not UTF-8 is simply a wrong signature.
+    expected = signature(secret, timestamp, body).encode()
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
         return "the signature does not match"
     return ""

@@ -175,7 +175,8 @@ class TriageEngine:
         """Load the encoder and train from the skills, the defaults and ``extra_examples``.
 
         ``encoder`` reuses one that is already loaded (tests, benchmarks); otherwise
-        ``settings.model`` is loaded with ``backend``.
+        ``settings.model`` is loaded with ``backend``. ``rules`` default to the configured
+        ``settings.priority``.
         """
         examples = skill_examples(skills, default_skills(), extra_examples)
         if not examples:
@@ -210,7 +211,7 @@ class TriageEngine:
             models,
             examples,
             languages,
-            rules=rules or PriorityRules(),
+            rules=rules or settings.priority,
             retrain_delay=retrain_delay,
             batch_window=batch_window,
             max_batch=max_batch,
@@ -305,23 +306,15 @@ class TriageEngine:
         return await future
 
     async def _run_batches(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            # Whatever queued up while the last batch ran joins this one; then a short window
-            # for callers that are just about to arrive.
-            deadline = loop.time() + self._batch_window
-            while len(batch) < self._max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            # A short window for callers that are just about to arrive; then whatever queued up
+            # joins this batch. (No wait_for around get(): on Python 3.11 a timeout that races
+            # with get() can drop the item, and its caller would wait for ever.)
+            if self._queue.empty():
+                await asyncio.sleep(self._batch_window)
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             batch = [job for job in batch if not job.future.done()]
             if not batch:
                 continue

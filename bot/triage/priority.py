@@ -4,6 +4,7 @@ The model hears urgency (trained on config/triage_examples.toml) and the custome
 rules add what the text alone cannot tell: who is writing (VIP customers and domains), words the
 team always treats as pressing, how often the customer has followed up, and how long they have
 waited. Every factor that applied is named in the reason, e.g. "urgent: 'Server down', VIP domain".
+The rules (``PriorityRules``, with their defaults) are settings: ``[triage.priority]``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from bot.settings import PriorityRules as PriorityRules
 from bot.shapes import Priority
 
 _ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
@@ -33,59 +35,6 @@ def _raised(priority: Priority, *, cap: Priority = Priority.URGENT) -> Priority:
 
 def _at_least(priority: Priority, floor: Priority) -> Priority:
     return _ORDER[max(_rank(priority), _rank(floor))]
-
-
-@dataclass(frozen=True, slots=True)
-class PriorityRules:
-    """The team's rules on top of the model; every field has a sensible default.
-
-    Keywords match case-insensitively at the start of a word, so "dringend" also finds
-    "dringender"; write German compounds out ("serverausfall").
-    """
-
-    vip_domains: tuple[str, ...] = ()
-    vip_customers: tuple[str, ...] = ()
-    urgent_keywords: tuple[str, ...] = (
-        "server down",
-        "site down",
-        "is down",
-        "outage",
-        "data loss",
-        "security incident",
-        "hacked",
-        "emergency",
-        "urgent",
-        "asap",
-        "dringend",
-        "notfall",
-        "serverausfall",
-        "systemausfall",
-        "totalausfall",
-        "datenverlust",
-        "gehackt",
-        "sicherheitsvorfall",
-        "geht gar nichts",
-    )
-    high_keywords: tuple[str, ...] = (
-        "lawyer",
-        "legal action",
-        "chargeback",
-        "cancel my contract",
-        "third time",
-        "anwalt",
-        "rechtliche schritte",
-        "kündige",
-        "dritten mal",
-    )
-    low_keywords: tuple[str, ...] = ("no rush", "no hurry", "keine eile", "unsubscribe", "abmelden")
-    #: The model's urgency counts from this probability on.
-    model_min_confidence: float = 0.5
-    #: Negative sentiment this sure raises the priority one step, at most to high.
-    negative_min_confidence: float = 0.6
-    #: This many follow-ups (customer messages after the first, unanswered) raise one step.
-    follow_ups_to_raise: int = 2
-    waiting_hours_high: float = 24.0
-    waiting_hours_urgent: float = 72.0
 
 
 @lru_cache(maxsize=64)

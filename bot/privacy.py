@@ -1,0 +1,531 @@
+"""Data protection: forgetting a customer who asks, and removing old closed conversations.
+
+``Privacy.forget`` removes everything stored about one customer in one transaction: their
+identities, conversations, messages (both ways) with attachments, the conversations' audit
+log, triage examples learned from their words and the jobs about them. In the same transaction
+it queues one ``erase_thread`` job per Slack thread their conversations were shown in; the job
+replaces our posts there (root card, their messages, replies copied by a move, notices) with a
+dated note and deletes the files we uploaded. Messages agents wrote in those threads are theirs
+in Slack: a bot token cannot change them, so they are counted and left.
+
+``Privacy.purge_closed`` removes closed conversations whose last message or change is older
+than ``[retention] closed_conversations_days`` the same way, and a customer once nothing of
+theirs is left, but leaves Slack alone: Slack's own retention settings govern its threads. The
+service runs it hourly as a ``purge_closed`` job, so with several replicas one of them does.
+
+Both are safe to run again after a crash: the removal commits at once or not at all, what is
+gone is not found again, and an erase job skips posts that already show its note.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from bot.errors import ActionRefused
+from bot.jobs import Clock, enqueue, utcnow
+from bot.ports import ChatPort
+from bot.settings import RetentionSettings
+from bot.shapes import ChannelKind, ThreadErasure
+from bot.workflow import conversation_serial_key, first_words
+from models import (
+    AuditEntry,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Direction,
+    FormerThread,
+    Identity,
+    Job,
+    JobState,
+    Message,
+    SkillExample,
+    StoredAttachment,
+)
+
+log = logging.getLogger(__name__)
+
+ERASE_THREAD = "erase_thread"
+PURGE_CLOSED = "purge_closed"
+
+PURGE_EVERY = timedelta(hours=1)
+# Conversations removed per purge transaction; a bigger backlog is worked off in turns.
+PURGE_BATCH = 200
+# Examples an admin typed or the config holds are the team's words, not a customer's.
+_TEAM_EXAMPLES = ("config", "admin")
+_EMAIL = re.compile(r"^[^@\s<>:]+@[^@\s<>]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerAddress:
+    """How a customer is named on the command line: ``anna@example.org``, ``telegram:12345``
+    (the Telegram user id), ``webhook:<source>:<sender id>``."""
+
+    channel: ChannelKind
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.channel.value}:{self.address}"
+
+
+def parse_address(text: str) -> CustomerAddress:
+    """The identity ``text`` names, or ``ActionRefused`` saying how to write one."""
+    text = text.strip()
+    kind, _, rest = text.partition(":")
+    if kind in ("telegram", "webhook", "email") and rest:
+        channel = ChannelKind(kind)
+    elif _EMAIL.match(text):
+        channel, rest = ChannelKind.EMAIL, text
+    else:
+        channel, rest = ChannelKind.EMAIL, ""
+    valid = {
+        ChannelKind.EMAIL: bool(_EMAIL.match(rest)),
+        ChannelKind.TELEGRAM: rest.isdigit(),
+        ChannelKind.WEBHOOK: rest.count(":") >= 1 and all(rest.split(":", 1)),
+    }[channel]
+    if not valid:
+        raise ActionRefused(
+            f"`{text}` names no customer: give an e-mail address (anna@example.org), "
+            "telegram:<user id> (telegram:5550001111) or webhook:<source>:<sender id> "
+            "(webhook:widget:visitor-7)."
+        )
+    return CustomerAddress(channel, rest.lower() if channel is ChannelKind.EMAIL else rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What a forget or a purge removed or, on a dry run, would remove."""
+
+    customers: tuple[str, ...] = ()
+    identities: int = 0
+    conversations: int = 0
+    messages: int = 0
+    attachments: int = 0
+    audit_entries: int = 0
+    skill_examples: int = 0
+    jobs: int = 0
+    #: Slack threads (channel id, thread ts) whose posts are replaced by the note.
+    threads: tuple[tuple[str, str], ...] = ()
+    #: The ``erase_thread`` jobs queued for them.
+    erase_jobs: tuple[int, ...] = ()
+
+    @property
+    def nothing(self) -> bool:
+        """Whether nothing was found to remove."""
+        return not (self.customers or self.conversations or self.messages or self.identities)
+
+    def __add__(self, other: Removal) -> Removal:
+        return Removal(
+            self.customers + other.customers,
+            self.identities + other.identities,
+            self.conversations + other.conversations,
+            self.messages + other.messages,
+            self.attachments + other.attachments,
+            self.audit_entries + other.audit_entries,
+            self.skill_examples + other.skill_examples,
+            self.jobs + other.jobs,
+            self.threads + other.threads,
+            self.erase_jobs + other.erase_jobs,
+        )
+
+    def summary(self) -> str:
+        """One line with the counts, for the audit log and the command line."""
+        return ", ".join(
+            (
+                _counted(len(self.customers), "customer"),
+                _counted(self.identities, "identity", "identities"),
+                _counted(self.conversations, "conversation"),
+                _counted(self.messages, "message"),
+                _counted(self.attachments, "attachment"),
+                _counted(self.audit_entries, "audit entry", "audit entries"),
+                _counted(self.skill_examples, "triage example"),
+                _counted(self.jobs, "job"),
+            )
+        )
+
+
+def _counted(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The rows to remove, found inside the removing transaction."""
+
+    customers: list[Customer] = field(default_factory=list)
+    identities: list[Identity] = field(default_factory=list)
+    conversations: list[Conversation] = field(default_factory=list)
+    message_ids: list[int] = field(default_factory=list)
+    attachments: int = 0
+    audit_entries: int = 0
+    example_ids: list[int] = field(default_factory=list)
+    job_ids: list[int] = field(default_factory=list)
+    threads: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def removal(self, erase_jobs: tuple[int, ...] = ()) -> Removal:
+        return Removal(
+            customers=tuple(_label(c, self.identities) for c in self.customers),
+            identities=len(self.identities),
+            conversations=len(self.conversations),
+            messages=len(self.message_ids),
+            attachments=self.attachments,
+            audit_entries=self.audit_entries,
+            skill_examples=len(self.example_ids),
+            jobs=len(self.job_ids),
+            threads=tuple((channel, ts) for _, channel, ts in self.threads),
+            erase_jobs=erase_jobs,
+        )
+
+
+def _label(customer: Customer, identities: list[Identity]) -> str:
+    names = [f"{i.channel.value}:{i.address}" for i in identities if i.customer_id == customer.id]  # type: ignore[attr-defined]
+    return f"{customer.name or '(no name)'} <{', '.join(names) or 'no identity'}>"
+
+
+def erase_note(moment: datetime) -> str:
+    """What an erased Slack post says instead."""
+    return f"Removed at the customer's request on {moment:%Y-%m-%d}."
+
+
+class Privacy:
+    """Forgets customers and removes old closed conversations."""
+
+    def __init__(self, retention: RetentionSettings, *, clock: Clock = utcnow) -> None:
+        self.retention = retention
+        self.clock = clock
+
+    async def forget(
+        self, who: CustomerAddress, *, actor: str = "", dry_run: bool = False
+    ) -> Removal:
+        """Remove everything stored about the customer ``who`` names; queue the Slack erasure.
+
+        ``actor`` is who asked for it, for the audit log. Nothing found is not an error: a
+        customer forgotten before has nothing left to remove.
+        """
+        async with in_transaction() as conn:
+            identity = await _identity_of(who, conn)
+            if identity is None:
+                # Nobody yet, or no more; their messages may still wait to be threaded.
+                plan = await _plan(conn, [], [], [], senders=[(who.channel, who.address)])
+            else:
+                customer_id: int = identity.customer_id  # type: ignore[attr-defined]
+                customer = await Customer.filter(id=customer_id).using_db(conn).get()
+                identities = await Identity.filter(customer_id=customer.id).using_db(conn)
+                conversations = await Conversation.filter(customer_id=customer.id).using_db(conn)
+                plan = await _plan(
+                    conn,
+                    [customer],
+                    identities,
+                    conversations,
+                    senders=[(i.channel, i.address) for i in identities],
+                )
+            if dry_run or not (plan.message_ids or plan.identities or plan.customers):
+                return plan.removal()
+            await _remove(plan, conn)
+            now = self.clock()
+            erase_jobs = []
+            for conversation_id, chat_channel, thread_ts in plan.threads:
+                # The conversation's key: a post of it still running finishes before the erasure.
+                job = await enqueue(
+                    ERASE_THREAD,
+                    {"chat_channel": chat_channel, "thread_ts": thread_ts, "note": erase_note(now)},
+                    serial_key=conversation_serial_key(conversation_id),
+                    now=now,
+                    conn=conn,
+                )
+                erase_jobs.append(job.id)
+            removal = plan.removal(tuple(erase_jobs))
+            # The audit log keeps that it happened and how much, not who it was.
+            await AuditEntry.create(
+                conversation=None,
+                actor_id=actor[:64],
+                actor_name=actor[:255],
+                action="forget",
+                detail={"removed": removal.summary(), "slack_threads": len(plan.threads)},
+                summary=f"Removed a customer's data at their request: {removal.summary()}.",
+                using_db=conn,
+            )
+        log.info("customer forgotten", extra={"removed": removal.summary()})
+        return removal
+
+    async def purge_closed(self, *, dry_run: bool = False, batch: int = PURGE_BATCH) -> Removal:
+        """Remove closed conversations older than the retention period (none when it is 0)."""
+        cutoff = self.cutoff()
+        removed = Removal()
+        after_id = 0
+        while cutoff is not None:
+            candidates = (
+                await Conversation.filter(
+                    status=ConversationStatus.CLOSED, updated_at__lt=cutoff, id__gt=after_id
+                )
+                .order_by("id")
+                .limit(batch)
+            )
+            if not candidates:
+                break
+            after_id = candidates[-1].id
+            removed += await self._purge([c.id for c in candidates], cutoff, dry_run)
+        return removed
+
+    def cutoff(self) -> datetime | None:
+        """Closed conversations with no activity since this moment are due for removal."""
+        days = self.retention.closed_conversations_days
+        return self.clock() - timedelta(days=days) if days else None
+
+    async def _purge(self, ids: list[int], cutoff: datetime, dry_run: bool) -> Removal:
+        async with in_transaction() as conn:
+            # Read again inside the transaction: a customer may have written meanwhile.
+            candidates = (
+                await Conversation.filter(
+                    id__in=ids, status=ConversationStatus.CLOSED, updated_at__lt=cutoff
+                )
+                .using_db(conn)
+                .order_by("id")
+            )
+            recent = set(
+                _ints(
+                    await Message.filter(conversation_id__in=ids, created_at__gte=cutoff)
+                    .using_db(conn)
+                    .values_list("conversation_id", flat=True)
+                )
+            )
+            # Work still queued for a conversation (a reply, a move) means it is not done with.
+            busy_keys = set(
+                await Job.filter(
+                    serial_key__in=[k for i in ids for k in _serial_keys(i)],
+                    state__in=(JobState.PENDING, JobState.RUNNING),
+                )
+                .using_db(conn)
+                .values_list("serial_key", flat=True)
+            )
+            old = [
+                c
+                for c in candidates
+                if c.id not in recent and not busy_keys.intersection(_serial_keys(c.id))
+            ]
+            if not old:
+                return Removal()
+            plan = await _plan(conn, [], [], old, senders=[])
+            await _add_customers_left_without_data(plan, conn)
+            if dry_run:
+                return plan.removal()
+            await _remove(plan, conn)
+            removal = plan.removal()
+            await AuditEntry.create(
+                conversation=None,
+                actor_id="",
+                actor_name="Switchboard",
+                action="retention",
+                detail={"removed": removal.summary(), "cutoff": cutoff.isoformat()},
+                summary=(
+                    f"Removed closed conversations older than "
+                    f"{self.retention.closed_conversations_days} days: {removal.summary()}."
+                ),
+                using_db=conn,
+            )
+        log.info("old closed conversations removed", extra={"removed": removal.summary()})
+        return removal
+
+
+def _serial_keys(conversation_id: int) -> tuple[str, ...]:
+    """The serial keys of the jobs about one conversation (see intake, relay, workflow)."""
+    return (
+        conversation_serial_key(conversation_id),
+        f"replies:{conversation_id}",
+        f"snooze:{conversation_id}",
+    )
+
+
+async def _identity_of(who: CustomerAddress, conn: BaseDBAsyncClient) -> Identity | None:
+    query = Identity.filter(channel=who.channel).using_db(conn)
+    if who.channel is ChannelKind.EMAIL:
+        return await query.filter(address__iexact=who.address).first()
+    return await query.filter(address=who.address).first()
+
+
+async def _plan(
+    conn: BaseDBAsyncClient,
+    customers: list[Customer],
+    identities: list[Identity],
+    conversations: list[Conversation],
+    *,
+    senders: Iterable[tuple[ChannelKind, str]],
+) -> _Plan:
+    """Everything stored with ``conversations`` and, not yet threaded, from ``senders``."""
+    conversation_ids = [c.id for c in conversations]
+    unthreaded = Q(id__in=[])
+    for channel, address in senders:
+        unthreaded |= Q(
+            conversation_id__isnull=True,
+            direction=Direction.INBOUND,
+            channel=channel,
+            sender_address=address,
+        )
+    message_ids = list(
+        await Message.filter(Q(conversation_id__in=conversation_ids) | unthreaded)
+        .using_db(conn)
+        .values_list("id", flat=True)
+    )
+    plan = _Plan(
+        customers=customers,
+        identities=identities,
+        conversations=conversations,
+        message_ids=_ints(message_ids),
+    )
+    plan.attachments = (
+        await StoredAttachment.filter(message_id__in=plan.message_ids).using_db(conn).count()
+    )
+    plan.audit_entries = (
+        await AuditEntry.filter(conversation_id__in=conversation_ids).using_db(conn).count()
+    )
+    texts = {await first_words(i, conn) for i in conversation_ids} - {""}
+    plan.example_ids = _ints(
+        await SkillExample.filter(text__in=list(texts))
+        .exclude(source__in=_TEAM_EXAMPLES)
+        .using_db(conn)
+        .values_list("id", flat=True)
+    )
+    plan.job_ids = await _jobs_about(conversation_ids, set(plan.message_ids), senders, conn)
+    former = await FormerThread.filter(conversation_id__in=conversation_ids).using_db(conn)
+    plan.threads = [
+        (c.id, c.chat_channel, c.chat_thread_ts)
+        for c in conversations
+        if c.chat_channel and c.chat_thread_ts
+    ] + [(f.conversation_id, f.chat_channel, f.chat_thread_ts) for f in former]  # type: ignore[attr-defined]
+    return plan
+
+
+async def _jobs_about(
+    conversation_ids: list[int],
+    message_ids: set[int],
+    senders: Iterable[tuple[ChannelKind, str]],
+    conn: BaseDBAsyncClient,
+) -> list[int]:
+    """Jobs about these conversations and messages, except those running right now.
+
+    A running job finds its rows gone and ends; its payload holds only ids.
+    """
+    by_conversation = await (
+        Job.filter(serial_key__in=[k for i in conversation_ids for k in _serial_keys(i)])
+        .exclude(state=JobState.RUNNING)
+        .using_db(conn)
+        .values_list("id", flat=True)
+    )
+    # A sender's threading jobs share a key cut to 64 characters, which two long addresses
+    # can share too: only the jobs carrying one of these messages go.
+    sender_keys = [f"sender:{channel.value}:{address}"[:64] for channel, address in senders]
+    by_sender = [
+        job.id
+        for job in await Job.filter(serial_key__in=sender_keys)
+        .exclude(state=JobState.RUNNING)
+        .using_db(conn)
+        if job.payload.get("message_id") in message_ids
+    ]
+    return sorted(set(_ints(by_conversation)) | set(by_sender))
+
+
+def _ints(values: Iterable[Any]) -> list[int]:
+    """A column of ids as read with ``values_list(..., flat=True)``."""
+    return [int(value) for value in values]
+
+
+async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient) -> None:
+    """Add the customers (and identities) whose every conversation is in ``plan``."""
+    removing = {c.id for c in plan.conversations}
+    customer_ids = {c.customer_id for c in plan.conversations}  # type: ignore[attr-defined]
+    kept = set(
+        await Conversation.filter(customer_id__in=customer_ids)
+        .exclude(id__in=removing)
+        .using_db(conn)
+        .values_list("customer_id", flat=True)
+    )
+    gone = customer_ids - kept
+    identities = await Identity.filter(customer_id__in=gone).using_db(conn)
+    waiting = Q(id__in=[])
+    for identity in identities:
+        waiting |= Q(channel=identity.channel, sender_address=identity.address)
+    # A message of theirs waiting to be threaded still needs its identity.
+    still_writing = set(
+        await Message.filter(waiting, conversation_id__isnull=True)
+        .using_db(conn)
+        .values_list("channel", "sender_address")
+    )
+    gone -= {i.customer_id for i in identities if (i.channel, i.address) in still_writing}  # type: ignore[attr-defined]
+    plan.customers = list(await Customer.filter(id__in=gone).using_db(conn))
+    plan.identities = [i for i in identities if i.customer_id in gone]  # type: ignore[attr-defined]
+
+
+async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> None:
+    """Delete the rows of ``plan`` (children first; the schema cascades the same way)."""
+    conversation_ids = [c.id for c in plan.conversations]
+    await Job.filter(id__in=plan.job_ids).using_db(conn).delete()
+    await StoredAttachment.filter(message_id__in=plan.message_ids).using_db(conn).delete()
+    await Message.filter(id__in=plan.message_ids).using_db(conn).delete()
+    await AuditEntry.filter(conversation_id__in=conversation_ids).using_db(conn).delete()
+    await FormerThread.filter(conversation_id__in=conversation_ids).using_db(conn).delete()
+    await Conversation.filter(id__in=conversation_ids).using_db(conn).delete()
+    await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
+    await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
+    await SkillExample.filter(id__in=plan.example_ids).using_db(conn).delete()
+
+
+class EraseThread:
+    """Job: replace our posts in one Slack thread of a forgotten customer with the note."""
+
+    def __init__(self, chat: ChatPort) -> None:
+        self.chat = chat
+        #: What the runs of this handler changed so far (the command line reports it).
+        self.erased = ThreadErasure()
+
+    async def run(self, job: Job) -> None:
+        payload = job.payload
+        erased = await self.chat.erase_thread(
+            str(payload["chat_channel"]), str(payload["thread_ts"]), str(payload["note"])
+        )
+        self.erased += erased
+        log.info(
+            "slack thread erased",
+            extra={"job": job.id, "replaced": erased.replaced, "left": erased.left},
+        )
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        log.error(
+            "could not erase a forgotten customer's Slack thread; erase it by hand",
+            extra={"job": job.id, "payload": job.payload, "reason": reason},
+        )
+
+
+class PurgeClosed:
+    """Job: remove old closed conversations, then come back in an hour."""
+
+    def __init__(self, privacy: Privacy) -> None:
+        self.privacy = privacy
+
+    async def run(self, job: Job) -> None:
+        await self.privacy.purge_closed()
+        await schedule_purge(self.privacy, after=PURGE_EVERY)
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        log.error("retention purge failed", extra={"job": job.id, "reason": reason})
+        await schedule_purge(self.privacy, after=PURGE_EVERY)
+
+
+async def schedule_purge(privacy: Privacy, *, after: timedelta = timedelta(0)) -> None:
+    """Queue the next purge, unless retention is off or one is queued already.
+
+    Replicas starting at once may each queue one; the first to run sees the other waiting
+    and queues no next one, so a single purge job remains.
+    """
+    if not privacy.retention.closed_conversations_days:
+        return
+    if await Job.filter(kind=PURGE_CLOSED, state=JobState.PENDING).exists():
+        return
+    await enqueue(PURGE_CLOSED, {}, serial_key="retention", run_at=privacy.clock() + after)
