@@ -1,0 +1,572 @@
+"""Crash safety under load: SIGKILLs, a flaky Slack, and nothing lost or shown twice.
+
+The real service runs as a subprocess (``python -m adapters serve``) against loopback stand-ins
+for Slack (failing a share of Web API calls with 500 or 429 + Retry-After), Telegram (long
+polling) and the mail relay. Customers send mail over SMTP and write on Telegram, agents answer
+in the Slack threads, and meanwhile the service is killed with SIGKILL at random moments and
+started again. Then:
+
+- every message the service accepted (SMTP 250, or a Telegram update it confirmed) is in Slack
+  exactly once, in the one thread of its customer;
+- every agent reply the service acknowledged reached its customer exactly once.
+
+    python -m bench.chaos [--mails 1000] [--telegram 200] [--kills 10] [--postgres URL]
+
+prints the report as JSON. tests/test_chaos.py runs a small version on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiohttp
+import aiosmtplib
+
+from adapters.email.sink import SmtpSink
+from adapters.slack.sandbox import SlackEvents, SlackSandbox
+from adapters.telegram.sandbox import TelegramSandbox
+
+SUPPORT = "support@shop.example"
+SIGNING_SECRET = "chaos-signing-secret"
+AGENT = "U0AGENT"
+CHANNELS = {"general": "support", "billing": "support-billing", "technical": "support-tech"}
+TRIAGE_CHANNEL = "support-triage"
+_TOKEN = re.compile(r"\b(mail|tg|reply)-(\d{5})\b")
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosPlan:
+    mails: int = 1000
+    telegram: int = 200
+    kills: int = 10
+    #: Share of Slack Web API calls that fail (half 500, half 429 with Retry-After: 1).
+    slack_failure_rate: float = 0.1
+    mails_per_customer: int = 4
+    telegram_users: int = 20
+    #: Agents answer one conversation in this many.
+    answer_every: int = 4
+    connections: int = 10
+    #: The seconds between a restart and the next kill are drawn from this range.
+    kill_gap: tuple[float, float] = (1.0, 4.0)
+    settle_seconds: float = 600.0
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class ChaosReport:
+    database: str
+    messages_sent: int = 0
+    accepted: int = 0
+    posted: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    misthreaded: int = 0
+    extra_root_cards: int = 0
+    replies_queued: int = 0
+    replies_delivered: int = 0
+    reply_duplicates: int = 0
+    replies_to_wrong_customer: int = 0
+    reply_resends_same_message_id: int = 0
+    kills: int = 0
+    slack_calls: int = 0
+    slack_failures_injected: int = 0
+    seconds: float = 0.0
+    messages_per_second: float = 0.0
+    service_log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.accepted == self.messages_sent
+            and self.posted == self.accepted
+            and not (self.duplicates or self.lost or self.misthreaded or self.extra_root_cards)
+            and self.replies_delivered == self.replies_queued
+            and not (self.reply_duplicates or self.replies_to_wrong_customer)
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_config(
+    *, http_port: int, smtp_port: int, relay_port: int, slack_url: str, telegram_url: str
+) -> str:
+    skills = "\n".join(
+        f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
+        for name, channel in CHANNELS.items()
+    )
+    return f"""
+[service]
+http_port = {http_port}
+log_level = "WARNING"
+
+[email]
+listen_port = {smtp_port}
+support_address = "{SUPPORT}"
+
+[email.relay]
+port = {relay_port}
+timeout_seconds = 5
+
+[slack]
+api_url = "{slack_url}"
+triage_channel = "{TRIAGE_CHANNEL}"
+
+[telegram]
+enabled = true
+mode = "polling"
+api_url = "{telegram_url}"
+
+[replies]
+undo_seconds = 0
+
+[jobs]
+workers = 4
+lease_seconds = 10
+backoff_base_seconds = 0.2
+backoff_max_seconds = 3
+poll_seconds = 0.2
+
+{skills}
+"""
+
+
+class ServiceProcess:
+    """``python -m adapters serve`` as a child process that can be killed and started again."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path, smtp_port: int) -> None:
+        self.config = config
+        self.env = env
+        self.log = log
+        self.smtp_port = smtp_port
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 120.0) -> None:
+        """Start the service and wait until its SMTP endpoint answers."""
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "adapters",
+                "-c",
+                str(self.config),
+                "serve",
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"the service exited at start:\n{self.log_tail()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.smtp_port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+        raise TimeoutError(f"the service did not start in {timeout} s:\n{self.log_tail()}")
+
+    async def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as when a machine dies."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops it; SIGKILL if it has not ended in 30 s."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            await self.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the customers and agents did, to check Slack and the outboxes against."""
+
+    plan: ChaosPlan
+    rng: random.Random
+    #: token -> the customer who wrote it ("mail:3", "tg:555000004")
+    written: dict[str, str] = field(default_factory=dict)
+    accepted: set[str] = field(default_factory=set)
+    #: agent reply token -> the customer it must reach
+    replies: dict[str, str] = field(default_factory=dict)
+    answered_threads: set[str] = field(default_factory=set)
+    threads_seen: int = 0
+    sending_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _customer_address(customer: int) -> str:
+    return f"customer{customer}@example.org"
+
+
+def _mail(customer: int, number: int, token: str, previous: list[str]) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Customer {customer} <{_customer_address(customer)}>"
+    message["To"] = SUPPORT
+    message["Subject"] = ("Re: " if previous else "") + f"Order {customer}"
+    message["Message-ID"] = f"<{token}@example.org>"
+    if previous:
+        message["In-Reply-To"] = previous[-1]
+        message["References"] = " ".join(previous)
+    message.set_content(f"Message {number} about my order: {token}\n\nCustomer {customer}\n")
+    return message.as_bytes()
+
+
+async def _send_until_accepted(port: int, raw: bytes, sender: str) -> None:
+    """Send one mail, again and again while the service is down, until it answers 250."""
+    while True:
+        try:
+            await aiosmtplib.send(
+                raw,
+                sender=sender,
+                recipients=[SUPPORT],
+                hostname="127.0.0.1",
+                port=port,
+                timeout=30,
+            )
+            return
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.2)
+
+
+async def _customers_mail(run: _Run, smtp_port: int) -> None:
+    plan = run.plan
+    slots = asyncio.Semaphore(plan.connections)
+    customers = -(-plan.mails // plan.mails_per_customer)
+
+    async def customer(number: int) -> None:
+        previous: list[str] = []
+        first = number * plan.mails_per_customer
+        for index in range(first, min(first + plan.mails_per_customer, plan.mails)):
+            token = f"mail-{index:05d}"
+            run.written[token] = f"mail:{number}"
+            raw = _mail(number, index - first, token, previous)
+            async with slots:
+                await _send_until_accepted(smtp_port, raw, _customer_address(number))
+            run.accepted.add(token)
+            previous.append(f"<{token}@example.org>")
+            await asyncio.sleep(run.rng.uniform(0, 0.5))
+
+    await asyncio.gather(*(customer(n) for n in range(customers)))
+
+
+async def _customers_telegram(run: _Run, telegram: TelegramSandbox) -> None:
+    for index in range(run.plan.telegram):
+        user = 555_000_000 + index % run.plan.telegram_users
+        token = f"tg-{index:05d}"
+        run.written[token] = f"tg:{user}"
+        update = telegram.text_update(
+            f"Frage {index}: {token}", user_id=user, first_name=f"Kunde{user % 1000}"
+        )
+        await telegram.queue_update(update)
+        # Telegram keeps an update until a later getUpdates confirms it: queued is accepted.
+        run.accepted.add(token)
+        await asyncio.sleep(run.rng.uniform(0, 0.05))
+
+
+async def _deliver_until_acknowledged(events: SlackEvents, body: str) -> None:
+    """Send a Slack event the way Slack does: again, marked as a retry, until it gets a 200."""
+    attempt = 0
+    while True:
+        try:
+            response = await events.deliver(
+                events.events_url, body, "application/json", retry_num=attempt
+            )
+            if response.status == 200:
+                return
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            pass
+        attempt += 1
+        await asyncio.sleep(0.3)
+
+
+async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asyncio.Event) -> None:
+    """Answer one new thread in ``answer_every``, as an agent typing in Slack."""
+    while not stop.is_set():
+        for channel, root_ts, tokens in _threads(slack):
+            customers = {run.written[token] for token in tokens if token in run.written}
+            if root_ts in run.answered_threads or len(customers) != 1:
+                continue
+            run.answered_threads.add(root_ts)
+            run.threads_seen += 1
+            if run.threads_seen % run.plan.answer_every:
+                continue
+            token = f"reply-{len(run.replies):05d}"
+            posted = slack.post_as_user(
+                channel, AGENT, f"Danke, wir kümmern uns: {token}", thread_ts=root_ts
+            )
+            body = json.dumps(events.event_callback(events.message_event(channel, posted["ts"])))
+            await _deliver_until_acknowledged(events, body)
+            run.replies[token] = next(iter(customers))
+        await asyncio.sleep(0.3)
+
+
+def _threads(slack: SlackSandbox) -> Iterable[tuple[str, str, set[str]]]:
+    """Each conversation thread in Slack with the customers' tokens posted in it."""
+    for channel in (*CHANNELS.values(), TRIAGE_CHANNEL):
+        for root in slack.channel_messages(channel):
+            tokens: set[str] = set()
+            for message in slack.thread(channel, root["ts"])[1:]:
+                if message.get("bot_id"):
+                    tokens.update(
+                        f"{kind}-{number}" for kind, number in _TOKEN.findall(message["text"])
+                    )
+            yield channel, root["ts"], tokens
+
+
+def _posted_tokens(slack: SlackSandbox) -> tuple[Counter[str], dict[str, set[str]], int]:
+    """How often each customer token is in a thread, the threads per token, and empty roots."""
+    counts: Counter[str] = Counter()
+    threads: dict[str, set[str]] = defaultdict(set)
+    empty_roots = 0
+    for channel in (*CHANNELS.values(), TRIAGE_CHANNEL):
+        for root in slack.channel_messages(channel):
+            found = False
+            for message in slack.thread(channel, root["ts"])[1:]:
+                if not message.get("bot_id"):
+                    continue
+                for kind, number in _TOKEN.findall(message["text"]):
+                    if kind in ("mail", "tg"):
+                        token = f"{kind}-{number}"
+                        counts[token] += 1
+                        threads[token].add(f"{channel}/{root['ts']}")
+                        found = True
+            empty_roots += not found
+    return counts, threads, empty_roots
+
+
+def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str], list[str], int]:
+    """Agent reply tokens as the customers got them, who got them, and repeated Message-IDs."""
+    counts: Counter[str] = Counter()
+    recipients: list[str] = []
+    message_ids: Counter[str] = Counter()
+    for mail in relay.received:
+        message = mail.message
+        message_ids[str(message["Message-ID"])] += 1
+        if message_ids[str(message["Message-ID"])] > 1:
+            continue
+        body = message.get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        for token in re.findall(r"reply-\d{5}", text):
+            counts[token] += 1
+            number = re.sub(r"\D", "", mail.rcpt_tos[0].split("@")[0])
+            recipients.append(f"{token}=mail:{number}")
+    for sent in telegram.sent:
+        for token in re.findall(r"reply-\d{5}", sent.text or ""):
+            counts[token] += 1
+            recipients.append(f"{token}=tg:{sent.chat_id}")
+    resends = sum(count - 1 for count in message_ids.values())
+    return counts, recipients, resends
+
+
+async def _killer(run: _Run, service: ServiceProcess, report: ChaosReport) -> None:
+    for _ in range(run.plan.kills):
+        await asyncio.sleep(run.rng.uniform(*run.plan.kill_gap))
+        await service.kill()
+        report.kills += 1
+        await asyncio.sleep(run.rng.uniform(0, 0.5))
+        await service.start()
+
+
+def _all_arrived(run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox) -> bool:
+    counts, _, _ = _posted_tokens(slack)
+    if any(counts[token] == 0 for token in run.accepted):
+        return False
+    delivered, _, _ = _delivered(relay, tg)
+    return all(delivered[token] for token in run.replies)
+
+
+@contextlib.asynccontextmanager
+async def _stand_ins(
+    plan: ChaosPlan,
+) -> AsyncIterator[tuple[SlackSandbox, TelegramSandbox, SmtpSink]]:
+    async with SlackSandbox() as slack, TelegramSandbox() as telegram, SmtpSink() as relay:
+        for channel in (*CHANNELS.values(), TRIAGE_CHANNEL):
+            slack.add_channel(channel)
+        slack.add_user(AGENT, "agent", real_name="Alex Agent")
+        slack.failure_rate(plan.slack_failure_rate, seed=plan.seed)
+        yield slack, telegram, relay
+
+
+async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosReport:
+    """Run the plan against a service on ``database_url`` (an empty database)."""
+    report = ChaosReport(database=database_url.split(":", 1)[0])
+    run = _Run(plan, random.Random(plan.seed))
+    http_port, smtp_port = free_port(), free_port()
+    async with _stand_ins(plan) as (slack, telegram, relay):
+        config = workdir / "chaos.toml"
+        config.write_text(
+            service_config(
+                http_port=http_port,
+                smtp_port=smtp_port,
+                relay_port=relay.port,
+                slack_url=slack.api_url,
+                telegram_url=telegram.url,
+            ),
+            encoding="utf-8",
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "TELEGRAM_BOT_TOKEN": telegram.token,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+        service = ServiceProcess(config, env, workdir / "service.log", smtp_port)
+        report.service_log = str(service.log)
+        events = SlackEvents(
+            slack,
+            events_url=f"http://127.0.0.1:{http_port}/slack/events",
+            signing_secret=SIGNING_SECRET,
+        )
+        await service.start()
+        started = time.monotonic()
+        agents_stop = asyncio.Event()
+        agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
+        try:
+            await asyncio.gather(
+                _customers_mail(run, smtp_port),
+                _customers_telegram(run, telegram),
+                _killer(run, service, report),
+            )
+            deadline = time.monotonic() + plan.settle_seconds
+            while time.monotonic() < deadline:
+                if _all_arrived(run, slack, relay, telegram):
+                    # Let agents answer the threads opened last, then wait for those replies.
+                    await asyncio.sleep(1.0)
+                    if _all_arrived(run, slack, relay, telegram):
+                        break
+                await asyncio.sleep(0.5)
+            report.seconds = round(time.monotonic() - started, 1)
+        finally:
+            agents_stop.set()
+            await agents
+            await service.stop()
+        _score(report, run, slack, relay, telegram)
+    return report
+
+
+def _score(
+    report: ChaosReport, run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox
+) -> None:
+    counts, threads, empty_roots = _posted_tokens(slack)
+    report.messages_sent = len(run.written)
+    report.accepted = len(run.accepted)
+    report.posted = sum(1 for token in run.accepted if counts[token])
+    report.duplicates = sum(count - 1 for count in counts.values() if count > 1)
+    report.lost = sum(1 for token in run.accepted if not counts[token])
+    customer_threads: dict[str, set[str]] = defaultdict(set)
+    for token, places in threads.items():
+        customer_threads[run.written[token]].update(places)
+    thread_customers: dict[str, set[str]] = defaultdict(set)
+    for customer, places in customer_threads.items():
+        for place in places:
+            thread_customers[place].add(customer)
+    report.misthreaded = sum(1 for places in customer_threads.values() if len(places) > 1) + sum(
+        1 for customers in thread_customers.values() if len(customers) > 1
+    )
+    report.extra_root_cards = empty_roots
+    delivered, recipients, resends = _delivered(relay, tg)
+    report.replies_queued = len(run.replies)
+    report.replies_delivered = sum(1 for token in run.replies if delivered[token])
+    report.reply_duplicates = sum(count - 1 for count in delivered.values() if count > 1)
+    report.reply_resends_same_message_id = resends
+    report.replies_to_wrong_customer = sum(
+        1 for entry in recipients if entry.partition("=")[2] != run.replies.get(entry.split("=")[0])
+    )
+    report.slack_calls = len(slack.calls)
+    report.slack_failures_injected = slack.failures_injected
+    report.messages_per_second = round(report.accepted / report.seconds, 1) if report.seconds else 0
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database next to ``admin_url``'s, dropped afterwards."""
+    import asyncpg
+
+    name = f"switchboard_chaos_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _main(args: argparse.Namespace) -> ChaosReport:
+    plan = ChaosPlan(mails=args.mails, telegram=args.telegram, kills=args.kills, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="switchboard-chaos-") as tmp:
+        workdir = Path(args.keep_dir or tmp)
+        if args.postgres:
+            async with scratch_postgres(args.postgres) as url:
+                return await run_chaos(plan, url, workdir)
+        return await run_chaos(plan, f"sqlite://{workdir / 'chaos.sqlite3'}", workdir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mails", type=int, default=1000)
+    parser.add_argument("--telegram", type=int, default=200)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default="",
+        help="run on PostgreSQL: a scratch database is created next to this one "
+        "(like postgres://postgres@127.0.0.1:5432/postgres)",
+    )
+    parser.add_argument("--keep-dir", default="", help="keep the config and service log here")
+    args = parser.parse_args()
+    if args.keep_dir:
+        Path(args.keep_dir).mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(_main(args))
+    print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
