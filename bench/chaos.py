@@ -10,9 +10,14 @@ started again. Then:
   exactly once, in the one thread of its customer;
 - every agent reply the service acknowledged reached its customer exactly once.
 
-    python -m bench.chaos [--mails 1000] [--telegram 200] [--kills 10] [--postgres URL]
+With ``--replicas N`` (PostgreSQL), N processes share the database behind a stand-in load
+balancer: each mail, Slack event and Telegram update (webhook mode) goes to any replica, some
+events and updates a second time to another one, and kills hit any replica.
 
-prints the report as JSON. tests/test_chaos.py runs a small version on SQLite and PostgreSQL.
+    python -m bench.chaos [--mails 1000] [--telegram 200] [--kills 10] [--replicas N]
+                          [--postgres URL]
+
+prints the report as JSON. tests/test_chaos.py runs small versions on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -42,12 +47,14 @@ import aiosmtplib
 from adapters.email.sink import SmtpSink
 from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from adapters.telegram.sandbox import TelegramSandbox
+from adapters.telegram.webhook import WEBHOOK_PATH
 
 SUPPORT = "support@shop.example"
 SIGNING_SECRET = "chaos-signing-secret"
 AGENT = "U0AGENT"
 CHANNELS = {"general": "support", "billing": "support-billing", "technical": "support-tech"}
 TRIAGE_CHANNEL = "support-triage"
+TELEGRAM_SECRET = "chaos-telegram-webhook-secret"
 _TOKEN = re.compile(r"\b(mail|tg|reply)-(\d{5})\b")
 
 
@@ -67,6 +74,13 @@ class ChaosPlan:
     kill_gap: tuple[float, float] = (1.0, 4.0)
     settle_seconds: float = 600.0
     seed: int = 0
+    #: Service processes sharing the database (PostgreSQL for more than one). Mail, Slack
+    #: events and Telegram updates go to any of them, as through a load balancer; with more
+    #: than one, Telegram uses its webhook (only one process may long-poll a bot).
+    replicas: int = 1
+    #: Share of Slack events and Telegram updates sent a second time to another replica, as
+    #: when the sender retries after a slow answer.
+    redelivery_rate: float = 0.1
 
 
 @dataclass(slots=True)
@@ -85,11 +99,17 @@ class ChaosReport:
     replies_to_wrong_customer: int = 0
     reply_resends_same_message_id: int = 0
     kills: int = 0
+    replicas: int = 1
+    redeliveries: int = 0
     slack_calls: int = 0
     slack_failures_injected: int = 0
     seconds: float = 0.0
+    #: CPU time the service processes used, all replicas and restarts together.
+    service_cpu_seconds: float = 0.0
     messages_per_second: float = 0.0
     service_log: str = ""
+    #: The first few lost messages and undelivered replies, to look for in the service log.
+    missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +129,13 @@ def free_port() -> int:
 
 
 def service_config(
-    *, http_port: int, smtp_port: int, relay_port: int, slack_url: str, telegram_url: str
+    *,
+    http_port: int,
+    smtp_port: int,
+    relay_port: int,
+    slack_url: str,
+    telegram_url: str,
+    telegram_mode: str,
 ) -> str:
     skills = "\n".join(
         f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
@@ -134,7 +160,7 @@ triage_channel = "{TRIAGE_CHANNEL}"
 
 [telegram]
 enabled = true
-mode = "polling"
+mode = "{telegram_mode}"
 api_url = "{telegram_url}"
 
 [replies]
@@ -151,15 +177,32 @@ poll_seconds = 0.2
 """
 
 
+def process_cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """User plus system CPU time of a running process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command name: utime, stime, cutime, cstime are fields 12 to 15.
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class ServiceProcess:
     """``python -m adapters serve`` as a child process that can be killed and started again."""
 
-    def __init__(self, config: Path, env: dict[str, str], log: Path, smtp_port: int) -> None:
+    def __init__(
+        self, config: Path, env: dict[str, str], log: Path, *, http_port: int, smtp_port: int
+    ) -> None:
         self.config = config
         self.env = env
         self.log = log
+        self.http_port = http_port
         self.smtp_port = smtp_port
         self.process: asyncio.subprocess.Process | None = None
+        self.cpu_seconds = 0.0
 
     async def start(self, timeout: float = 120.0) -> None:
         """Start the service and wait until its SMTP endpoint answers."""
@@ -191,6 +234,7 @@ class ServiceProcess:
     async def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as when a machine dies."""
         assert self.process is not None
+        self.cpu_seconds += process_cpu_seconds(self.process.pid)
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
@@ -198,6 +242,7 @@ class ServiceProcess:
         """SIGTERM, as an orchestrator stops it; SIGKILL if it has not ended in 30 s."""
         if self.process is None or self.process.returncode is not None:
             return
+        self.cpu_seconds += process_cpu_seconds(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), 30)
@@ -209,12 +254,33 @@ class ServiceProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class Fleet:
+    """The replicas, and a load balancer's choice among them."""
+
+    def __init__(self, replicas: list[ServiceProcess], rng: random.Random) -> None:
+        self.replicas = replicas
+        self.rng = rng
+
+    def any(self) -> ServiceProcess:
+        return self.rng.choice(self.replicas)
+
+    def other_than(self, replica: ServiceProcess) -> ServiceProcess:
+        return self.rng.choice([r for r in self.replicas if r is not replica] or self.replicas)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(replica.start() for replica in self.replicas))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(replica.stop() for replica in self.replicas))
+
+
 @dataclass(slots=True)
 class _Run:
     """What the customers and agents did, to check Slack and the outboxes against."""
 
     plan: ChaosPlan
     rng: random.Random
+    fleet: Fleet
     #: token -> the customer who wrote it ("mail:3", "tg:555000004")
     written: dict[str, str] = field(default_factory=dict)
     accepted: set[str] = field(default_factory=set)
@@ -222,7 +288,14 @@ class _Run:
     replies: dict[str, str] = field(default_factory=dict)
     answered_threads: set[str] = field(default_factory=set)
     threads_seen: int = 0
-    sending_done: asyncio.Event = field(default_factory=asyncio.Event)
+    redeliveries: int = 0
+
+    def redeliver(self) -> bool:
+        """Whether to send this event or update again to another replica."""
+        if len(self.fleet.replicas) < 2 or self.rng.random() >= self.plan.redelivery_rate:
+            return False
+        self.redeliveries += 1
+        return True
 
 
 def _customer_address(customer: int) -> str:
@@ -242,8 +315,8 @@ def _mail(customer: int, number: int, token: str, previous: list[str]) -> bytes:
     return message.as_bytes()
 
 
-async def _send_until_accepted(port: int, raw: bytes, sender: str) -> None:
-    """Send one mail, again and again while the service is down, until it answers 250."""
+async def _send_until_accepted(fleet: Fleet, raw: bytes, sender: str) -> None:
+    """Send one mail, again and again while no replica takes it, until one answers 250."""
     while True:
         try:
             await aiosmtplib.send(
@@ -251,7 +324,7 @@ async def _send_until_accepted(port: int, raw: bytes, sender: str) -> None:
                 sender=sender,
                 recipients=[SUPPORT],
                 hostname="127.0.0.1",
-                port=port,
+                port=fleet.any().smtp_port,
                 timeout=30,
             )
             return
@@ -263,7 +336,7 @@ async def _send_until_accepted(port: int, raw: bytes, sender: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _customers_mail(run: _Run, smtp_port: int) -> None:
+async def _customers_mail(run: _Run) -> None:
     plan = run.plan
     slots = asyncio.Semaphore(plan.connections)
     customers = -(-plan.mails // plan.mails_per_customer)
@@ -276,7 +349,7 @@ async def _customers_mail(run: _Run, smtp_port: int) -> None:
             run.written[token] = f"mail:{number}"
             raw = _mail(number, index - first, token, previous)
             async with slots:
-                await _send_until_accepted(smtp_port, raw, _customer_address(number))
+                await _send_until_accepted(run.fleet, raw, _customer_address(number))
             run.accepted.add(token)
             previous.append(f"<{token}@example.org>")
             await asyncio.sleep(run.rng.uniform(0, 0.5))
@@ -292,26 +365,61 @@ async def _customers_telegram(run: _Run, telegram: TelegramSandbox) -> None:
         update = telegram.text_update(
             f"Frage {index}: {token}", user_id=user, first_name=f"Kunde{user % 1000}"
         )
-        await telegram.queue_update(update)
-        # Telegram keeps an update until a later getUpdates confirms it: queued is accepted.
+        if len(run.fleet.replicas) == 1:
+            # Telegram keeps an update until a later getUpdates confirms it: queued is accepted.
+            await telegram.queue_update(update)
+        else:
+            await _post_until_acknowledged(run, telegram, update)
         run.accepted.add(token)
         await asyncio.sleep(run.rng.uniform(0, 0.05))
 
 
-async def _deliver_until_acknowledged(events: SlackEvents, body: str) -> None:
+async def _post_until_acknowledged(
+    run: _Run, telegram: TelegramSandbox, update: dict[str, object]
+) -> None:
+    """Post an update to a replica's webhook as Telegram does: again until one answers 200."""
+    replica = run.fleet.any()
+    while True:
+        url = f"http://127.0.0.1:{replica.http_port}{WEBHOOK_PATH}"
+        try:
+            if await telegram.deliver(url, update, secret=TELEGRAM_SECRET) == 200:
+                break
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            pass
+        await asyncio.sleep(0.3)
+        replica = run.fleet.any()
+    if run.redeliver():
+        await _post_once(run, telegram, update, run.fleet.other_than(replica))
+
+
+async def _post_once(
+    run: _Run, telegram: TelegramSandbox, update: dict[str, object], replica: ServiceProcess
+) -> None:
+    url = f"http://127.0.0.1:{replica.http_port}{WEBHOOK_PATH}"
+    with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
+        await telegram.deliver(url, update, secret=TELEGRAM_SECRET)
+
+
+async def _deliver_until_acknowledged(run: _Run, events: SlackEvents, body: str) -> None:
     """Send a Slack event the way Slack does: again, marked as a retry, until it gets a 200."""
     attempt = 0
+    replica = run.fleet.any()
     while True:
+        url = f"http://127.0.0.1:{replica.http_port}/slack/events"
         try:
-            response = await events.deliver(
-                events.events_url, body, "application/json", retry_num=attempt
-            )
+            response = await events.deliver(url, body, "application/json", retry_num=attempt)
             if response.status == 200:
-                return
+                break
         except (OSError, TimeoutError, aiohttp.ClientError):
             pass
         attempt += 1
         await asyncio.sleep(0.3)
+        replica = run.fleet.any()
+    if run.redeliver():
+        # Slack retrying an event whose answer it missed; the retry lands on another replica.
+        url = f"http://127.0.0.1:{run.fleet.other_than(replica).http_port}/slack/events"
+        with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
+            await events.deliver(url, body, "application/json", retry_num=attempt + 1)
 
 
 async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asyncio.Event) -> None:
@@ -330,7 +438,7 @@ async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asy
                 channel, AGENT, f"Danke, wir kümmern uns: {token}", thread_ts=root_ts
             )
             body = json.dumps(events.event_callback(events.message_event(channel, posted["ts"])))
-            await _deliver_until_acknowledged(events, body)
+            await _deliver_until_acknowledged(run, events, body)
             run.replies[token] = next(iter(customers))
         await asyncio.sleep(0.3)
 
@@ -393,13 +501,14 @@ def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str]
     return counts, recipients, resends
 
 
-async def _killer(run: _Run, service: ServiceProcess, report: ChaosReport) -> None:
+async def _killer(run: _Run, report: ChaosReport) -> None:
     for _ in range(run.plan.kills):
         await asyncio.sleep(run.rng.uniform(*run.plan.kill_gap))
-        await service.kill()
+        victim = run.fleet.any()
+        await victim.kill()
         report.kills += 1
         await asyncio.sleep(run.rng.uniform(0, 0.5))
-        await service.start()
+        await victim.start()
 
 
 def _all_arrived(run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox) -> bool:
@@ -423,61 +532,75 @@ async def _stand_ins(
 
 
 async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosReport:
-    """Run the plan against a service on ``database_url`` (an empty database)."""
-    report = ChaosReport(database=database_url.split(":", 1)[0])
-    run = _Run(plan, random.Random(plan.seed))
-    http_port, smtp_port = free_port(), free_port()
+    """Run the plan against services on ``database_url`` (an empty database)."""
+    if plan.replicas > 1 and not database_url.startswith("postgres"):
+        raise ValueError("several replicas need PostgreSQL: SQLite is one process's database")
+    report = ChaosReport(database=database_url.split(":", 1)[0], replicas=plan.replicas)
+    rng = random.Random(plan.seed)
     async with _stand_ins(plan) as (slack, telegram, relay):
-        config = workdir / "chaos.toml"
-        config.write_text(
-            service_config(
-                http_port=http_port,
-                smtp_port=smtp_port,
-                relay_port=relay.port,
-                slack_url=slack.api_url,
-                telegram_url=telegram.url,
-            ),
-            encoding="utf-8",
-        )
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
             "SLACK_BOT_TOKEN": slack.bot_token,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "TELEGRAM_BOT_TOKEN": telegram.token,
+            "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
-        service = ServiceProcess(config, env, workdir / "service.log", smtp_port)
-        report.service_log = str(service.log)
+        replicas = []
+        for number in range(plan.replicas):
+            http_port, smtp_port = free_port(), free_port()
+            config = workdir / f"replica-{number}.toml"
+            config.write_text(
+                service_config(
+                    http_port=http_port,
+                    smtp_port=smtp_port,
+                    relay_port=relay.port,
+                    slack_url=slack.api_url,
+                    telegram_url=telegram.url,
+                    telegram_mode="polling" if plan.replicas == 1 else "webhook",
+                ),
+                encoding="utf-8",
+            )
+            log = workdir / f"replica-{number}.log"
+            replicas.append(
+                ServiceProcess(config, env, log, http_port=http_port, smtp_port=smtp_port)
+            )
+        fleet = Fleet(replicas, rng)
+        run = _Run(plan, rng, fleet)
+        report.service_log = " ".join(str(replica.log) for replica in replicas)
+        # Slack sends to one URL; the fleet picks the replica for each delivery.
         events = SlackEvents(
             slack,
-            events_url=f"http://127.0.0.1:{http_port}/slack/events",
+            events_url=f"http://127.0.0.1:{replicas[0].http_port}/slack/events",
             signing_secret=SIGNING_SECRET,
         )
-        await service.start()
+        await fleet.start()
         started = time.monotonic()
         agents_stop = asyncio.Event()
         agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
         try:
             await asyncio.gather(
-                _customers_mail(run, smtp_port),
-                _customers_telegram(run, telegram),
-                _killer(run, service, report),
+                _customers_mail(run), _customers_telegram(run, telegram), _killer(run, report)
             )
             deadline = time.monotonic() + plan.settle_seconds
             while time.monotonic() < deadline:
                 if _all_arrived(run, slack, relay, telegram):
+                    report.seconds = round(time.monotonic() - started, 1)
                     # Let agents answer the threads opened last, then wait for those replies.
                     await asyncio.sleep(1.0)
                     if _all_arrived(run, slack, relay, telegram):
                         break
-                await asyncio.sleep(0.5)
-            report.seconds = round(time.monotonic() - started, 1)
+                await asyncio.sleep(0.2)
+            else:
+                report.seconds = round(time.monotonic() - started, 1)
         finally:
             agents_stop.set()
             await agents
-            await service.stop()
+            await fleet.stop()
+            report.service_cpu_seconds = round(sum(r.cpu_seconds for r in replicas), 1)
+        report.redeliveries = run.redeliveries
         _score(report, run, slack, relay, telegram)
     return report
 
@@ -507,6 +630,10 @@ def _score(
     report.replies_delivered = sum(1 for token in run.replies if delivered[token])
     report.reply_duplicates = sum(count - 1 for count in delivered.values() if count > 1)
     report.reply_resends_same_message_id = resends
+    report.missing = sorted(
+        [token for token in run.accepted if not counts[token]]
+        + [token for token in run.replies if not delivered[token]]
+    )[:10]
     report.replies_to_wrong_customer = sum(
         1 for entry in recipients if entry.partition("=")[2] != run.replies.get(entry.split("=")[0])
     )
@@ -537,7 +664,13 @@ async def scratch_postgres(admin_url: str) -> AsyncIterator[str]:
 
 
 async def _main(args: argparse.Namespace) -> ChaosReport:
-    plan = ChaosPlan(mails=args.mails, telegram=args.telegram, kills=args.kills, seed=args.seed)
+    plan = ChaosPlan(
+        mails=args.mails,
+        telegram=args.telegram,
+        kills=args.kills,
+        seed=args.seed,
+        replicas=args.replicas,
+    )
     with tempfile.TemporaryDirectory(prefix="switchboard-chaos-") as tmp:
         workdir = Path(args.keep_dir or tmp)
         if args.postgres:
@@ -552,6 +685,12 @@ def main() -> None:
     parser.add_argument("--telegram", type=int, default=200)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="service processes sharing the database (PostgreSQL)",
+    )
     parser.add_argument(
         "--postgres",
         metavar="URL",

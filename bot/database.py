@@ -43,17 +43,39 @@ def _ensure_sqlite_folder(database_url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+# Any fixed number: replicas starting together take turns migrating by this PostgreSQL lock.
+_MIGRATION_LOCK = 0x5B0A2D
+
+
 async def apply_migrations(database_url: str) -> None:
-    """Bring the schema up to date (idempotent)."""
+    """Bring the schema up to date (idempotent; replicas starting at once take turns)."""
     _ensure_sqlite_folder(database_url)
     try:
-        await migrate(config=tortoise_config(database_url))
+        async with _migration_turn(database_url):
+            await migrate(config=tortoise_config(database_url))
     except OSError as exc:
         raise ConfigError(
             "DATABASE_URL", f"cannot reach the database ({exc}); is it running?"
         ) from exc
     finally:
         await connections.close_all(discard=True)
+
+
+@asynccontextmanager
+async def _migration_turn(database_url: str) -> AsyncIterator[None]:
+    """Hold PostgreSQL's advisory lock for migrations (SQLite has one process: no lock)."""
+    if not is_postgres(database_url):
+        yield
+        return
+    import asyncpg
+
+    url = database_url.replace("asyncpg://", "postgres://", 1)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        yield
+    finally:
+        await connection.close()  # ends the session, which releases the lock
 
 
 @asynccontextmanager

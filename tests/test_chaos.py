@@ -7,9 +7,12 @@ customers write by e-mail and Telegram and agents answer.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bench.chaos import ChaosPlan, run_chaos
+import pytest
+
+from bench.chaos import ChaosPlan, ChaosReport, run_chaos
 
 
 async def test_kills_and_slack_failures_lose_nothing_and_show_nothing_twice(
@@ -19,10 +22,40 @@ async def test_kills_and_slack_failures_lose_nothing_and_show_nothing_twice(
 
     report = await run_chaos(plan, database_url, tmp_path)
 
+    assert report.kills == 3
+    assert_nothing_lost_or_twice(report, messages=120)
+
+
+@pytest.mark.skipif(
+    os.environ.get("SWITCHBOARD_TEST_DB") != "postgres", reason="replicas share PostgreSQL"
+)
+async def test_two_replicas_share_the_work_and_handle_each_event_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Mail, Slack events and Telegram webhook updates go to either replica; a third of the
+    # events and updates is sent again to the other one; kills hit either replica, and what a
+    # killed replica held is taken over when its lease runs out.
+    plan = ChaosPlan(
+        mails=60,
+        telegram=20,
+        kills=2,
+        telegram_users=5,
+        replicas=2,
+        redelivery_rate=0.3,
+        settle_seconds=240,
+    )
+
+    report = await run_chaos(plan, database_url, tmp_path)
+
+    assert report.redeliveries > 0
+    assert report.kills == 2
+    assert_nothing_lost_or_twice(report, messages=80)
+
+
+def assert_nothing_lost_or_twice(report: ChaosReport, *, messages: int) -> None:
     assert report.slack_failures_injected > 0
     assert report.replies_queued > 0
     problems = {
-        "kills": report.kills,
         "accepted": report.accepted,
         "posted": report.posted,
         "lost": report.lost,
@@ -34,9 +67,8 @@ async def test_kills_and_slack_failures_lose_nothing_and_show_nothing_twice(
         "replies_to_wrong_customer": report.replies_to_wrong_customer,
     }
     assert problems == {
-        "kills": 3,
-        "accepted": 120,
-        "posted": 120,
+        "accepted": messages,
+        "posted": messages,
         "lost": 0,
         "duplicates": 0,
         "misthreaded": 0,
@@ -44,4 +76,4 @@ async def test_kills_and_slack_failures_lose_nothing_and_show_nothing_twice(
         "replies_not_delivered": 0,
         "reply_duplicates": 0,
         "replies_to_wrong_customer": 0,
-    }, f"service log: {report.service_log}"
+    }, f"missing {report.missing}; service log: {report.service_log}"
