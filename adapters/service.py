@@ -36,9 +36,10 @@ from bot.database import is_postgres, open_database
 from bot.errors import ConfigError
 from bot.intake import THREAD_INBOUND, Intake, ThreadInbound
 from bot.jobs import Clock, JobRunner, utcnow
+from bot.learning import SharedLearning, newest_example_id
 from bot.metrics import count_job
 from bot.pipeline import DELIVER_REPLY, POST_INBOUND, DeliverReply, PostInbound
-from bot.ports import Classifier, ReplySender
+from bot.ports import Classifier, Learner, ReplySender
 from bot.privacy import (
     ERASE_THREAD,
     PURGE_CLOSED,
@@ -66,8 +67,10 @@ class Service:
         classifier: Classifier | None = None,
         clock: Clock = utcnow,
         run_jobs: bool = True,
+        learning_sync_seconds: float = 30.0,
     ) -> None:
         self.settings = settings
+        self.learning_sync_seconds = learning_sync_seconds
         self.clock = clock
         self.run_jobs = run_jobs
         self._given_classifier = classifier
@@ -154,6 +157,8 @@ class Service:
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
         await schedule_purge(self.privacy)
+        if isinstance(self._given_classifier, Learner):
+            await self._share_learning(self._given_classifier, await newest_example_id())
         if self._given_classifier is None:
             self.classifier = await self._load_triage()
             self.post_inbound.classifier = self.classifier
@@ -235,7 +240,12 @@ class Service:
         """The transformer triage, trained from the config and what the team taught it."""
         from bot.triage import TriageEngine
 
-        learned = await SkillExample.exclude(source="config").values_list("skill", "text")
+        seen = await newest_example_id()
+        learned = (
+            await SkillExample.filter(id__lte=seen)
+            .exclude(source="config")
+            .values_list("skill", "text")
+        )
         log.info(
             "loading the triage model", extra={"model": self.settings.triage.model or "bundled"}
         )
@@ -245,7 +255,16 @@ class Service:
             extra_examples=[(str(skill), str(text)) for skill, text in learned],
         )
         self._stack.push_async_callback(engine.aclose)
+        await self._share_learning(engine, seen)
         return engine
+
+    async def _share_learning(self, learner: Learner, seen_up_to: int) -> None:
+        """Learn what the team teaches on other replicas, too."""
+        sharing = SharedLearning(
+            learner, seen_up_to=seen_up_to, every_seconds=self.learning_sync_seconds
+        )
+        await sharing.start()
+        self._stack.push_async_callback(sharing.stop)
 
     async def stop(self) -> None:
         """Stop accepting work, let running jobs finish, close everything (idempotent)."""

@@ -233,13 +233,20 @@ async def running(
     run_jobs: bool = True,
     classifier: Classifier | None = None,
     clock: Clock = utcnow,
+    learning_sync_seconds: float = 30.0,
     **settings: object,
 ) -> AsyncIterator[Harness]:
     """The service on the test's database, talking to the loopback Slack and relay."""
     slack.add_user(AGENT, "anna", real_name="Anna Agent", display_name="Anna")
     built = make_settings(api_url=slack.api_url, relay_port=relay.port, **settings)
     classifier = classifier or FixedSkillClassifier(built.triage.default_skill)
-    async with Service(built, run_jobs=run_jobs, classifier=classifier, clock=clock) as service:
+    async with Service(
+        built,
+        run_jobs=run_jobs,
+        classifier=classifier,
+        clock=clock,
+        learning_sync_seconds=learning_sync_seconds,
+    ) as service:
         events = SlackEvents(
             slack,
             events_url=f"http://127.0.0.1:{service.http_port}/slack/events",

@@ -192,6 +192,15 @@ async def test_concurrent_messages_are_batched_and_answered_in_order(
     assert engine.stats.largest_batch > 1
 
 
+async def test_an_example_learned_twice_counts_once(engine: TriageEngine) -> None:
+    # Replicas share what each of them learned, so an example can arrive twice.
+    for _ in range(2):
+        await engine.learn("returns", "Ich möchte die Schuhe zurückschicken")
+    await engine.settled()
+
+    assert engine.stats.examples == len(DEFAULT_SKILLS) * 21 + 1
+
+
 async def test_inference_runs_beside_the_event_loop(engine: TriageEngine) -> None:
     ticks = 0
 

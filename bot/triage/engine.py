@@ -261,9 +261,11 @@ class TriageEngine:
             raise RuntimeError("the triage engine is closed")
         if skill == TRIAGE_SKILL:
             raise ValueError(f"{TRIAGE_SKILL!r} is where unsure messages go, not a skill to learn")
-        if not text.strip():
+        example = Example(skill, text[:MAX_CHARS])
+        if not text.strip() or example in self._examples:
+            # Replicas share what each learned (bot/learning.py): repeats change nothing.
             return
-        self._examples.append(Example(skill, text[:MAX_CHARS]))
+        self._examples.append(example)
         self._settled.clear()
         self._dirty.set()
 
