@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -70,6 +70,8 @@ class ChaosPlan:
     #: Agents answer one conversation in this many.
     answer_every: int = 4
     connections: int = 10
+    #: A customer waits up to this long (uniformly drawn) before writing again.
+    pause_between_mails: float = 0.5
     #: The seconds between a restart and the next kill are drawn from this range.
     kill_gap: tuple[float, float] = (1.0, 4.0)
     settle_seconds: float = 600.0
@@ -104,7 +106,7 @@ class ChaosReport:
     slack_calls: int = 0
     slack_failures_injected: int = 0
     seconds: float = 0.0
-    #: CPU time the service processes used, all replicas and restarts together.
+    #: CPU time the service processes used after start-up, all replicas and restarts together.
     service_cpu_seconds: float = 0.0
     messages_per_second: float = 0.0
     service_log: str = ""
@@ -202,7 +204,9 @@ class ServiceProcess:
         self.http_port = http_port
         self.smtp_port = smtp_port
         self.process: asyncio.subprocess.Process | None = None
+        #: CPU time spent serving (start-ups not counted), over all runs of the process.
         self.cpu_seconds = 0.0
+        self._cpu_at_start = 0.0
 
     async def start(self, timeout: float = 120.0) -> None:
         """Start the service and wait until its SMTP endpoint answers."""
@@ -228,13 +232,14 @@ class ServiceProcess:
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
+            self._cpu_at_start = process_cpu_seconds(self.process.pid)
             return
         raise TimeoutError(f"the service did not start in {timeout} s:\n{self.log_tail()}")
 
     async def kill(self) -> None:
         """SIGKILL: no clean-up of any kind, as when a machine dies."""
         assert self.process is not None
-        self.cpu_seconds += process_cpu_seconds(self.process.pid)
+        self.cpu_seconds += process_cpu_seconds(self.process.pid) - self._cpu_at_start
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
@@ -242,7 +247,7 @@ class ServiceProcess:
         """SIGTERM, as an orchestrator stops it; SIGKILL if it has not ended in 30 s."""
         if self.process is None or self.process.returncode is not None:
             return
-        self.cpu_seconds += process_cpu_seconds(self.process.pid)
+        self.cpu_seconds += process_cpu_seconds(self.process.pid) - self._cpu_at_start
         self.process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), 30)
@@ -352,7 +357,7 @@ async def _customers_mail(run: _Run) -> None:
                 await _send_until_accepted(run.fleet, raw, _customer_address(number))
             run.accepted.add(token)
             previous.append(f"<{token}@example.org>")
-            await asyncio.sleep(run.rng.uniform(0, 0.5))
+            await asyncio.sleep(run.rng.uniform(0, plan.pause_between_mails))
 
     await asyncio.gather(*(customer(n) for n in range(customers)))
 
@@ -425,9 +430,9 @@ async def _deliver_until_acknowledged(run: _Run, events: SlackEvents, body: str)
 async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asyncio.Event) -> None:
     """Answer one new thread in ``answer_every``, as an agent typing in Slack."""
     while not stop.is_set():
-        for channel, root_ts, tokens in _threads(slack):
+        for channel, root_ts, tokens in _threads(slack, skip=run.answered_threads):
             customers = {run.written[token] for token in tokens if token in run.written}
-            if root_ts in run.answered_threads or len(customers) != 1:
+            if len(customers) != 1:
                 continue
             run.answered_threads.add(root_ts)
             run.threads_seen += 1
@@ -440,13 +445,17 @@ async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asy
             body = json.dumps(events.event_callback(events.message_event(channel, posted["ts"])))
             await _deliver_until_acknowledged(run, events, body)
             run.replies[token] = next(iter(customers))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.5)
 
 
-def _threads(slack: SlackSandbox) -> Iterable[tuple[str, str, set[str]]]:
-    """Each conversation thread in Slack with the customers' tokens posted in it."""
+def _threads(
+    slack: SlackSandbox, *, skip: Container[str] = ()
+) -> Iterable[tuple[str, str, set[str]]]:
+    """Each conversation thread in Slack (but those in ``skip``) with the tokens posted in it."""
     for channel in (*CHANNELS.values(), TRIAGE_CHANNEL):
         for root in slack.channel_messages(channel):
+            if root["ts"] in skip:
+                continue
             tokens: set[str] = set()
             for message in slack.thread(channel, root["ts"])[1:]:
                 if message.get("bot_id"):
@@ -592,7 +601,8 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
                     await asyncio.sleep(1.0)
                     if _all_arrived(run, slack, relay, telegram):
                         break
-                await asyncio.sleep(0.2)
+                # Checking walks every thread in the stand-in: not too often.
+                await asyncio.sleep(0.5)
             else:
                 report.seconds = round(time.monotonic() - started, 1)
         finally:

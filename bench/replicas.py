@@ -1,8 +1,9 @@
 """Throughput of one replica against two on PostgreSQL, and where the CPU time goes.
 
 Each round runs the chaos harness without kills or Slack failures (bench/chaos.py): customers
-send mail over SMTP to any replica, agents answer one conversation in four, and the clock stops
-when every message is in Slack and every reply delivered. One replica and two alternate, each
+send mail over SMTP to any replica as fast as it is taken (a new conversation and one
+follow-up each), agents answer one conversation in four, and the clock stops when every
+message is in Slack and every reply delivered. One replica and two alternate, each
 on a scratch database, so drift of this machine hits both alike. Prints JSON with messages per
 second for each, their ratio, and the CPU seconds of the service processes, of PostgreSQL and
 of the harness (the Slack, Telegram and relay stand-ins and the customers) per message:
@@ -53,8 +54,17 @@ def _is_postgres(pid: int) -> bool:
 
 
 async def one_round(replicas: int, mails: int, admin_url: str) -> dict[str, Any]:
+    # Customers write as fast as the SMTP endpoints take it, so that posting is what limits.
     plan = ChaosPlan(
-        mails=mails, telegram=0, kills=0, slack_failure_rate=0.0, replicas=replicas, seed=replicas
+        mails=mails,
+        telegram=0,
+        kills=0,
+        slack_failure_rate=0.0,
+        replicas=replicas,
+        mails_per_customer=2,
+        pause_between_mails=0.0,
+        connections=16,
+        seed=replicas,
     )
     with tempfile.TemporaryDirectory(prefix="switchboard-replicas-") as workdir:
         async with scratch_postgres(admin_url) as url:
