@@ -34,6 +34,7 @@ from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
 from bot.database import is_postgres, open_database
 from bot.errors import ConfigError
+from bot.escalation import CHECK_WAITING, CheckWaiting, Escalation
 from bot.intake import THREAD_INBOUND, Intake, ThreadInbound
 from bot.jobs import Clock, JobRunner, utcnow
 from bot.learning import SharedLearning, newest_example_id
@@ -52,7 +53,7 @@ from bot.relay import Relay
 from bot.routing import FixedSkillClassifier, sync_skills
 from bot.settings import Settings
 from bot.shapes import ChannelKind
-from models import Job, JobState, SkillExample
+from models import Conversation, Job, JobState, Message, SkillExample
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ class Service:
             senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
         if settings.webhooks:
             senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
+        self.escalation = Escalation(self.team.workflow, settings.triage.priority, clock=clock)
         self.post_inbound = PostInbound(
-            self.chat, self.classifier, settings, after_post=self.team.workflow.customer_wrote
+            self.chat, self.classifier, settings, after_post=self._customer_wrote
         )
         self.privacy = Privacy(settings.retention, clock=clock)
         self.runner = JobRunner(
@@ -110,6 +112,7 @@ class Service:
                 POST_INBOUND: self.post_inbound,
                 DELIVER_REPLY: DeliverReply(self.chat, senders),
                 **self.team.job_handlers,
+                CHECK_WAITING: CheckWaiting(self.escalation),
                 ERASE_THREAD: EraseThread(self.chat),
                 PURGE_CLOSED: PurgeClosed(self.privacy),
             },
@@ -134,6 +137,10 @@ class Service:
 
     def _wake_runner(self, *_: object) -> None:
         self.runner.notify()
+
+    async def _customer_wrote(self, conversation: Conversation, message: Message) -> None:
+        await self.team.workflow.customer_wrote(conversation, message)
+        await self.escalation.customer_wrote(conversation, message)
 
     async def __aenter__(self) -> Service:
         try:

@@ -254,6 +254,8 @@ async def cancel_pending(job_id: int) -> bool:
     return updated == 1
 
 
-async def queue_depth() -> int:
-    """How many jobs are waiting or running."""
-    return await Job.filter(state__in=(JobState.PENDING, JobState.RUNNING)).count()
+async def queue_depth(now: datetime | None = None) -> int:
+    """How many jobs are due, retrying or running; one scheduled for later (a snooze) is not."""
+    waiting = Q(run_at__lte=now or utcnow()) | Q(attempts__gt=0)
+    due = (Q(state=JobState.PENDING) & waiting) | Q(state=JobState.RUNNING)
+    return await Job.filter(due).count()

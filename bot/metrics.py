@@ -20,7 +20,7 @@ JOB_OUTCOMES = Counter(
     ["kind", "outcome"],
 )
 JOB_QUEUE_DEPTH = Gauge(
-    "switchboard_job_queue_depth", "Jobs waiting or running, as of the last scrape."
+    "switchboard_job_queue_depth", "Jobs due or running, as of the last scrape."
 )
 
 

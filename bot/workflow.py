@@ -189,9 +189,40 @@ class Workflow:
         if conversation.priority is priority:
             raise ActionRefused(f"Conversation `{sid}` already has priority {priority.value}.")
         before = conversation.priority
+        await self._change_priority(
+            actor,
+            conversation,
+            priority,
+            f"set by {actor.label}",
+            f"{actor.label} changed the priority from {before.value} to {priority.value}.",
+        )
+        return f"Conversation `{sid}` has priority {priority.value} now."
+
+    async def raise_priority(
+        self, conversation: Conversation, priority: Priority, reason: str
+    ) -> None:
+        """The priority rules raise ``conversation`` to ``priority`` (``reason`` says why)."""
+        before = conversation.priority
+        why = reason.partition(": ")[2] or reason
+        await self._change_priority(
+            SYSTEM,
+            conversation,
+            priority,
+            reason,
+            f"The priority rose from {before.value} to {priority.value} ({why}).",
+        )
+
+    async def _change_priority(
+        self,
+        actor: Actor,
+        conversation: Conversation,
+        priority: Priority,
+        reason: str,
+        summary: str,
+    ) -> None:
+        before = conversation.priority
         conversation.priority = priority
-        conversation.priority_reason = f"set by {actor.label}"[:255]
-        summary = f"{actor.label} changed the priority from {before.value} to {priority.value}."
+        conversation.priority_reason = reason[:255]
         # Editing the root does not notify anyone, so the thread post pages the on-call group.
         oncall = oncall_for(conversation.skill, priority, self.settings)
         if oncall:
@@ -204,7 +235,6 @@ class Workflow:
             changed=("priority", "priority_reason"),
             detail={"from": before.value, "to": priority.value},
         )
-        return f"Conversation `{sid}` has priority {priority.value} now."
 
     async def close(self, actor: Actor, conversation: Conversation) -> str:
         sid = short_id(conversation)

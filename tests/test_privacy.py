@@ -17,6 +17,7 @@ from adapters.slack.sandbox import SlackSandbox
 from adapters.telegram.sandbox import TelegramSandbox
 from bot.database import open_database
 from bot.errors import ActionRefused
+from bot.escalation import CHECK_WAITING
 from bot.privacy import PURGE_CLOSED, CustomerAddress, erase_note, parse_address
 from bot.roles import Actor
 from bot.shapes import ChannelKind
@@ -283,11 +284,11 @@ async def backdate(conversation: Conversation, days: int) -> None:
 
 
 async def settled_but_the_hourly_purge() -> None:
-    """No job waiting or running but the next purge (which waits for an hour)."""
+    """No job waiting or running but the next purge and the waiting checks (hours away)."""
 
     async def idle() -> bool:
         busy = Job.filter(state__in=(JobState.PENDING, JobState.RUNNING))
-        return not await busy.exclude(kind=PURGE_CLOSED).exists()
+        return not await busy.exclude(kind__in=(PURGE_CLOSED, CHECK_WAITING)).exists()
 
     await eventually(idle)
 

@@ -103,17 +103,43 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
         level = _raised(level)
         reasons.append("VIP domain")
 
-    if rules.follow_ups_to_raise and signals.follow_ups >= rules.follow_ups_to_raise:
+    level = _waiting_rules(level, signals.follow_ups, signals.waiting_hours, rules, reasons)
+    return level, _reason(level, reasons)
+
+
+def escalate(
+    priority: Priority, *, follow_ups: int, waiting_hours: float, rules: PriorityRules
+) -> tuple[Priority, str]:
+    """``priority`` raised by the follow-up and waiting rules alone, and the reason for it.
+
+    The running service applies these to a conversation whose customer is still waiting.
+    """
+    reasons: list[str] = []
+    level = _waiting_rules(priority, follow_ups, waiting_hours, rules, reasons)
+    return level, _reason(level, reasons)
+
+
+def outranks(priority: Priority, other: Priority) -> bool:
+    """True if ``priority`` is more pressing than ``other``."""
+    return _rank(priority) > _rank(other)
+
+
+def _waiting_rules(
+    level: Priority, follow_ups: int, waiting_hours: float, rules: PriorityRules, reasons: list[str]
+) -> Priority:
+    """``level`` after the rules on follow-ups and waiting time; adds their reasons."""
+    if rules.follow_ups_to_raise and follow_ups >= rules.follow_ups_to_raise:
         level = _raised(level)
-        reasons.append(f"{signals.follow_ups} follow-ups")
+        reasons.append(f"{follow_ups} follow-ups")
 
-    if signals.waiting_hours >= rules.waiting_hours_urgent:
+    if waiting_hours >= rules.waiting_hours_urgent:
         level = Priority.URGENT
-        reasons.append(f"waiting {signals.waiting_hours:.0f} h")
-    elif signals.waiting_hours >= rules.waiting_hours_high:
+        reasons.append(f"waiting {waiting_hours:.0f} h")
+    elif waiting_hours >= rules.waiting_hours_high:
         level = _at_least(level, Priority.HIGH)
-        reasons.append(f"waiting {signals.waiting_hours:.0f} h")
+        reasons.append(f"waiting {waiting_hours:.0f} h")
+    return level
 
-    if not reasons:
-        return level, ""
-    return level, f"{level.value}: {', '.join(reasons)}"
+
+def _reason(level: Priority, reasons: list[str]) -> str:
+    return f"{level.value}: {', '.join(reasons)}" if reasons else ""

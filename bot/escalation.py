@@ -1,0 +1,169 @@
+"""A customer left waiting gets louder: the follow-up and waiting-time rules, applied live.
+
+The customer's messages since the last agent reply are their unanswered streak. Each message
+of a streak is checked against the rules (``[triage.priority]`` follow_ups_to_raise,
+waiting_hours_*): the first one schedules two checks, due when the waiting rules would apply,
+so a customer who writes nothing more is raised too. A check finding the customer answered, the
+conversation closed, or a newer streak, does nothing.
+
+The rules only ever raise, and they raise from the conversation's own level: its triage, or a
+lead's choice. A lead's choice counts as a look at the conversation: it may still be raised,
+but only for follow-ups and waiting after it, so lowering a conversation is not undone by what
+the lead had already seen. A raise is shown as a lead's change is (``Workflow.raise_priority``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from tortoise.transactions import in_transaction
+
+from bot.jobs import Clock, enqueue, utcnow
+from bot.settings import PriorityRules
+from bot.shapes import DeliveryState, Priority
+from bot.triage.priority import escalate, outranks
+from bot.workflow import Workflow
+from models import AuditEntry, Conversation, ConversationStatus, Direction, Job, JobState, Message
+
+log = logging.getLogger(__name__)
+
+CHECK_WAITING = "check_waiting"
+
+
+def _waiting_key(conversation_id: int) -> str:
+    # Not the conversation's key: a check due in a day must not hold up its messages.
+    return f"waiting:{conversation_id}"
+
+
+class Escalation:
+    """Raises the priority of conversations whose customer is still waiting for an answer."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        rules: PriorityRules,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.workflow = workflow
+        self.rules = rules
+        self.clock = clock
+
+    async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
+        """A customer's message is in its thread: schedule the waiting checks, or apply rules."""
+        if message.is_automated:
+            return
+        await conversation.refresh_from_db()
+        streak = await _unanswered(conversation.id)
+        if not streak:
+            return
+        if len(streak) == 1:
+            await self._schedule(conversation.id, streak[0].id)
+            return
+        await self._apply(conversation, streak)
+
+    async def check(self, conversation_id: int, first_message_id: int) -> None:
+        """Apply the rules if the streak that began with ``first_message_id`` is unanswered."""
+        conversation = await Conversation.get_or_none(id=conversation_id)
+        if conversation is None or conversation.status is ConversationStatus.CLOSED:
+            return
+        streak = await _unanswered(conversation.id)
+        if not streak or streak[0].id != first_message_id:
+            return  # answered, or a newer streak has checks of its own
+        await self._apply(conversation, streak)
+
+    async def _apply(self, conversation: Conversation, streak: list[Message]) -> None:
+        waited = self.clock() - streak[0].created_at
+        priority, reason = escalate(
+            await _base_priority(conversation),
+            follow_ups=len(streak) - 1,
+            waiting_hours=max(waited.total_seconds() / 3600, 0.0),
+            rules=self.rules,
+        )
+        if outranks(priority, conversation.priority):
+            await self.workflow.raise_priority(conversation, priority, reason)
+
+    async def _schedule(self, conversation_id: int, first_message_id: int) -> None:
+        now = self.clock()
+        payload = {"conversation_id": conversation_id, "message_id": first_message_id}
+        async with in_transaction() as conn:
+            # The checks of an earlier streak are moot (it was answered) and would hold these up.
+            await (
+                Job.filter(serial_key=_waiting_key(conversation_id), state=JobState.PENDING)
+                .using_db(conn)
+                .update(state=JobState.CANCELLED)
+            )
+            for hours in (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent):
+                await enqueue(
+                    CHECK_WAITING,
+                    payload,
+                    serial_key=_waiting_key(conversation_id),
+                    run_at=now + timedelta(hours=hours),
+                    conn=conn,
+                )
+
+
+async def _unanswered(conversation_id: int) -> list[Message]:
+    """The customer's messages since the last agent reply and the last lead's priority choice."""
+    since: dict[str, object] = {}
+    reply = (
+        await Message.filter(conversation_id=conversation_id, direction=Direction.OUTBOUND)
+        .exclude(delivery_state=DeliveryState.CANCELLED)
+        .order_by("-id")
+        .first()
+    )
+    if reply is not None:
+        since["id__gt"] = reply.id
+    choice = await _last_lead_choice(conversation_id)
+    if choice is not None:
+        since["created_at__gt"] = choice.created_at
+    return (
+        await Message.filter(
+            conversation_id=conversation_id,
+            direction=Direction.INBOUND,
+            is_automated=False,
+            chat_ts__isnull=False,
+            **since,
+        )
+        .order_by("id")
+        .all()
+    )
+
+
+async def _last_lead_choice(conversation_id: int) -> AuditEntry | None:
+    return (
+        await AuditEntry.filter(conversation_id=conversation_id, action="priority")
+        .exclude(actor_id="")
+        .order_by("-id")
+        .first()
+    )
+
+
+async def _base_priority(conversation: Conversation) -> Priority:
+    """The level the rules raise from: before their own raises since the last lead's choice."""
+    choice = await _last_lead_choice(conversation.id)
+    raises = AuditEntry.filter(conversation_id=conversation.id, action="priority", actor_id="")
+    if choice is not None:
+        raises = raises.filter(id__gt=choice.id)
+    first_raise = await raises.order_by("id").first()
+    if first_raise is None:
+        return conversation.priority
+    return Priority(str(first_raise.detail["from"]))
+
+
+class CheckWaiting:
+    """Job: raise a conversation whose customer has waited since the streak began."""
+
+    def __init__(self, escalation: Escalation) -> None:
+        self.escalation = escalation
+
+    async def run(self, job: Job) -> None:
+        conversation_id = job.payload["conversation_id"]
+        message_id = job.payload["message_id"]
+        assert isinstance(conversation_id, int)
+        assert isinstance(message_id, int)
+        await self.escalation.check(conversation_id, message_id)
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        log.error("could not check a waiting customer", extra={"job": job.id, "reason": reason})
