@@ -163,6 +163,11 @@ class TriageSettings:
     default_skill: str = "general"
     model: str = ""
     min_confidence: float = 0.35
+    #: Fine-tune the encoder on the skill examples (minutes of CPU at the first start and when
+    #: the examples in the config change; cached after that).
+    fine_tune: bool = False
+    #: Blend a vote of the nearest examples into the skill classifier (helps with thousands).
+    neighbour_vote: bool = False
     priority: PriorityRules = field(default_factory=PriorityRules)
 
 
@@ -424,6 +429,8 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         default_skill=tr.get("default_skill", str, "general"),
         model=tr.get("model", str, ""),
         min_confidence=tr.get("min_confidence", float, 0.35),
+        fine_tune=tr.get("fine_tune", bool, False),
+        neighbour_vote=tr.get("neighbour_vote", bool, False),
         priority=_read_priority(tr.table_at("priority")),
     )
     tr.check("min_confidence", 0.0 <= triage.min_confidence <= 1.0, "must be between 0 and 1")

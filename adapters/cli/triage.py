@@ -1,7 +1,6 @@
 """Triage subcommands: ``switchboard triage eval`` and ``switchboard model install``.
 
-``switchboard replay`` (stored mail through parsing, threading and triage) is not here yet: it
-needs the e-mail parser and conversation threading.
+``switchboard replay`` (stored mail through parsing, threading and triage) is in replay.py.
 """
 
 from __future__ import annotations
@@ -59,6 +58,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="onnx: int8 ONNX Runtime (the service's path); torch: plain transformers",
     )
+    evaluate.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help=(
+            "fine-tune the encoder on the training examples first, as [triage] fine_tune = true "
+            "does in the service (minutes on a CPU; kept in the model cache for the same "
+            "examples)"
+        ),
+    )
+    evaluate.add_argument(
+        "--neighbour-vote",
+        action="store_true",
+        help="blend a vote of the 5 nearest training examples into the classifier, as [triage] "
+        "neighbour_vote = true does in the service (for thousands of examples; no help with ten "
+        "per label)",
+    )
     evaluate.set_defaults(func=_eval)
 
     model = subparsers.add_parser("model", help="install an encoder for offline use")
@@ -84,8 +99,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _eval(args: argparse.Namespace) -> int:
     from bot.errors import ConfigError
-    from bot.triage.encoder import SentenceEncoder
-    from bot.triage.evaluation import evaluate, read_examples, sample_shots, split_holdout
+    from bot.triage.classifier import NeighbourVote
+    from bot.triage.evaluation import (
+        evaluate,
+        load_encoder,
+        read_examples,
+        sample_shots,
+        split_holdout,
+    )
 
     if args.holdout is not None and not 0 < args.holdout < 1:
         raise ConfigError("--holdout", "must be a fraction between 0 and 1, like 0.2")
@@ -101,8 +122,11 @@ def _eval(args: argparse.Namespace) -> int:
             raise ConfigError("--holdout", "leaves no test examples; use a larger fraction")
     if args.shots:
         train = sample_shots(train, args.shots, args.seed)
-    encoder = SentenceEncoder.load(args.model, backend=args.backend)
-    report = asdict(evaluate(encoder, train, test))
+    encoder, tuning_seconds = load_encoder(
+        args.model, args.backend, train, fine_tune=args.fine_tune
+    )
+    vote = NeighbourVote() if args.neighbour_vote else None
+    report = asdict(evaluate(encoder, train, test, tuning_seconds=tuning_seconds, vote=vote))
     report.update(shots=args.shots or None, seed=args.seed)
     json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from bot.errors import ConfigError
 from bot.settings import SkillSettings, TriageSettings
 from bot.shapes import TRIAGE_SKILL, InboundMessage, Priority, Triage
-from bot.triage.classifier import EmbeddingClassifier, Prediction
+from bot.triage.classifier import EmbeddingClassifier, NeighbourVote, Prediction
 from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
 from bot.triage.examples import (
     TRIAGE_EXAMPLES_FILE,
@@ -34,6 +34,7 @@ from bot.triage.examples import (
 )
 from bot.triage.language import LanguageDetector
 from bot.triage.priority import PriorityRules, PrioritySignals, decide_priority
+from bot.triage.tuning import tune_encoder
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ _TRAINING_EMBEDDINGS: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
+def skill_vote(settings: TriageSettings) -> NeighbourVote | None:
+    """The nearest examples' vote for the skill classifier, if the settings ask for it."""
+    return NeighbourVote() if settings.neighbour_vote else None
+
+
 class _Trainer:
     """Fits the classifiers (blocking) and remembers embeddings of texts it has seen."""
 
@@ -116,9 +122,11 @@ class _Trainer:
             return np.zeros((0, self.encoder.info.dimensions), np.float32)
         return np.stack([self._cache[t] for t in texts]).astype(np.float32)
 
-    def fit(self, examples: Sequence[Example]) -> EmbeddingClassifier:
+    def fit(
+        self, examples: Sequence[Example], vote: NeighbourVote | None = None
+    ) -> EmbeddingClassifier:
         embeddings = self.embed([e.text for e in examples])
-        return EmbeddingClassifier.fit(embeddings, [e.label for e in examples])
+        return EmbeddingClassifier.fit(embeddings, [e.label for e in examples], vote=vote)
 
 
 class TriageEngine:
@@ -184,12 +192,20 @@ class TriageEngine:
 
         def build() -> tuple[_Trainer, _Models, LanguageDetector]:
             started = time.perf_counter()
-            trainer = _Trainer(encoder or SentenceEncoder.load(settings.model, backend=backend))
+            model = settings.model
+            if encoder is None and settings.fine_tune:
+                log.info(
+                    "fine-tuning the encoder on %d skill examples (minutes on a CPU; cached "
+                    "until the examples change)",
+                    len(examples),
+                )
+                model = str(tune_encoder(settings.model, examples))
+            trainer = _Trainer(encoder or SentenceEncoder.load(model, backend=backend))
             sets = labelled_sets()
             _check_labels(sets, "priority", {p.value for p in Priority})
             _check_labels(sets, "sentiment", SENTIMENTS)
             models = _Models(
-                skill=trainer.fit(examples),
+                skill=trainer.fit(examples, skill_vote(settings)),
                 priority=trainer.fit(sets["priority"]),
                 sentiment=trainer.fit(sets["sentiment"]),
             )
@@ -367,7 +383,9 @@ class TriageEngine:
             examples = list(self._examples)
             started = time.perf_counter()
             try:
-                skill = await asyncio.to_thread(self._trainer.fit, examples)
+                skill = await asyncio.to_thread(
+                    self._trainer.fit, examples, skill_vote(self.settings)
+                )
             except Exception:
                 log.exception("retraining triage on %d examples failed", len(examples))
             else:

@@ -2,7 +2,8 @@
 
 The classifier is trained exactly as the engine trains it (same encoder, same
 ``EmbeddingClassifier``) on one labelled file and scored on another, or on a seeded, stratified
-hold-out of the first.
+hold-out of the first. With fine-tuning, the encoder is first tuned on the training examples only
+(``bot.triage.tuning``) and then served like any other model, int8 ONNX export included.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ConfigError
-from bot.triage.classifier import EmbeddingClassifier
-from bot.triage.encoder import SentenceEncoder
+from bot.triage.classifier import EmbeddingClassifier, NeighbourVote
+from bot.triage.encoder import Backend, SentenceEncoder
 from bot.triage.examples import Example
+from bot.triage.tuning import TuningSettings, tune_encoder
+
+#: How ``--fine-tune`` tunes the encoder: the defaults the engine would use.
+TUNING = TuningSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,7 @@ class EvalReport:
     n_test: int
     model: str
     backend: str
+    tuning_seconds: float
 
 
 def read_examples(
@@ -113,12 +119,32 @@ def split_holdout(
     return train, test
 
 
+def load_encoder(
+    model: str, backend: Backend, train: Sequence[Example], *, fine_tune: bool
+) -> tuple[SentenceEncoder, float]:
+    """The encoder to evaluate (tuned on ``train`` if asked) and the seconds tuning took.
+
+    The seconds cover training and the ONNX export; they are near 0 when the tuned encoder for
+    the same examples is already in the model cache.
+    """
+    if not fine_tune:
+        return SentenceEncoder.load(model, backend=backend), 0.0
+    started = time.perf_counter()
+    encoder = SentenceEncoder.load(str(tune_encoder(model, train, TUNING)), backend=backend)
+    return encoder, round(time.perf_counter() - started, 1)
+
+
 def evaluate(
-    encoder: SentenceEncoder, train: Sequence[Example], test: Sequence[Example]
+    encoder: SentenceEncoder,
+    train: Sequence[Example],
+    test: Sequence[Example],
+    *,
+    tuning_seconds: float = 0.0,
+    vote: NeighbourVote | None = None,
 ) -> EvalReport:
     """Train on ``train`` and score on ``test``; the speed covers encoding and classifying."""
     classifier = EmbeddingClassifier.fit(
-        encoder.encode([e.text for e in train]), [e.label for e in train]
+        encoder.encode([e.text for e in train]), [e.label for e in train], vote=vote
     )
     started = time.perf_counter()
     predictions = classifier.predict(encoder.encode([e.text for e in test]))
@@ -135,6 +161,7 @@ def evaluate(
         n_test=len(test),
         model=encoder.info.model,
         backend=encoder.info.backend,
+        tuning_seconds=tuning_seconds,
     )
 
 
