@@ -585,11 +585,12 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
             events_url=f"http://127.0.0.1:{replicas[0].http_port}/slack/events",
             signing_secret=SIGNING_SECRET,
         )
-        await fleet.start()
-        started = time.monotonic()
         agents_stop = asyncio.Event()
-        agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
+        agents: asyncio.Task[None] | None = None
         try:
+            await fleet.start()
+            started = time.monotonic()
+            agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
             await asyncio.gather(
                 _customers_mail(run), _customers_telegram(run, telegram), _killer(run, report)
             )
@@ -607,7 +608,8 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
                 report.seconds = round(time.monotonic() - started, 1)
         finally:
             agents_stop.set()
-            await agents
+            if agents is not None:
+                await agents
             await fleet.stop()
             report.service_cpu_seconds = round(sum(r.cpu_seconds for r in replicas), 1)
         report.redeliveries = run.redeliveries
