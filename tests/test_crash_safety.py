@@ -10,8 +10,8 @@ from adapters.slack.chat import SlackChat
 from adapters.slack.sandbox import SlackSandbox
 from bot.jobs import Clock, utcnow
 from bot.shapes import ConversationCard, CustomerPost
-from models import Job, JobState, Message
-from tests.conftest import LEASE_SECONDS, Harness, SettingsFactory, running
+from models import Conversation, Job, JobState, Message
+from tests.conftest import AGENT, LEASE_SECONDS, Harness, SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 
 
@@ -119,3 +119,27 @@ async def test_stopping_leaves_unfinished_work_as_jobs(
     async with running(make_settings, slack, relay) as harness:
         await harness.settled()
     assert len(slack.channel_messages("support")) == 5
+
+
+async def test_a_reply_slack_could_not_authorise_is_refused_for_a_retry_not_dropped(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with running(make_settings, slack, relay) as harness:
+        await harness.send_mail(mail("Wo bleibt meine Bestellung?"))
+        await harness.settled()
+        conversation = await Conversation.get()
+        assert conversation.chat_thread_ts is not None
+        posted = slack.post_as_user(
+            "support", AGENT, "Sie ist unterwegs.", thread_ts=conversation.chat_thread_ts
+        )
+        # bolt checks its token with auth.test before the first event; Slack fails that call.
+        slack.fail_next("auth.test", status=500)
+
+        refused = await harness.events.send_message_event("support", posted["ts"])
+        again = await harness.events.send_message_event("support", posted["ts"])
+        await harness.settled()
+
+    assert refused.status == 503
+    assert again.status == 200
+    (sent,) = relay.received
+    assert "Sie ist unterwegs." in sent.message.get_body(("plain",)).get_content()

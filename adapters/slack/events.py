@@ -14,6 +14,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -65,6 +67,27 @@ class AgentDirectory:
         return self._names[user_id]
 
 
+# bolt answers 200 with this text when its auth.test call fails, so Slack would never send the
+# event again; _AsksAgainWhenSlackIsDown turns it into a 503 that Slack retries.
+_AUTHORIZE_FAILED = "switchboard: Slack's auth.test failed; send this again"
+
+
+class _AsksAgainWhenSlackIsDown(AsyncApp):
+    """The bolt app, but an event that could not be authorised is refused, not dropped.
+
+    bolt checks the token with auth.test before the first listener runs; when Slack fails that
+    call (an outage, a 429) bolt acknowledges the request anyway, and the agent's reply in it
+    would be lost. A 503 makes Slack retry over HTTP; in Socket Mode an unacknowledged
+    envelope is delivered again.
+    """
+
+    async def async_dispatch(self, req: AsyncBoltRequest) -> BoltResponse:
+        response = await super().async_dispatch(req)
+        if response.status == 200 and response.body == _AUTHORIZE_FAILED:
+            return BoltResponse(status=503, body=_AUTHORIZE_FAILED)
+        return response
+
+
 def build_bolt_app(
     *,
     client: AsyncWebClient,
@@ -75,10 +98,11 @@ def build_bolt_app(
     extend: Callable[[AsyncApp], None] | None = None,
 ) -> AsyncApp:
     """The bolt app with Switchboard's listeners; ``extend`` adds more (the team workflow)."""
-    app = AsyncApp(
+    app = _AsksAgainWhenSlackIsDown(
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
+        user_facing_authorize_error_message=_AUTHORIZE_FAILED,
     )
     background: set[asyncio.Task[None]] = set()
 
