@@ -142,4 +142,6 @@ async def test_a_reply_slack_could_not_authorise_is_refused_for_a_retry_not_drop
     assert refused.status == 503
     assert again.status == 200
     (sent,) = relay.received
-    assert "Sie ist unterwegs." in sent.message.get_body(("plain",)).get_content()
+    body = sent.message.get_body(("plain",))
+    assert body is not None
+    assert "Sie ist unterwegs." in body.get_content()
