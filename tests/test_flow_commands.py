@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise.expressions import Q
+
 from adapters.email.sink import SmtpSink
 from adapters.service import Service
 from adapters.slack.sandbox import SlackEvents, SlackSandbox
@@ -86,7 +88,9 @@ async def settle(h: Harness) -> None:
     async def nothing_due() -> bool:
         await h.service.team.background.idle()
         busy = Job.filter(state__in=(JobState.PENDING, JobState.RUNNING))
-        return not await busy.filter(run_at__lte=h.service.clock()).exists()
+        # A job being retried counts even while it waits for its backoff.
+        due = Q(run_at__lte=h.service.clock()) | Q(attempts__gt=0)
+        return not await busy.filter(due).exists()
 
     await eventually(nothing_due)
 
