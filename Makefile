@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.triage
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var
