@@ -30,7 +30,7 @@ from models import (
     Skill,
     SkillExample,
 )
-from tests.conftest import AGENT, SIGNING_SECRET, Harness, SettingsFactory, eventually
+from tests.conftest import AGENT, SIGNING_SECRET, Harness, SettingsFactory, steadily
 from tests.test_flow_email_to_slack import mail
 
 LEAD = "U0LEAD01"
@@ -92,7 +92,7 @@ async def settle(h: Harness) -> None:
         due = Q(run_at__lte=h.service.clock()) | Q(attempts__gt=0)
         return not await busy.filter(due).exists()
 
-    await eventually(nothing_due)
+    await steadily(nothing_due)
 
 
 async def ask(h: Harness, user: str, text: str, channel: str = "support") -> str:
