@@ -291,8 +291,8 @@ class _Run:
     accepted: set[str] = field(default_factory=set)
     #: agent reply token -> the customer it must reach
     replies: dict[str, str] = field(default_factory=dict)
-    answered_threads: set[str] = field(default_factory=set)
-    threads_seen: int = 0
+    #: threads the agents have looked at (each is answered or passed over once)
+    seen_threads: set[str] = field(default_factory=set)
     redeliveries: int = 0
 
     def redeliver(self) -> bool:
@@ -430,13 +430,12 @@ async def _deliver_until_acknowledged(run: _Run, events: SlackEvents, body: str)
 async def _agents(run: _Run, slack: SlackSandbox, events: SlackEvents, stop: asyncio.Event) -> None:
     """Answer one new thread in ``answer_every``, as an agent typing in Slack."""
     while not stop.is_set():
-        for channel, root_ts, tokens in _threads(slack, skip=run.answered_threads):
+        for channel, root_ts, tokens in _threads(slack, skip=run.seen_threads):
             customers = {run.written[token] for token in tokens if token in run.written}
             if len(customers) != 1:
                 continue
-            run.answered_threads.add(root_ts)
-            run.threads_seen += 1
-            if run.threads_seen % run.plan.answer_every:
+            run.seen_threads.add(root_ts)
+            if len(run.seen_threads) % run.plan.answer_every:
                 continue
             token = f"reply-{len(run.replies):05d}"
             posted = slack.post_as_user(
