@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
@@ -25,3 +27,27 @@ async def serve_on_loopback(
         raise
     shown_host = f"[{host}]" if ":" in host else host
     return runner, f"http://{shown_host}:{runner.addresses[0][1]}/"
+
+
+class Served:
+    """``async with`` for a stand-in server: ``start()`` on entry, ``stop()`` on exit."""
+
+    __slots__ = ()
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -7,9 +7,10 @@ import email
 import email.policy
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from types import TracebackType
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from adapters.loopback import Served
 
 
 @dataclass(slots=True)
@@ -26,7 +27,7 @@ class ReceivedMail:
 
 
 @dataclass(slots=True)
-class SmtpSink:
+class SmtpSink(Served):
     """Accepts every message on 127.0.0.1.
 
     ``refusing`` makes it answer 451 to every message (an outage); ``refuse_recipients``
@@ -85,15 +86,3 @@ class SmtpSink:
                 self._arrived.wait_for(lambda: len(self.received) >= count), timeout
             )
         return self.received
-
-    async def __aenter__(self) -> SmtpSink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

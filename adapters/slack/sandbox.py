@@ -39,15 +39,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from adapters.loopback import serve_on_loopback
+from adapters.loopback import Served, serve_on_loopback
 
 Payload = dict[str, Any]
 
@@ -204,7 +203,7 @@ class _Params:
             raise _SlackError(error) from None
 
 
-class SlackSandbox:
+class SlackSandbox(Served):
     """A Slack workspace on loopback that the real ``AsyncWebClient`` can talk to.
 
     ``calls`` logs every Web API call as ``(method, arguments)``, failed attempts included;
@@ -313,18 +312,6 @@ class SlackSandbox:
             for socket in list(self._sockets):
                 await socket.close(code=aiohttp.WSCloseCode.GOING_AWAY)
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:

@@ -29,14 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-from adapters.loopback import serve_on_loopback
+from adapters.loopback import Served, serve_on_loopback
 
 Payload = dict[str, Any]
 
@@ -94,7 +93,7 @@ class Webhook:
     allowed_updates: list[str] = field(default_factory=list)
 
 
-class TelegramSandbox:
+class TelegramSandbox(Served):
     """A Telegram bot on loopback that python-telegram-bot's ``Bot`` can talk to.
 
     ``calls`` logs every Bot API call as ``(method, arguments)``, failed attempts included;
@@ -160,18 +159,6 @@ class TelegramSandbox:
                 self._changed.notify_all()
             await runner.cleanup()
             self._stopping = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:

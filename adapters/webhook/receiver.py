@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
-from adapters.loopback import serve_on_loopback
+from adapters.loopback import Served, serve_on_loopback
 from adapters.webhook.signing import signature_problem
 
 
-class CallbackReceiver:
+class CallbackReceiver(Served):
     """Serves ``POST /callback`` on 127.0.0.1; ``received`` holds the accepted JSON bodies."""
 
     def __init__(self, secret: str) -> None:
@@ -51,18 +50,6 @@ class CallbackReceiver:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until ``count`` replies have been accepted."""
