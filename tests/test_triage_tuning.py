@@ -53,6 +53,27 @@ def test_a_tuned_encoder_trains_predicts_and_is_reused(model_cache: Path) -> Non
     assert (folder / "switchboard.json").stat().st_mtime_ns == stamp
 
 
+def test_the_head_starts_at_each_labels_mean_embedding() -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    from bot.triage.encoder import default_model_path
+    from bot.triage.tuning import _label_centres
+
+    train = read_examples(TRAIN)
+    labels = sorted({e.label for e in train})
+    data = [(e.text, labels.index(e.label)) for e in train]
+    model = default_model_path()
+
+    centres = _label_centres(
+        AutoModel.from_pretrained(model), AutoTokenizer.from_pretrained(model), data, len(labels)
+    ).numpy()
+
+    embeddings = SentenceEncoder.load(backend="torch").encode([text for text, _ in data])
+    for column, label in enumerate(labels):
+        mean = embeddings[[label == e.label for e in train]].mean(axis=0)
+        assert np.allclose(centres[column], mean / np.linalg.norm(mean), atol=1e-4)
+
+
 def test_other_examples_get_another_tuned_encoder() -> None:
     train = read_examples(TRAIN)
 
