@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +97,17 @@ def test_eval_fine_tunes_on_the_training_file_only(
     monkeypatch.setattr("bot.triage.evaluation.TUNING", QUICK)
     args = ["triage", "eval", "--train", str(TRAIN), "--test", str(TEST), "--backend", "torch"]
 
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
     status = main([*args, "--fine-tune"])
-    report = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    report = json.loads(out)
 
     assert status == 0
+    assert "epoch 1 of 2 done" in err
+    assert "epoch 2 of 2 done" in err
     assert report["accuracy"] == 1.0
     assert report["tuning_seconds"] > 0
     assert Path(str(report["model"])).parent == model_cache / "tuned"

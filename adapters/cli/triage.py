@@ -99,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _eval(args: argparse.Namespace) -> int:
     from bot.errors import ConfigError
+    from bot.logs import configure_logging
     from bot.triage.classifier import NeighbourVote
     from bot.triage.evaluation import (
         evaluate,
@@ -122,6 +123,9 @@ def _eval(args: argparse.Namespace) -> int:
             raise ConfigError("--holdout", "leaves no test examples; use a larger fraction")
     if args.shots:
         train = sample_shots(train, args.shots, args.seed)
+    if args.fine_tune:
+        # Tuning takes minutes: its progress lines go to stderr, the report to stdout.
+        configure_logging("INFO", "text")
     encoder, tuning_seconds = load_encoder(
         args.model, args.backend, train, fine_tune=args.fine_tune
     )

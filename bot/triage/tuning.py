@@ -136,18 +136,12 @@ def _train(model: str, examples: Sequence[Example], settings: TuningSettings, ou
             optimiser, lambda step: min((step + 1) / warmup, (steps - step) / (steps - warmup + 1))
         )
         encoder.train()
-        for _ in range(epochs):
+        started = time.perf_counter()
+        for epoch in range(1, epochs + 1):
             rng.shuffle(data)
             for start in range(0, len(data), settings.batch_size):
                 batch = data[start : start + settings.batch_size]
-                tokens = tokenizer(
-                    [text for text, _ in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=TRAIN_TOKENS,
-                    return_tensors="pt",
-                )
-                pooled = mean_pool(encoder(**tokens).last_hidden_state, tokens["attention_mask"])
+                pooled = _pooled(encoder, tokenizer, [text for text, _ in batch])
                 weights = torch.nn.functional.normalize(head.weight, dim=-1)
                 logits = LOGIT_SCALE * pooled @ weights.T
                 loss = torch.nn.functional.cross_entropy(
@@ -157,6 +151,13 @@ def _train(model: str, examples: Sequence[Example], settings: TuningSettings, ou
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimiser.step()
                 schedule.step()
+            log.info(
+                "fine-tuning on %d examples: epoch %d of %d done after %.0f s",
+                len(data),
+                epoch,
+                epochs,
+                time.perf_counter() - started,
+            )
     encoder.eval()
     out.mkdir(parents=True)
     encoder.save_pretrained(str(out))
@@ -177,13 +178,14 @@ def _label_centres(
     with torch.no_grad():
         for start in range(0, len(data), 64):
             batch = data[start : start + 64]
-            tokens = tokenizer(
-                [text for text, _ in batch],
-                padding=True,
-                truncation=True,
-                max_length=TRAIN_TOKENS,
-                return_tensors="pt",
-            )
-            pooled = mean_pool(encoder(**tokens).last_hidden_state, tokens["attention_mask"])
+            pooled = _pooled(encoder, tokenizer, [text for text, _ in batch])
             sums.index_add_(0, torch.tensor([label for _, label in batch]), pooled)
     return torch.nn.functional.normalize(sums, dim=-1)
+
+
+def _pooled(encoder: Any, tokenizer: Any, texts: list[str]) -> Any:
+    """The pooled, normalised embeddings of ``texts``, cut at ``TRAIN_TOKENS`` (torch)."""
+    tokens = tokenizer(
+        texts, padding=True, truncation=True, max_length=TRAIN_TOKENS, return_tensors="pt"
+    )
+    return mean_pool(encoder(**tokens).last_hidden_state, tokens["attention_mask"])
