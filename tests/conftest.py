@@ -228,10 +228,13 @@ async def steadily(condition: Callable[[], Awaitable[bool]], *, timeout: float =
     """Like ``eventually``, but ``condition`` must still hold a moment later.
 
     For "no job is left": on a loaded machine with PostgreSQL, a check was seen to find the
-    queue empty just as the next job of a conversation was being committed.
+    queue empty just as the next job of a conversation was being committed. ``timeout`` bounds
+    the whole wait, however often the condition comes and goes.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
-        await eventually(condition, timeout=timeout)
+        await eventually(condition, timeout=max(0.0, deadline - loop.time()))
         await asyncio.sleep(0.1)
         if await condition():
             return
