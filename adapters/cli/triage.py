@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--neighbour-vote",
         action="store_true",
         help="blend a vote of the 5 nearest training examples into the classifier, as [triage] "
-        "neighbour_vote = true does in the service (for thousands of examples; no help with ten "
-        "per label)",
+        "neighbour_vote = true does in the service (helps with thousands of examples, and with "
+        "--fine-tune; hurts with ten per label on an untuned encoder)",
     )
     evaluate.set_defaults(func=_eval)
 
@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
     encoder, tuning_seconds = load_encoder(
         args.model, args.backend, train, fine_tune=args.fine_tune
     )
-    vote = NeighbourVote() if args.neighbour_vote else None
+    vote = NeighbourVote.over(fine_tuned=args.fine_tune) if args.neighbour_vote else None
     report = asdict(evaluate(encoder, train, test, tuning_seconds=tuning_seconds, vote=vote))
     report.update(shots=args.shots or None, seed=args.seed)
     json.dump(report, sys.stdout, indent=2, ensure_ascii=False)

@@ -103,7 +103,7 @@ _TRAINING_EMBEDDINGS: weakref.WeakKeyDictionary[
 
 def skill_vote(settings: TriageSettings) -> NeighbourVote | None:
     """The nearest examples' vote for the skill classifier, if the settings ask for it."""
-    return NeighbourVote() if settings.neighbour_vote else None
+    return NeighbourVote.over(fine_tuned=settings.fine_tune) if settings.neighbour_vote else None
 
 
 class _Trainer:
