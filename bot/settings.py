@@ -167,7 +167,7 @@ class TriageSettings:
     #: the examples in the config change; cached after that).
     fine_tune: bool = False
     #: Blend a vote of the nearest examples into the skill classifier (helps with thousands of
-    #: examples, and with ``fine_tune``; hurts with a few per skill on an untuned encoder).
+    #: examples, and often with ``fine_tune``; hurts with a few per skill on an untuned encoder).
     neighbour_vote: bool = False
     priority: PriorityRules = field(default_factory=PriorityRules)
 

@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--neighbour-vote",
         action="store_true",
         help="blend a vote of the 5 nearest training examples into the classifier, as [triage] "
-        "neighbour_vote = true does in the service (helps with thousands of examples, and with "
-        "--fine-tune; hurts with ten per label on an untuned encoder)",
+        "neighbour_vote = true does in the service (helps with thousands of examples, and often "
+        "with --fine-tune; hurts with ten per label on an untuned encoder)",
     )
     evaluate.set_defaults(func=_eval)
 
