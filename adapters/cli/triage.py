@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _eval(args: argparse.Namespace) -> int:
     from bot.errors import ConfigError
     from bot.logs import configure_logging
-    from bot.triage.classifier import NeighbourVote
+    from bot.settings import TriageSettings
+    from bot.triage.engine import skill_vote
     from bot.triage.evaluation import (
         evaluate,
         load_encoder,
@@ -129,7 +130,8 @@ def _eval(args: argparse.Namespace) -> int:
     encoder, tuning_seconds = load_encoder(
         args.model, args.backend, train, fine_tune=args.fine_tune
     )
-    vote = NeighbourVote.over(fine_tuned=args.fine_tune) if args.neighbour_vote else None
+    # The vote the service would use with the same two settings.
+    vote = skill_vote(TriageSettings(fine_tune=args.fine_tune, neighbour_vote=args.neighbour_vote))
     report = asdict(evaluate(encoder, train, test, tuning_seconds=tuning_seconds, vote=vote))
     report.update(shots=args.shots or None, seed=args.seed)
     json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
