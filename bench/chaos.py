@@ -44,10 +44,10 @@ from pathlib import Path
 import aiohttp
 import aiosmtplib
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackEvents, SlackSandbox
-from adapters.telegram.sandbox import TelegramSandbox
 from adapters.telegram.webhook import WEBHOOK_PATH
+from standins.mail import SmtpSink
+from standins.slack import SlackEvents, SlackSandbox
+from standins.telegram import TelegramSandbox
 
 SUPPORT = "support@shop.example"
 SIGNING_SECRET = "chaos-signing-secret"

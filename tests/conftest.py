@@ -20,15 +20,15 @@ import asyncpg
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from adapters.email.sink import SmtpSink
 from adapters.service import Service
-from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from bot.database import open_database
 from bot.jobs import Clock, utcnow
 from bot.ports import Classifier
 from bot.routing import FixedSkillClassifier
 from bot.settings import Settings, settings_from_toml
 from models import Conversation
+from standins.mail import SmtpSink
+from standins.slack import SlackEvents, SlackSandbox
 from tests.postgres_reachable import ADMIN_URL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from adapters.email.sink import SmtpSink
 from adapters.slack.chat import SlackChat
-from adapters.slack.sandbox import SlackSandbox
 from bot.jobs import Clock, utcnow
 from bot.shapes import ConversationCard, CustomerPost
 from models import Conversation, Job, JobState, Message
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import AGENT, LEASE_SECONDS, Harness, SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 

@@ -14,9 +14,7 @@ from typing import Any
 
 from tortoise.expressions import Q
 
-from adapters.email.sink import SmtpSink
 from adapters.service import Service
-from adapters.slack.sandbox import SlackEvents, SlackSandbox
 from bot.conversations import short_id
 from bot.routing import FixedSkillClassifier
 from bot.shapes import Priority
@@ -30,6 +28,8 @@ from models import (
     Skill,
     SkillExample,
 )
+from standins.mail import SmtpSink
+from standins.slack import SlackEvents, SlackSandbox
 from tests.conftest import AGENT, SIGNING_SECRET, Harness, SettingsFactory, steadily
 from tests.test_flow_email_to_slack import mail
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from models import Conversation, Message
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, running
 
 SHARED_EMAILS = Path(__file__).resolve().parents[2] / "shared" / "data" / "emails"

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.conversations import short_id
 from bot.shapes import InboundMessage, Priority, Triage
 from models import Conversation
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, running
 from tests.test_flow_commands import LEAD, ask, settle
 from tests.test_flow_email_to_slack import mail

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.roles import Actor
 from bot.shapes import Priority
 from models import AuditEntry, Conversation, ConversationStatus
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, running
 from tests.test_flow_commands import FakeClock, card_text, root_of, settle, thread_texts
 from tests.test_flow_email_to_slack import mail

@@ -6,10 +6,10 @@ import json
 import time
 from email.message import EmailMessage
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SandboxFile, SlackSandbox
 from bot.shapes import DeliveryState
 from models import Conversation, Message
+from standins.mail import SmtpSink
+from standins.slack import SandboxFile, SlackSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, eventually, running
 from tests.test_flow_email_to_slack import mail
 
@@ -154,7 +154,7 @@ class SlackEventsWithWrongSecret:
     """Signs like Slack, with a secret that is not the app's."""
 
     def __init__(self, harness: Harness) -> None:
-        from adapters.slack.sandbox import SlackEvents
+        from standins.slack import SlackEvents
 
         self.events = SlackEvents(
             harness.slack, events_url=harness.events.events_url, signing_secret="not-the-secret"

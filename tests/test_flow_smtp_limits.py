@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.errors import ConfigError
 from models import Message
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, running
 
 LIMITS = "max_connections_per_client = 3\nmax_connections = 5\nmax_recipients = 2"

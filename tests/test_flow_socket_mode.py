@@ -10,12 +10,12 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from adapters.email.sink import SmtpSink
 from adapters.service import Service
-from adapters.slack.sandbox import SlackSandbox
 from bot.errors import ConfigError
 from bot.routing import FixedSkillClassifier
 from models import Message
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, running
 from tests.test_flow_slack_reply_to_email import open_conversation
 

@@ -1,6 +1,6 @@
 """A customer writes to the Telegram bot; agents answer in the Slack thread and the bot replies.
 
-python-telegram-bot talks to the loopback Bot API (adapters/telegram/sandbox.py) through its
+python-telegram-bot talks to the loopback Bot API (standins/telegram.py) through its
 base_url setting; updates are captured Update JSON (tests/payloads/telegram) posted to the
 webhook the way Telegram posts them.
 """
@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from adapters.cli.telegram import set_webhook
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SandboxFile, SlackSandbox
-from adapters.telegram.sandbox import TelegramSandbox
 from adapters.telegram.sender import split_text
 from adapters.telegram.webhook import WEBHOOK_PATH
 from bot.shapes import ChannelKind, DeliveryState
 from models import Conversation, ConversationStatus, Identity, Message
+from standins.mail import SmtpSink
+from standins.slack import SandboxFile, SlackSandbox
+from standins.telegram import TelegramSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, eventually, running
 from tests.test_flow_email_to_slack import all_text
 

@@ -12,13 +12,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
-from adapters.webhook.receiver import CallbackReceiver
 from adapters.webhook.signing import signature_problem, signed_headers
 from bot.errors import ConfigError
 from bot.shapes import ChannelKind, DeliveryState
 from models import Conversation, Identity, Message
+from standins.callbacks import CallbackReceiver
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, eventually, running
 from tests.test_flow_email_to_slack import all_text
 

@@ -29,14 +29,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.email.sink import SmtpSink
 from adapters.slack.render import escape
-from adapters.slack.sandbox import SlackSandbox
-from adapters.telegram.sandbox import TelegramSandbox
 from adapters.telegram.webhook import SECRET_HEADER, WEBHOOK_PATH
-from adapters.webhook.receiver import CallbackReceiver
 from adapters.webhook.signing import signed_headers
 from models import Job, Message
+from standins.callbacks import CallbackReceiver
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
+from standins.telegram import TelegramSandbox
 from tests.conftest import SIGNING_SECRET, Harness, SettingsFactory, running
 
 TELEGRAM_SECRET = "fuzz-telegram-webhook-secret"

@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.email.parse import MAX_MIME_DEPTH, MAX_MIME_PARTS, parse_email
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.errors import IntakeError
 from bot.shapes import InboundMessage
 from models import Job, Message, StoredAttachment
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import SettingsFactory, running
 
 RECEIVED = datetime(2024, 3, 15, 9, 30, tzinfo=UTC)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import aiohttp
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.database import apply_migrations, open_database
 from models import Customer
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 

@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 
 from adapters.cli import main
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
-from adapters.telegram.sandbox import TelegramSandbox
 from bot.database import open_database
 from bot.errors import ActionRefused
 from bot.escalation import CHECK_WAITING
@@ -34,6 +31,9 @@ from models import (
     SkillExample,
     StoredAttachment,
 )
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
+from standins.telegram import TelegramSandbox
 from tests.conftest import (
     AGENT,
     BOT_TOKEN,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from bot.routing import FixedSkillClassifier
 from bot.shapes import InboundMessage, Triage
 from models import SkillExample
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import SettingsFactory, eventually, running
 
 

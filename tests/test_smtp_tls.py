@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.email.sink import SmtpSink
-from adapters.slack.sandbox import SlackSandbox
 from models import Message
+from standins.mail import SmtpSink
+from standins.slack import SlackSandbox
 from tests.conftest import SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 

@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from adapters.demo import run_demo
+    from standins.demo import run_demo
 
     status: int = asyncio.run(run_demo(keep_running=args.keep_running))
     return status

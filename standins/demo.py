@@ -16,16 +16,16 @@ import tempfile
 from email.message import EmailMessage
 from pathlib import Path
 
-from adapters.email.sink import SmtpSink
 from adapters.service import Service
-from adapters.slack.sandbox import SlackEvents, SlackSandbox
-from adapters.telegram.sandbox import TelegramSandbox
 from adapters.telegram.webhook import WEBHOOK_PATH
 from bot.jobs import queue_depth
 from bot.logs import configure_logging
 from bot.settings import Settings, settings_from_toml
 from bot.shapes import ChannelKind
 from models import Conversation
+from standins.mail import SmtpSink
+from standins.slack import SlackEvents, SlackSandbox
+from standins.telegram import TelegramSandbox
 
 SIGNING_SECRET = "demo-signing-secret"
 BOT_TOKEN = "xoxb-demo"

@@ -46,7 +46,7 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from adapters.loopback import Served, serve_on_loopback
+from standins.loopback import Served, serve_on_loopback
 
 Payload = dict[str, Any]
 

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from adapters.loopback import Served
+from standins.loopback import Served
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from adapters.loopback import Served, serve_on_loopback
+from standins.loopback import Served, serve_on_loopback
 
 Payload = dict[str, Any]
 

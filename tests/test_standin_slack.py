@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.sandbox import SandboxFile, SlackEvents, SlackSandbox
+from standins.slack import SandboxFile, SlackEvents, SlackSandbox
 
 PAYLOADS = Path(__file__).parent / "payloads" / "slack"
 SIGNING_SECRET = "sandbox-signing-secret"

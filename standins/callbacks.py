@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.loopback import Served, serve_on_loopback
 from adapters.webhook.signing import signature_problem
+from standins.loopback import Served, serve_on_loopback
 
 
 class CallbackReceiver(Served):
