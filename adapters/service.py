@@ -13,6 +13,7 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -22,8 +23,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
 from adapters.slack.chat import SlackChat
-from adapters.slack.commands import TeamWorkflow
-from adapters.slack.events import build_bolt_app
+from adapters.slack.commands import Background, UserGroups, register_team_workflow
+from adapters.slack.events import AgentDirectory, build_bolt_app
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
@@ -32,34 +33,53 @@ from adapters.telegram.webhook import TelegramWebhook
 from adapters.web import HealthCheck, build_web_app
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
+from bot.commands import Commands
 from bot.database import is_postgres, open_database
-from bot.errors import ConfigError
-from bot.escalation import CHECK_WAITING, CheckWaiting, Escalation
-from bot.intake import THREAD_INBOUND, Intake, ThreadInbound
-from bot.jobs import Clock, JobRunner, utcnow
-from bot.learning import SharedLearning, newest_example_id
-from bot.metrics import count_job
-from bot.pipeline import DELIVER_REPLY, POST_INBOUND, DeliverReply, PostInbound
-from bot.ports import Classifier, Learner, ReplySender
-from bot.privacy import (
+from bot.errors import ConfigError, DeliveryError
+from bot.escalation import CheckWaiting, Escalation
+from bot.intake import Intake, ThreadInbound
+from bot.jobkinds import (
+    CATALOGUE,
+    CHECK_WAITING,
+    DELIVER_REPLY,
     ERASE_THREAD,
+    MOVE_CONVERSATION,
+    POST_INBOUND,
     PURGE_CLOSED,
-    EraseThread,
-    Privacy,
-    PurgeClosed,
-    schedule_purge,
+    SHOW_CHANGE,
+    THREAD_INBOUND,
+    WAKE_SNOOZED,
 )
+from bot.jobs import Clock, JobHandler, JobKind, JobRunner, resume_parked, utcnow
+from bot.learning import SharedLearning, newest_example_id
+from bot.lookups import Lookups
+from bot.metrics import count_job
+from bot.pipeline import DeliverReply, PostInbound
+from bot.ports import Classifier, Learner, ReplySender
+from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
-from bot.routing import FixedSkillClassifier, sync_skills
+from bot.roles import Roles
+from bot.routing import sync_skills
 from bot.settings import Settings
 from bot.shapes import ChannelKind
+from bot.workflow import (
+    MoveConversation,
+    ShowChange,
+    WakeSnoozed,
+    Workflow,
+    agent_name_override,
+)
 from models import Conversation, Job, JobState, Message, SkillExample
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    """Switchboard, started by ``async with`` and stopped cleanly on exit."""
+    """Switchboard, started by ``async with`` and stopped cleanly on exit.
+
+    This is the one composition root: ``start`` opens the database, loads triage, then builds
+    every part once, in dependency order, and hands each what it needs (``_wire``).
+    """
 
     def __init__(
         self,
@@ -75,71 +95,105 @@ class Service:
         self.clock = clock
         self.run_jobs = run_jobs
         self._given_classifier = classifier
-        self.classifier: Classifier = classifier or FixedSkillClassifier(
-            settings.triage.default_skill
-        )
         self.client = AsyncWebClient(
             token=settings.slack.bot_token,
             base_url=settings.slack.api_url or AsyncWebClient.BASE_URL,
         )
         self.chat = SlackChat(self.client)
-        self.team = TeamWorkflow(self.chat, self.client, settings, self.classifier, clock=clock)
-        senders: dict[ChannelKind, ReplySender] = {}
-        if settings.email.enabled:
-            senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
         self.telegram_bot = build_bot(settings.telegram) if settings.telegram.enabled else None
-        if self.telegram_bot is not None:
-            senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
-        if settings.webhooks:
-            senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
-        self.escalation = Escalation(self.team.workflow, settings.triage.priority, clock=clock)
-        self.post_inbound = PostInbound(
-            self.chat, self.classifier, settings, after_post=self._customer_wrote
-        )
-        self.privacy = Privacy(settings.retention, clock=clock)
-        self.runner = JobRunner(
-            {
-                THREAD_INBOUND: ThreadInbound(
-                    settings.threading,
-                    reopen_closed=(
-                        ()
-                        if settings.telegram.new_conversation_after_close
-                        else (ChannelKind.TELEGRAM,)
-                    ),
-                    clock=clock,
-                    on_threaded=self._wake_runner,
-                ),
-                POST_INBOUND: self.post_inbound,
-                DELIVER_REPLY: DeliverReply(self.chat, senders),
-                **self.team.job_handlers,
-                CHECK_WAITING: CheckWaiting(self.escalation),
-                ERASE_THREAD: EraseThread(self.chat),
-                PURGE_CLOSED: PurgeClosed(self.privacy),
-            },
-            settings.jobs,
-            clock=clock,
-            on_outcome=count_job,
-        )
-        self.team.workflow.on_queued = self.runner.notify
-        self.intake = Intake(clock=clock, on_stored=self._wake_runner)
-        self.relay = Relay(self.chat, settings.replies, clock=clock, on_queued=self.runner.notify)
-        self.bolt = build_bolt_app(
-            client=self.client,
-            signing_secret=settings.slack.signing_secret,
-            relay=self.relay,
-            chat=self.chat,
-            directory=self.team.directory,
-            extend=self.team.register,
-        )
         self.http_port = 0
         self.smtp_port = 0
         self._stack = AsyncExitStack()
 
-    def _wake_runner(self, *_: object) -> None:
-        self.runner.notify()
+    def _wire(self, classifier: Classifier) -> None:
+        """Build the core and its edges around ``classifier``."""
+        settings, clock, chat = self.settings, self.clock, self.chat
+        self.classifier = classifier
+        # Rung by whoever adds a job, so the runner looks for work at once.
+        jobs_added = asyncio.Event()
+        senders: dict[ChannelKind, ReplySender] = {}
+        if settings.email.enabled:
+            senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
+        if self.telegram_bot is not None:
+            senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
+        if settings.webhooks:
+            senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
+        self.workflow = Workflow(chat, settings, classifier, clock=clock, on_queued=jobs_added.set)
+        self.lookups = Lookups(settings, clock=clock)
+        self.roles = Roles(settings.roles)
+        self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
+        self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
+        self.background = Background()
+        self.escalation = Escalation(self.workflow, settings.triage.priority, clock=clock)
+        self.privacy = Privacy(settings.retention, clock=clock)
+        handlers: dict[JobKind[Any], JobHandler] = {
+            THREAD_INBOUND: ThreadInbound(
+                settings.threading,
+                reopen_closed=(
+                    ()
+                    if settings.telegram.new_conversation_after_close
+                    else (ChannelKind.TELEGRAM,)
+                ),
+                clock=clock,
+                on_threaded=jobs_added.set,
+            ),
+            POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
+            DELIVER_REPLY: DeliverReply(chat, senders),
+            SHOW_CHANGE: ShowChange(self.workflow),
+            MOVE_CONVERSATION: MoveConversation(self.workflow),
+            WAKE_SNOOZED: WakeSnoozed(self.workflow),
+            CHECK_WAITING: CheckWaiting(self.escalation),
+            ERASE_THREAD: EraseThread(chat),
+            PURGE_CLOSED: PurgeClosed(self.privacy),
+        }
+        missing = set(CATALOGUE) - {kind.name for kind in handlers}
+        assert not missing, f"job kinds without a handler: {sorted(missing)}"
+        self.runner = JobRunner(
+            handlers,
+            settings.jobs,
+            clock=clock,
+            on_outcome=count_job,
+            probe=self._slack_answers,
+            wake=jobs_added,
+        )
+        self.intake = Intake(clock=clock, on_stored=lambda _: jobs_added.set())
+        self.relay = Relay(chat, settings.replies, clock=clock, on_queued=jobs_added.set)
+        lookups, roles, commands, background = (
+            self.lookups,
+            self.roles,
+            self.commands,
+            self.background,
+        )
+        groups = UserGroups(self.client)
+        self.bolt = build_bolt_app(
+            client=self.client,
+            signing_secret=settings.slack.signing_secret,
+            relay=self.relay,
+            chat=chat,
+            directory=self.directory,
+            extend=lambda app: register_team_workflow(
+                app,
+                commands=commands,
+                lookups=lookups,
+                roles=roles,
+                groups=groups,
+                name_of=self.directory.name_of,
+                background=background,
+                command_name=settings.slack.command,
+                clock=clock,
+            ),
+        )
+
+    async def _slack_answers(self) -> bool:
+        """Whether Slack accepts the token now (parked jobs may go on)."""
+        try:
+            await self.chat.check()
+        except DeliveryError:
+            return False
+        return True
 
     async def _customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        await self.team.workflow.customer_wrote(conversation, message)
+        await self.workflow.customer_wrote(conversation, message)
         await self.escalation.customer_wrote(conversation, message)
 
     async def __aenter__(self) -> Service:
@@ -163,13 +217,15 @@ class Service:
         settings = self.settings
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
+        classifier = self._given_classifier
+        if isinstance(classifier, Learner):
+            await self._share_learning(classifier, await newest_example_id())
+        if classifier is None:
+            classifier = await self._load_triage()
+        self._wire(classifier)
         await schedule_purge(self.privacy)
-        if isinstance(self._given_classifier, Learner):
-            await self._share_learning(self._given_classifier, await newest_example_id())
-        if self._given_classifier is None:
-            self.classifier = await self._load_triage()
-            self.post_inbound.classifier = self.classifier
-            self.team.workflow.classifier = self.classifier
+        if settings.slack.mode == "http":
+            await self._check_bot_token()
         if not is_postgres(settings.database_url):
             # One process owns a SQLite file: jobs marked running were cut off by a crash or a
             # stop, and can run again now instead of after their lease.
@@ -187,7 +243,7 @@ class Service:
             await self.runner.start()
             self._stack.push_async_callback(self.runner.stop)
         # Commands and clicks still being worked on finish before the runner and database stop.
-        self._stack.push_async_callback(self.team.background.drain)
+        self._stack.push_async_callback(self.background.drain)
 
         routes: list[web.RouteDef] = []
         if telegram is not None and settings.telegram.mode == "webhook":
@@ -197,7 +253,11 @@ class Service:
         bolt = self.bolt if settings.slack.mode == "http" else None
         web_app = build_web_app(
             bolt,
-            HealthCheck(self.chat.check),
+            HealthCheck(
+                self.chat.check,
+                alert_after_seconds=settings.jobs.alert_after_seconds,
+                clock=self.clock,
+            ),
             routes,
             slack_signing_secret=settings.slack.signing_secret,
         )
@@ -229,6 +289,21 @@ class Service:
             "switchboard started",
             extra={"http_port": self.http_port, "smtp_port": self.smtp_port},
         )
+
+    async def _check_bot_token(self) -> None:
+        """Say plainly when Slack refuses the bot token; mail is still accepted, and parks."""
+        try:
+            await self.chat.check()
+        except DeliveryError as exc:
+            log.error(
+                "Slack refuses SLACK_BOT_TOKEN, or cannot be reached: messages are accepted "
+                "and wait until it works (fix the token and restart, or they resume when Slack "
+                "answers again); `switchboard check-config --online` says more",
+                extra={"reason": exc.reason},
+            )
+        else:
+            # Parked by a wrong token before this start: try them now.
+            await resume_parked(self.clock())
 
     async def _check_app_token(self) -> None:
         # slack_sdk retries a refused Socket Mode connection forever and only logs it; asking

@@ -4,9 +4,13 @@ SwitchboardError
 ├── ConfigError          a setting is missing or wrong; names the setting and the fix
 ├── IntakeError          an inbound message cannot be accepted (the sender gets a clear answer)
 ├── ActionRefused        a person's command or click was not carried out; ``reason`` says why
+├── LeaseLost            a job's claim ran out while it ran; its worker stops without committing
 └── DeliveryError        a call to an outside system (Slack, SMTP relay, Telegram, callback) failed
     ├── TransientDeliveryError   worth retrying; ``retry_after`` is the server's hint in seconds
-    └── PermanentDeliveryError   retrying will not help (bad address, blocked bot, unknown channel)
+    │   └── BlockedDeliveryError waits on something a person fixes (token, scope, channel):
+    │                            work carrying a customer's message or a reply parks on it
+    └── PermanentDeliveryError   retrying can never help (blocked bot, malformed message)
+        └── DeliveryRefused      Switchboard itself will not send it (a mail loop): expected
 
 Adapters translate foreign errors into these with ``raise ... from exc`` so the core never has to
 know which library failed.
@@ -60,5 +64,24 @@ class TransientDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class BlockedDeliveryError(TransientDeliveryError):
+    """Waits on something an operator fixes (a token, a scope, a channel, the bot's membership).
+
+    Work that carries a customer's message or an agent's reply parks on it and resumes by
+    itself once the cause is gone; it never fails for good because of it.
+    """
+
+
+class LeaseLost(SwitchboardError):
+    """This worker's claim on a job ran out and another worker may hold it: stop, commit nothing."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Retrying will not help; the failure is shown in the thread."""
+
+
+class DeliveryRefused(PermanentDeliveryError):
+    """Switchboard itself will not send this (answering auto-replies starts mail loops).
+
+    An expected refusal, shown in the thread like any failure but not logged as an error.
+    """

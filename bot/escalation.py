@@ -19,21 +19,15 @@ from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
-from bot.jobs import Clock, enqueue, utcnow
+from bot.jobkinds import CHECK_WAITING, WaitingPayload
+from bot.jobs import Clock, cancel_key, utcnow
 from bot.settings import PriorityRules
 from bot.shapes import DeliveryState, Priority
 from bot.triage.priority import escalate, outranks
 from bot.workflow import Workflow
-from models import AuditEntry, Conversation, ConversationStatus, Direction, Job, JobState, Message
+from models import AuditEntry, Conversation, ConversationStatus, Direction, Job, Message
 
 log = logging.getLogger(__name__)
-
-CHECK_WAITING = "check_waiting"
-
-
-def _waiting_key(conversation_id: int) -> str:
-    # Not the conversation's key: a check due in a day must not hold up its messages.
-    return f"waiting:{conversation_id}"
 
 
 class Escalation:
@@ -86,22 +80,12 @@ class Escalation:
 
     async def _schedule(self, conversation_id: int, first_message_id: int) -> None:
         now = self.clock()
-        payload = {"conversation_id": conversation_id, "message_id": first_message_id}
+        payload = WaitingPayload(conversation_id, first_message_id)
         async with in_transaction() as conn:
             # The checks of an earlier streak are moot (it was answered) and would hold these up.
-            await (
-                Job.filter(serial_key=_waiting_key(conversation_id), state=JobState.PENDING)
-                .using_db(conn)
-                .update(state=JobState.CANCELLED)
-            )
+            await cancel_key(CHECK_WAITING.serial_key(payload), conn)
             for hours in (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent):
-                await enqueue(
-                    CHECK_WAITING,
-                    payload,
-                    serial_key=_waiting_key(conversation_id),
-                    run_at=now + timedelta(hours=hours),
-                    conn=conn,
-                )
+                await CHECK_WAITING.enqueue(payload, run_at=now + timedelta(hours=hours), conn=conn)
 
 
 async def _unanswered(conversation_id: int) -> list[Message]:
@@ -159,11 +143,8 @@ class CheckWaiting:
         self.escalation = escalation
 
     async def run(self, job: Job) -> None:
-        conversation_id = job.payload["conversation_id"]
-        message_id = job.payload["message_id"]
-        assert isinstance(conversation_id, int)
-        assert isinstance(message_id, int)
-        await self.escalation.check(conversation_id, message_id)
+        payload = CHECK_WAITING.payload_of(job)
+        await self.escalation.check(payload.conversation_id, payload.message_id)
 
     async def give_up(self, job: Job, reason: str) -> None:
         log.error("could not check a waiting customer", extra={"job": job.id, "reason": reason})

@@ -8,6 +8,7 @@ The first job (``ThreadInbound``) finds the message's conversation and queues it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.conversations import find_conversation, new_token
-from bot.jobs import Clock, enqueue, new_job, utcnow
+from bot.jobkinds import POST_INBOUND, THREAD_INBOUND, MessagePayload, ThreadPayload
+from bot.jobs import Clock, enqueue_jobs, utcnow
 from bot.metrics import MESSAGES_IN
-from bot.pipeline import POST_INBOUND, inbound_of
+from bot.pipeline import inbound_of
 from bot.settings import ThreadingSettings
 from bot.shapes import ChannelKind, InboundMessage
 from bot.subjects import normalise_subject
@@ -35,8 +37,6 @@ from models import (
 )
 
 log = logging.getLogger(__name__)
-
-THREAD_INBOUND = "thread_inbound"
 
 # Messages committed in one transaction at most; bounds how long the first of them waits.
 _MAX_GROUP = 64
@@ -136,7 +136,7 @@ class Intake:
         Only what makes a message durable happens here; finding its conversation is its first
         job (``ThreadInbound``), so the senders' answers wait for the fewest statements.
         """
-        keys = [dedup_key(m) for m in messages]
+        keys = await _dedup_keys(messages, conn)
         ids: dict[str, int] = dict(
             await Message.filter(dedup_key__in=keys).using_db(conn).values_list("dedup_key", "id")
         )
@@ -156,17 +156,15 @@ class Intake:
             now = self.clock()
             # One sender's messages are threaded in the order they came, so their second
             # message finds the conversation their first one opened.
-            await Job.bulk_create(
+            await enqueue_jobs(
                 [
-                    new_job(
-                        THREAD_INBOUND,
-                        {"message_id": ids[key]},
-                        serial_key=f"sender:{m.channel.value}:{m.sender_address}"[:64],
+                    THREAD_INBOUND.new(
+                        ThreadPayload(ids[key], f"{m.channel.value}:{m.sender_address}"),
                         run_at=now,
                     )
                     for key, m in fresh.items()
                 ],
-                using_db=conn,
+                conn,
             )
             attachments = [
                 StoredAttachment(
@@ -187,6 +185,47 @@ class Intake:
             results.append(Accepted(ids[key], duplicate=key not in stored_now))
             stored_now.discard(key)
         return results
+
+
+def _fingerprint(sender_address: str, subject: str, text: str) -> str:
+    """What a message is: its sender and its content."""
+    content = f"{sender_address}\n{subject}\n{text}"
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+async def _dedup_keys(messages: list[InboundMessage], conn: BaseDBAsyncClient) -> list[str]:
+    """Each message's dedup key: its label, or label and fingerprint when the label collides.
+
+    A message is a duplicate only when its sender and content match what was stored under its
+    label (``dedup_key``). A different message that reuses the label (a Message-ID reused by
+    another sender, a broken mailer) is stored under the label plus its fingerprint, so it is
+    shown, and a re-delivery of it is still recognised.
+    """
+    labels = [dedup_key(m) for m in messages]
+    stored = {
+        str(row["dedup_key"]): _fingerprint(
+            str(row["sender_address"]), str(row["subject"]), str(row["text"])
+        )
+        for row in await Message.filter(dedup_key__in=labels)
+        .using_db(conn)
+        .values("dedup_key", "sender_address", "subject", "text")
+    }
+    keys: list[str] = []
+    for message, label in zip(messages, labels, strict=True):
+        # Compared as stored (``_unthreaded`` cuts long fields).
+        fingerprint = _fingerprint(
+            message.sender_address[:320], message.subject[:998], message.text
+        )
+        owner = stored.setdefault(label, fingerprint)
+        if owner == fingerprint:
+            keys.append(label)
+            continue
+        log.warning(
+            "a different message reuses a stored message's id: stored as a new message",
+            extra={"label": label[:200], "sender": message.sender_address},
+        )
+        keys.append(f"{label[:480]}#{fingerprint}")
+    return keys
 
 
 def _unthreaded(message: InboundMessage, key: str) -> Message:
@@ -232,7 +271,7 @@ class ThreadInbound:
         self.on_threaded = on_threaded
 
     async def run(self, job: Job) -> None:
-        message_id = job.payload["message_id"]
+        message_id = THREAD_INBOUND.payload_of(job).message_id
         async with in_transaction() as conn:
             message = await Message.filter(id=message_id).using_db(conn).first()
             # None: the message was removed (forgotten) before it was threaded.
@@ -270,12 +309,8 @@ class ThreadInbound:
                 )
             message.conversation = conversation
             await message.save(using_db=conn, update_fields=["conversation_id"])
-            await enqueue(
-                POST_INBOUND,
-                {"message_id": message.id},
-                serial_key=f"conversation:{conversation.id}",
-                now=self.clock(),
-                conn=conn,
+            await POST_INBOUND.enqueue(
+                MessagePayload(message.id, conversation.id), now=self.clock(), conn=conn
             )
         if self.on_threaded is not None:
             self.on_threaded()

@@ -16,11 +16,22 @@ MESSAGES_OUT = Counter(
 )
 JOB_OUTCOMES = Counter(
     "switchboard_job_outcomes_total",
-    "Finished job runs, by kind and outcome (done, retried, failed).",
+    "Finished job runs, by kind and outcome (done, retried, parked, failed).",
     ["kind", "outcome"],
+)
+JOB_LEASES = Counter(
+    "switchboard_job_leases_total",
+    "Leases of running jobs, by outcome (renewed, lost: another worker may have taken the job).",
+    ["outcome"],
 )
 JOB_QUEUE_DEPTH = Gauge(
     "switchboard_job_queue_depth", "Jobs due or running, as of the last scrape."
+)
+JOB_OLDEST_WAITING = Gauge(
+    "switchboard_job_oldest_waiting_seconds",
+    "Age in seconds of the oldest due unfinished job, by kind (0: none waits), as of the last "
+    "scrape.",
+    ["kind"],
 )
 
 

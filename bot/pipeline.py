@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from bot.conversations import short_id
-from bot.errors import DeliveryError, PermanentDeliveryError
+from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError
+from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
+from bot.jobs import JobKind
 from bot.metrics import MESSAGES_OUT
 from bot.ports import ChatPort, Classifier, ReplySender
 from bot.routing import channel_for, oncall_for, skill_names
@@ -30,19 +32,11 @@ from models import Conversation, Direction, Job, Message, StoredAttachment
 
 log = logging.getLogger(__name__)
 
-POST_INBOUND = "post_inbound"
-DELIVER_REPLY = "deliver_reply"
 
-
-def _message_id(job: Job) -> int:
-    value = job.payload["message_id"]
-    assert isinstance(value, int)
-    return value
-
-
-async def _message_of(job: Job) -> Message | None:
+async def _message_of(job: Job, kind: JobKind[MessagePayload]) -> Message | None:
     """The message a job is about; None once it was removed (forgotten or purged)."""
-    return await Message.get_or_none(id=_message_id(job)).prefetch_related("conversation__identity")
+    message_id = kind.payload_of(job).message_id
+    return await Message.get_or_none(id=message_id).prefetch_related("conversation__identity")
 
 
 async def _attachments(message: Message) -> tuple[Attachment, ...]:
@@ -129,7 +123,7 @@ class PostInbound:
         self.after_post = after_post
 
     async def run(self, job: Job) -> None:
-        message = await _message_of(job)
+        message = await _message_of(job, POST_INBOUND)
         if message is None:
             return
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
@@ -195,9 +189,24 @@ class PostInbound:
         await conversation.save()
 
     async def give_up(self, job: Job, reason: str) -> None:
-        # Slack itself is what failed, so there is no thread to tell; the log and the metrics
-        # carry it, and the message stays stored for a replay.
+        # Only what can never succeed ends here (Slack rejects the message itself); outages and
+        # token or channel trouble park the job instead. The message stays stored.
         log.error("could not post message to Slack", extra={"job": job.id, "reason": reason})
+        message = await _message_of(job, POST_INBOUND)
+        if message is None or message.conversation is None:
+            return
+        conversation = message.conversation
+        if not (conversation.chat_channel and conversation.chat_thread_ts):
+            return
+        try:
+            await self.chat.post_notice(
+                conversation.chat_channel,
+                conversation.chat_thread_ts,
+                f"A message from the customer could not be shown here ({reason}). It is "
+                f"stored: `switchboard jobs list --state failed` shows it.",
+            )
+        except DeliveryError as exc:
+            log.error("could not show a failed post in Slack", extra={"reason": exc.reason})
 
 
 class DeliverReply:
@@ -208,7 +217,7 @@ class DeliverReply:
         self.senders = senders
 
     async def run(self, job: Job) -> None:
-        message = await _message_of(job)
+        message = await _message_of(job, DELIVER_REPLY)
         if message is None or message.delivery_state is DeliveryState.CANCELLED:
             return
         conversation = threaded(message)
@@ -230,15 +239,13 @@ class DeliverReply:
             )
 
     async def _reply(self, message: Message, conversation: Conversation) -> OutboundReply:
-        inbound = await Message.filter(
-            conversation_id=conversation.id, direction=Direction.INBOUND
-        ).order_by("-id")
-        if inbound and all(m.is_automated for m in inbound):
-            raise PermanentDeliveryError(
-                "not sent: this conversation holds only automatic mail (auto-replies or "
-                "bounces), and answering those can start a mail loop"
+        received = Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
+        latest = await received.order_by("-id").first()
+        if latest is not None and not await received.filter(is_automated=False).exists():
+            raise DeliveryRefused(
+                "this conversation holds only automatic mail (auto-replies or bounces), and "
+                "answering those can start a mail loop"
             )
-        latest = inbound[0] if inbound else None
         replies_to: tuple[str, ...] = ()
         if latest is not None and latest.external_id:
             replies_to = (latest.external_id, *latest.replies_to)
@@ -258,7 +265,7 @@ class DeliverReply:
         )
 
     async def give_up(self, job: Job, reason: str) -> None:
-        message = await _message_of(job)
+        message = await _message_of(job, DELIVER_REPLY)
         if message is None:
             return
         message.delivery_state = DeliveryState.FAILED

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,12 +31,21 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from bot.errors import ActionRefused
-from bot.jobs import Clock, enqueue, utcnow
+from bot.jobkinds import (
+    ERASE_THREAD,
+    PURGE_CLOSED,
+    THREAD_INBOUND,
+    ErasePayload,
+    NoPayload,
+    ThreadPayload,
+)
+from bot.jobs import Clock, hold_claim, utcnow
 from bot.ports import ChatPort
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind, ThreadErasure
-from bot.workflow import conversation_serial_key, first_words
+from bot.workflow import first_words
 from models import (
+    UNFINISHED,
     AuditEntry,
     Conversation,
     ConversationStatus,
@@ -53,12 +62,13 @@ from models import (
 
 log = logging.getLogger(__name__)
 
-ERASE_THREAD = "erase_thread"
-PURGE_CLOSED = "purge_closed"
 
 PURGE_EVERY = timedelta(hours=1)
 # Conversations removed per purge transaction; a bigger backlog is worked off in turns.
 PURGE_BATCH = 200
+
+#: A check run at the start of each batch's transaction (a job's ``hold_claim``).
+Hold = Callable[[BaseDBAsyncClient], Awaitable[None]]
 # Examples an admin typed or the config holds are the team's words, not a customer's.
 _TEAM_EXAMPLES = ("config", "admin")
 _EMAIL = re.compile(r"^[^@\s<>:]+@[^@\s<>]+$")
@@ -232,14 +242,12 @@ class Privacy:
             await _remove(plan, conn)
             now = self.clock()
             erase_jobs = []
-            for conversation_id, chat_channel, thread_ts in plan.threads:
-                # The conversation's key: a post of it still running finishes before the erasure.
-                job = await enqueue(
-                    ERASE_THREAD,
-                    {"chat_channel": chat_channel, "thread_ts": thread_ts, "note": erase_note(now)},
-                    serial_key=conversation_serial_key(conversation_id),
-                    now=now,
-                    conn=conn,
+            # The erasure names the thread, not the conversation: no job about the forgotten
+            # conversation is left. A post running at this moment (its job is not deleted)
+            # finds its message gone on any retry.
+            for _conversation_id, chat_channel, thread_ts in plan.threads:
+                job = await ERASE_THREAD.enqueue(
+                    ErasePayload(chat_channel, thread_ts, erase_note(now)), now=now, conn=conn
                 )
                 erase_jobs.append(job.id)
             removal = plan.removal(tuple(erase_jobs))
@@ -256,8 +264,14 @@ class Privacy:
         log.info("customer forgotten", extra={"removed": removal.summary()})
         return removal
 
-    async def purge_closed(self, *, dry_run: bool = False, batch: int = PURGE_BATCH) -> Removal:
-        """Remove closed conversations older than the retention period (none when it is 0)."""
+    async def purge_closed(
+        self, *, dry_run: bool = False, batch: int = PURGE_BATCH, hold: Hold | None = None
+    ) -> Removal:
+        """Remove closed conversations older than the retention period (none when it is 0).
+
+        Each batch commits on its own, so a purge cut off resumes where it stopped; ``hold``
+        (a job's claim check) runs in each batch's transaction before it deletes anything.
+        """
         cutoff = self.cutoff()
         removed = Removal()
         after_id = 0
@@ -272,7 +286,7 @@ class Privacy:
             if not candidates:
                 break
             after_id = candidates[-1].id
-            removed += await self._purge([c.id for c in candidates], cutoff, dry_run)
+            removed += await self._purge([c.id for c in candidates], cutoff, dry_run, hold)
         return removed
 
     def cutoff(self) -> datetime | None:
@@ -280,8 +294,12 @@ class Privacy:
         days = self.retention.closed_conversations_days
         return self.clock() - timedelta(days=days) if days else None
 
-    async def _purge(self, ids: list[int], cutoff: datetime, dry_run: bool) -> Removal:
+    async def _purge(
+        self, ids: list[int], cutoff: datetime, dry_run: bool, hold: Hold | None
+    ) -> Removal:
         async with in_transaction() as conn:
+            if hold is not None:
+                await hold(conn)
             # Read again inside the transaction: a customer may have written meanwhile.
             candidates = (
                 await Conversation.filter(
@@ -298,19 +316,14 @@ class Privacy:
                 )
             )
             # Work still queued for a conversation (a reply, a move) means it is not done with.
-            busy_keys = set(
-                await Job.filter(
-                    serial_key__in=[k for i in ids for k in _serial_keys(i)],
-                    state__in=(JobState.PENDING, JobState.RUNNING),
+            busy = set(
+                _ints(
+                    await Job.filter(conversation_id__in=ids, state__in=UNFINISHED)
+                    .using_db(conn)
+                    .values_list("conversation_id", flat=True)
                 )
-                .using_db(conn)
-                .values_list("serial_key", flat=True)
             )
-            old = [
-                c
-                for c in candidates
-                if c.id not in recent and not busy_keys.intersection(_serial_keys(c.id))
-            ]
+            old = [c for c in candidates if c.id not in recent and c.id not in busy]
             if not old:
                 return Removal()
             plan = await _plan(conn, [], [], old, senders=[])
@@ -333,15 +346,6 @@ class Privacy:
             )
         log.info("old closed conversations removed", extra={"removed": removal.summary()})
         return removal
-
-
-def _serial_keys(conversation_id: int) -> tuple[str, ...]:
-    """The serial keys of the jobs about one conversation (see intake, relay, workflow)."""
-    return (
-        conversation_serial_key(conversation_id),
-        f"replies:{conversation_id}",
-        f"snooze:{conversation_id}",
-    )
 
 
 async def _identity_of(who: CustomerAddress, conn: BaseDBAsyncClient) -> Identity | None:
@@ -414,20 +418,23 @@ async def _jobs_about(
     A running job finds its rows gone and ends; its payload holds only ids.
     """
     by_conversation = await (
-        Job.filter(serial_key__in=[k for i in conversation_ids for k in _serial_keys(i)])
+        Job.filter(conversation_id__in=conversation_ids)
         .exclude(state=JobState.RUNNING)
         .using_db(conn)
         .values_list("id", flat=True)
     )
     # A sender's threading jobs share a key cut to 64 characters, which two long addresses
     # can share too: only the jobs carrying one of these messages go.
-    sender_keys = [f"sender:{channel.value}:{address}"[:64] for channel, address in senders]
+    sender_keys = [
+        THREAD_INBOUND.serial_key(ThreadPayload(0, f"{channel.value}:{address}"))[:64]
+        for channel, address in senders
+    ]
     by_sender = [
         job.id
         for job in await Job.filter(serial_key__in=sender_keys)
         .exclude(state=JobState.RUNNING)
         .using_db(conn)
-        if job.payload.get("message_id") in message_ids
+        if THREAD_INBOUND.payload_of(job).message_id in message_ids
     ]
     return sorted(set(_ints(by_conversation)) | set(by_sender))
 
@@ -486,10 +493,8 @@ class EraseThread:
         self.erased = ThreadErasure()
 
     async def run(self, job: Job) -> None:
-        payload = job.payload
-        erased = await self.chat.erase_thread(
-            str(payload["chat_channel"]), str(payload["thread_ts"]), str(payload["note"])
-        )
+        payload = ERASE_THREAD.payload_of(job)
+        erased = await self.chat.erase_thread(payload.chat_channel, payload.thread_ts, payload.note)
         self.erased += erased
         log.info(
             "slack thread erased",
@@ -510,7 +515,7 @@ class PurgeClosed:
         self.privacy = privacy
 
     async def run(self, job: Job) -> None:
-        await self.privacy.purge_closed()
+        await self.privacy.purge_closed(hold=lambda conn: hold_claim(job, conn))
         await schedule_purge(self.privacy, after=PURGE_EVERY)
 
     async def give_up(self, job: Job, reason: str) -> None:
@@ -526,6 +531,7 @@ async def schedule_purge(privacy: Privacy, *, after: timedelta = timedelta(0)) -
     """
     if not privacy.retention.closed_conversations_days:
         return
-    if await Job.filter(kind=PURGE_CLOSED, state=JobState.PENDING).exists():
+    waiting = (JobState.PENDING, JobState.QUEUED)
+    if await Job.filter(kind=PURGE_CLOSED.name, state__in=waiting).exists():
         return
-    await enqueue(PURGE_CLOSED, {}, serial_key="retention", run_at=privacy.clock() + after)
+    await PURGE_CLOSED.enqueue(NoPayload(), run_at=privacy.clock() + after)

@@ -17,8 +17,9 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.errors import DeliveryError
-from bot.jobs import Clock, cancel_pending, enqueue, utcnow
-from bot.pipeline import DELIVER_REPLY, threaded
+from bot.jobkinds import DELIVER_REPLY, MessagePayload
+from bot.jobs import Clock, cancel_pending, utcnow
+from bot.pipeline import threaded
 from bot.ports import ChatPort
 from bot.settings import ReplySettings
 from bot.shapes import AgentMessage, DeliveryState
@@ -101,10 +102,8 @@ class Relay:
                         using_db=conn,
                     )
                 now = self.clock()
-                job = await enqueue(
-                    DELIVER_REPLY,
-                    {"message_id": stored.id},
-                    serial_key=f"replies:{conversation.id}",
+                job = await DELIVER_REPLY.enqueue(
+                    MessagePayload(stored.id, conversation.id),
                     run_at=now + timedelta(seconds=self.settings.undo_seconds),
                     conn=conn,
                 )

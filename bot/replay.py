@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from bot.intake import THREAD_INBOUND, Accepted, Intake, ThreadInbound
+from bot.intake import Accepted, Intake, ThreadInbound
+from bot.jobkinds import POST_INBOUND, THREAD_INBOUND
 from bot.jobs import JobRunner
-from bot.pipeline import POST_INBOUND
 from bot.settings import JobSettings, ThreadingSettings
 from bot.shapes import InboundMessage, Triage
 from models import Direction, Job, JobState, Message
@@ -146,7 +146,9 @@ async def _so_far(conversation: int, message_id: int, received_at: datetime) -> 
 async def _threading_failures(message_ids: list[int]) -> dict[int, str]:
     """Why threading failed, by message id (the failed jobs' last errors)."""
     wanted = set(message_ids)
-    failed = await Job.filter(kind=THREAD_INBOUND, state=JobState.FAILED).values_list(
+    # One attempt each: a kind that parks parks after it instead of failing.
+    ended = (JobState.FAILED, JobState.PARKED)
+    failed = await Job.filter(kind=THREAD_INBOUND.name, state__in=ended).values_list(
         "payload", "last_error"
     )
     found: dict[int, str] = {}

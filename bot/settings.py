@@ -7,11 +7,12 @@ wrong setting and how to fix it; ``check_settings`` collects every problem for
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,6 +192,12 @@ class JobSettings:
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 900.0
     poll_seconds: float = 0.5
+    #: A parked job (waiting on a token, a channel or an outage) is tried again this often.
+    park_retry_seconds: float = 300.0
+    #: Finished jobs are deleted this many days after they finished.
+    keep_done_days: float = 7.0
+    #: /healthz answers 503 once a customer's message or an agent's reply waited this long.
+    alert_after_seconds: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,17 +268,32 @@ class Settings:
 
 
 class _Reader:
-    """Reads one TOML table, remembering problems instead of stopping at the first."""
+    """Reads one TOML table, remembering problems instead of stopping at the first.
 
-    def __init__(self, table: Mapping[str, Any], prefix: str, problems: list[ConfigError]):
+    Every key asked for is a valid name there, whether the file sets it or not; what the file
+    sets and nothing asks for is reported by ``unknown_keys`` once everything was read.
+    """
+
+    def __init__(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        problems: list[ConfigError],
+        readers: list[_Reader] | None = None,
+    ):
         self.table = table
         self.prefix = prefix
         self.problems = problems
+        self.asked: set[str] = set()
+        #: Every reader of the file, this one included, shared by the readers of its tables.
+        self.readers: list[_Reader] = [] if readers is None else readers
+        self.readers.append(self)
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
 
     def get(self, key: str, kind: type[T], default: T, hint: str = "") -> T:
+        self.asked.add(key)
         if key not in self.table:
             return default
         value = self.table[key]
@@ -289,11 +311,21 @@ class _Reader:
         return value
 
     def table_at(self, key: str) -> _Reader:
+        self.asked.add(key)
         value = self.table.get(key, {})
         if not isinstance(value, dict):
             self.fail(key, "must be a table, like [" + self._name(key) + "]")
             value = {}
-        return _Reader(value, self._name(key), self.problems)
+        return _Reader(value, self._name(key), self.problems, self.readers)
+
+    def raw(self, key: str, default: object) -> object:
+        """The value as TOML gave it, for the caller to check (arrays of tables)."""
+        self.asked.add(key)
+        return self.table.get(key, default)
+
+    def entry(self, table: Mapping[str, Any], prefix: str) -> _Reader:
+        """A reader for one table of an array of tables, like ``skills[0]``."""
+        return _Reader(table, prefix, self.problems, self.readers)
 
     def fail(self, key: str, problem: str) -> None:
         self.problems.append(ConfigError(self._name(key), problem))
@@ -301,6 +333,20 @@ class _Reader:
     def check(self, key: str, ok: bool, problem: str) -> None:
         if not ok:
             self.fail(key, problem)
+
+    def unknown_keys(self) -> None:
+        """Report every key of every table read that nothing asked for, with the nearest name."""
+        for reader in self.readers:
+            valid = sorted(reader.asked)
+            for key in sorted(set(reader.table) - reader.asked):
+                nearest = difflib.get_close_matches(key, valid, n=1)
+                if nearest:
+                    hint = f"did you mean {nearest[0]}?"
+                elif valid:
+                    hint = f"the settings here are {', '.join(valid)}"
+                else:
+                    hint = "this table takes no settings"
+                reader.fail(key, f"unknown setting; {hint}")
 
 
 def _kind_name(kind: type[Any]) -> str:
@@ -457,9 +503,16 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         backoff_base_seconds=jb.get("backoff_base_seconds", float, 2.0),
         backoff_max_seconds=jb.get("backoff_max_seconds", float, 900.0),
         poll_seconds=jb.get("poll_seconds", float, 0.5),
+        park_retry_seconds=jb.get("park_retry_seconds", float, 300.0),
+        keep_done_days=jb.get("keep_done_days", float, 7.0),
+        alert_after_seconds=jb.get("alert_after_seconds", float, 900.0),
     )
     jb.check("workers", jobs.workers >= 1, "must be 1 or more")
     jb.check("max_attempts", jobs.max_attempts >= 1, "must be 1 or more")
+    jb.check("lease_seconds", jobs.lease_seconds >= 1, "must be 1 or more")
+    jb.check("park_retry_seconds", jobs.park_retry_seconds > 0, "must be more than 0")
+    jb.check("keep_done_days", jobs.keep_done_days >= 0, "must be 0 or more")
+    jb.check("alert_after_seconds", jobs.alert_after_seconds > 0, "must be more than 0")
 
     ro = root.table_at("roles")
     roles = RoleSettings(
@@ -478,9 +531,9 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
     )
 
     telegram = _read_telegram(root.table_at("telegram"), env)
-    webhooks = _read_webhooks(data.get("webhooks", []), root, env)
+    webhooks = _read_webhooks(root.raw("webhooks", []), root, env)
 
-    skills = _read_skills(data.get("skills", []), root)
+    skills = _read_skills(root.raw("skills", []), root)
     names = [s.name for s in skills]
     if triage.default_skill not in names:
         tr.fail(
@@ -498,6 +551,8 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
                 "(like postgres://user@127.0.0.1:5432/switchboard)",
             )
         )
+    # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
+    root.unknown_keys()
 
     settings = Settings(
         database_url=database_url,
@@ -519,9 +574,6 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
 
 def _read_priority(pr: _Reader) -> PriorityRules:
     built_in = PriorityRules()
-    known = [f.name for f in fields(PriorityRules)]
-    for key in sorted(set(pr.table) - set(known)):
-        pr.fail(key, f"is not a priority rule; the rules are {', '.join(known)}")
 
     def words(key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
         found = pr.get(key, tuple, default, example)
@@ -621,7 +673,7 @@ def _read_webhooks(
     sources: list[WebhookSourceSettings] = []
     for index, entry in enumerate(raw):
         table = entry if isinstance(entry, dict) else {}
-        reader = _Reader(table, f"webhooks[{index}]", root.problems)
+        reader = root.entry(table, f"webhooks[{index}]")
         name = reader.get("name", str, "")
         callback_url = reader.get("callback_url", str, "", '"https://chat.example.com/replies"')
         secret_env = reader.get("secret_env", str, "", '"WEBHOOK_WIDGET_SECRET"')
@@ -677,7 +729,7 @@ def _read_skills(raw: object, root: _Reader) -> list[SkillSettings]:
     skills: list[SkillSettings] = []
     for index, entry in enumerate(raw):
         table = entry if isinstance(entry, dict) else {}
-        reader = _Reader(table, f"skills[{index}]", root.problems)
+        reader = root.entry(table, f"skills[{index}]")
         name = reader.get("name", str, "")
         channel = reader.get("channel", str, "").lstrip("#")
         reader.check(

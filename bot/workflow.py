@@ -23,7 +23,15 @@ from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
 from bot.errors import ActionRefused, DeliveryError
-from bot.jobs import Clock, enqueue, utcnow
+from bot.jobkinds import (
+    MOVE_CONVERSATION,
+    SHOW_CHANGE,
+    WAKE_SNOOZED,
+    ChangePayload,
+    MovePayload,
+    WakePayload,
+)
+from bot.jobs import Clock, cancel_key, utcnow
 from bot.pipeline import card_for
 from bot.ports import ChatPort, Classifier, Learner
 from bot.roles import Actor
@@ -45,7 +53,6 @@ from models import (
     Direction,
     FormerThread,
     Job,
-    JobState,
     Message,
     Skill,
     SkillExample,
@@ -54,24 +61,11 @@ from models import (
 
 log = logging.getLogger(__name__)
 
-SHOW_CHANGE = "show_change"
-MOVE_CONVERSATION = "move_conversation"
-WAKE_SNOOZED = "wake_snoozed"
 
 #: Changes Switchboard makes itself (a snooze running out) carry this actor.
 SYSTEM = Actor("", "Switchboard")
 
 _MAX_SNOOZE = timedelta(days=90)
-
-
-def conversation_serial_key(conversation_id: int) -> str:
-    """The serial key of the jobs that post to a conversation's thread (as intake uses it)."""
-    return f"conversation:{conversation_id}"
-
-
-def _snooze_key(conversation_id: int) -> str:
-    # Not the conversation's key: a wake-up due in hours must not hold up its messages.
-    return f"snooze:{conversation_id}"
 
 
 def format_time(moment: datetime) -> str:
@@ -87,12 +81,6 @@ def format_duration(duration: timedelta) -> str:
     parts = [f"{days} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min"]
     shown = [p for p in parts if p and not p.startswith("0 ")]
     return " ".join(shown[:2]) if shown else "0 min"
-
-
-def _audit_id(job: Job) -> int:
-    value = job.payload["audit_id"]
-    assert isinstance(value, int)
-    return value
 
 
 class Workflow:
@@ -129,8 +117,7 @@ class Workflow:
         *,
         changed: tuple[str, ...] = (),
         detail: dict[str, object] | None = None,
-        job_kind: str = SHOW_CHANGE,
-        job_payload: dict[str, object] | None = None,
+        move_to: str | None = None,
         also: Callable[[BaseDBAsyncClient], Awaitable[None]] | None = None,
     ) -> AuditEntry:
         """Save the change and its audit entry, with the job that shows it, in one transaction."""
@@ -146,13 +133,13 @@ class Workflow:
                 summary=summary,
                 using_db=conn,
             )
-            if conversation is not None:
-                await enqueue(
-                    job_kind,
-                    {"audit_id": entry.id, **(job_payload or {})},
-                    serial_key=conversation_serial_key(conversation.id),
-                    now=self.clock(),
-                    conn=conn,
+            if conversation is not None and move_to is not None:
+                await MOVE_CONVERSATION.enqueue(
+                    MovePayload(entry.id, conversation.id, move_to), now=self.clock(), conn=conn
+                )
+            elif conversation is not None:
+                await SHOW_CHANGE.enqueue(
+                    ChangePayload(entry.id, conversation.id), now=self.clock(), conn=conn
                 )
             if also is not None:
                 await also(conn)
@@ -293,12 +280,8 @@ class Workflow:
 
         async def schedule(conn: BaseDBAsyncClient) -> None:
             await _cancel_wake_ups(conversation.id, conn)
-            await enqueue(
-                WAKE_SNOOZED,
-                {"conversation_id": conversation.id, "until": until.isoformat()},
-                serial_key=_snooze_key(conversation.id),
-                run_at=until,
-                conn=conn,
+            await WAKE_SNOOZED.enqueue(
+                WakePayload(conversation.id, until.isoformat()), run_at=until, conn=conn
             )
 
         await self._record(
@@ -385,8 +368,7 @@ class Workflow:
             summary,
             changed=("skill",),
             detail={"from": before, "to": skill.name},
-            job_kind=MOVE_CONVERSATION,
-            job_payload={"skill": skill.name},
+            move_to=skill.name,
         )
         await self._teach(skill.name, await first_words(conversation.id), "reassignment")
         if moves:
@@ -514,11 +496,7 @@ async def _open_count(skill: str) -> int:
 
 
 async def _cancel_wake_ups(conversation_id: int, conn: BaseDBAsyncClient) -> None:
-    await (
-        Job.filter(serial_key=_snooze_key(conversation_id), state=JobState.PENDING)
-        .using_db(conn)
-        .update(state=JobState.CANCELLED)
-    )
+    await cancel_key(WAKE_SNOOZED.serial_key(WakePayload(conversation_id, "")), conn)
 
 
 async def first_words(conversation_id: int, conn: BaseDBAsyncClient | None = None) -> str:
@@ -544,7 +522,9 @@ class ShowChange:
         self.workflow = workflow
 
     async def run(self, job: Job) -> None:
-        entry = await AuditEntry.get_or_none(id=_audit_id(job)).prefetch_related("conversation")
+        entry = await AuditEntry.get_or_none(
+            id=SHOW_CHANGE.payload_of(job).audit_id
+        ).prefetch_related("conversation")
         # No entry: its conversation was removed (forgotten or purged) meanwhile.
         conversation = entry.conversation if entry is not None else None
         if (
@@ -587,13 +567,14 @@ class MoveConversation:
     async def run(self, job: Job) -> None:
         workflow = self.workflow
         chat = workflow.chat
-        entry = await AuditEntry.get_or_none(id=_audit_id(job)).prefetch_related(
+        payload = MOVE_CONVERSATION.payload_of(job)
+        entry = await AuditEntry.get_or_none(id=payload.audit_id).prefetch_related(
             "conversation__identity"
         )
         if entry is None or entry.conversation is None:
             return  # the conversation was removed (forgotten or purged) meanwhile
         conversation = entry.conversation
-        skill, channel_name = await channel_for(str(job.payload["skill"]), workflow.settings)
+        skill, channel_name = await channel_for(payload.skill, workflow.settings)
         target = await chat.channel_id(channel_name)
         retrying = job.attempts > 1
         conversation.skill = skill
@@ -712,9 +693,8 @@ class WakeSnoozed:
         self.workflow = workflow
 
     async def run(self, job: Job) -> None:
-        conversation_id = job.payload["conversation_id"]
-        assert isinstance(conversation_id, int)
-        await self.workflow.wake_if_due(conversation_id, str(job.payload["until"]))
+        payload = WAKE_SNOOZED.payload_of(job)
+        await self.workflow.wake_if_due(payload.conversation_id, payload.until)
 
     async def give_up(self, job: Job, reason: str) -> None:
         log.error("could not wake a snoozed conversation", extra={"job": job.id, "reason": reason})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 from tortoise import fields
+from tortoise.indexes import Index
 from tortoise.models import Model
 
 from bot.shapes import ChannelKind, DeliveryState, Priority
@@ -25,11 +26,23 @@ class ConversationStatus(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
+    """Where a job is; see bot/jobs.py for how it moves."""
+
+    #: The oldest unfinished job of its serial key: claimed once ``run_at`` is due.
     PENDING = "pending"
+    #: Behind an unfinished job with the same serial key; pending once that one ends.
+    QUEUED = "queued"
     RUNNING = "running"
+    #: Waiting on something a person fixes or that passes (a token, a channel, an outage);
+    #: tried again every ``park_retry_seconds`` and at once when the cause is gone.
+    PARKED = "parked"
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: States of a job that is not finished: it holds up the later jobs of its serial key.
+UNFINISHED = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.PARKED)
 
 
 class Customer(Model):
@@ -59,6 +72,10 @@ class Identity(Model):
     class Meta:
         table = "identities"
         unique_together = (("channel", "address"),)
+        indexes = (
+            Index(fields=("customer_id",), name="idx_identities_customer"),
+            Index(fields=("address",), name="idx_identities_address"),
+        )
 
 
 class Skill(Model):
@@ -119,7 +136,12 @@ class Conversation(Model):
 
     class Meta:
         table = "conversations"
-        indexes = (("chat_channel", "chat_thread_ts"),)
+        indexes = (
+            ("chat_channel", "chat_thread_ts"),
+            Index(fields=("customer_id", "id"), name="idx_conversations_customer"),
+            Index(fields=("identity_id", "id"), name="idx_conversations_identity"),
+            Index(fields=("status", "skill"), name="idx_conversations_status_skill"),
+        )
 
 
 class Message(Model):
@@ -162,6 +184,10 @@ class Message(Model):
 
     class Meta:
         table = "messages"
+        indexes = (
+            Index(fields=("conversation_id", "id"), name="idx_messages_conversation"),
+            Index(fields=("chat_ts",), name="idx_messages_chat_ts"),
+        )
 
 
 class StoredAttachment(Model):
@@ -176,19 +202,22 @@ class StoredAttachment(Model):
 
     class Meta:
         table = "attachments"
+        indexes = (Index(fields=("message_id",), name="idx_attachments_message"),)
 
 
 class Job(Model):
-    """A step of work after intake, retried with backoff until done.
+    """A step of work after intake, retried with backoff until done (kinds: bot/jobkinds.py).
 
     Jobs with the same ``serial_key`` run one at a time, oldest first, so the messages of one
-    conversation reach Slack (and the customer) in order.
+    conversation reach Slack (and the customer) in order. ``locked_by`` is the claim token of
+    the worker running it; ``conversation_id`` is the conversation it is about, if any.
     """
 
     id = fields.BigIntField(primary_key=True)
     kind = fields.CharField(max_length=32)
     payload = fields.JSONField[dict[str, object]](default=dict)
     serial_key = fields.CharField(max_length=64, db_index=True)
+    conversation_id = fields.IntField(null=True, db_index=True)
     state = fields.CharEnumField(JobState, max_length=16, default=JobState.PENDING)
     run_at = fields.DatetimeField()
     attempts = fields.IntField(default=0)
@@ -200,7 +229,7 @@ class Job(Model):
 
     class Meta:
         table = "jobs"
-        indexes = (("state", "run_at"), ("serial_key", "state"))
+        indexes = (("state", "run_at"), ("serial_key", "state"), ("state", "updated_at"))
 
 
 class FormerThread(Model):
@@ -221,6 +250,7 @@ class FormerThread(Model):
     class Meta:
         table = "former_threads"
         unique_together = (("chat_channel", "chat_thread_ts"),)
+        indexes = (Index(fields=("conversation_id",), name="idx_former_threads_conversation"),)
 
 
 class AuditEntry(Model):
@@ -243,6 +273,7 @@ class AuditEntry(Model):
 
     class Meta:
         table = "audit_entries"
+        indexes = (Index(fields=("conversation_id", "id"), name="idx_audit_entries_conversation"),)
 
 
 class AgentName(Model):

@@ -86,7 +86,7 @@ async def settle(h: Harness) -> None:
     """Wait until clicks and commands are worked off and no job is due (snoozes may wait)."""
 
     async def nothing_due() -> bool:
-        await h.service.team.background.idle()
+        await h.service.background.idle()
         busy = Job.filter(state__in=(JobState.PENDING, JobState.RUNNING))
         # A job being retried counts even while it waits for its backoff.
         due = Q(run_at__lte=h.service.clock()) | Q(attempts__gt=0)

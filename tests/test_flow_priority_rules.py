@@ -105,7 +105,7 @@ async def test_a_closed_conversation_is_not_raised_for_waiting(
     clock = FakeClock()
     async with running(make_settings, slack, relay, clock=clock) as h:
         conversation = await write(h, "Never mind, found it.", first=True)
-        await h.service.team.workflow.close(Actor(AGENT, "Anna"), conversation)
+        await h.service.workflow.close(Actor(AGENT, "Anna"), conversation)
         closed = await wait(h, clock, 100)
 
     assert closed.status is ConversationStatus.CLOSED

@@ -8,13 +8,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import PermanentDeliveryError, TransientDeliveryError
-from bot.jobs import JobRunner, cancel_pending, enqueue, queue_depth
+from bot.jobs import JobKind, JobRunner, cancel_pending, queue_depth
 from bot.settings import JobSettings
 from models import Job, JobState
 
 SETTINGS = JobSettings(
     workers=4, lease_seconds=60, max_attempts=3, backoff_base_seconds=2, backoff_max_seconds=60
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A test job's payload: the serial key it runs under."""
+
+    key: str
+
+
+POST = JobKind("post", Item, lambda item: item.key)
+DELIVER = JobKind("deliver", Item, lambda item: item.key)
 
 
 class Clock:
@@ -55,8 +66,8 @@ async def state_of(job: Job) -> Job:
 async def test_a_job_runs_once_and_is_done() -> None:
     clock = Clock()
     recorder = Recorder()
-    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
-    job = await enqueue("post", {"message_id": 1}, serial_key="c1", now=clock())
+    runner = JobRunner({POST: recorder}, SETTINGS, clock=clock)
+    job = await POST.enqueue(Item("c1"), now=clock())
 
     await runner.run_until_idle()
     await runner.run_until_idle()
@@ -70,8 +81,8 @@ async def test_a_job_runs_once_and_is_done() -> None:
 async def test_a_transient_failure_is_retried_after_backoff_and_retry_after() -> None:
     clock = Clock()
     recorder = Recorder(failures=[TransientDeliveryError("Slack: rate limited", retry_after=30)])
-    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
-    job = await enqueue("post", {}, serial_key="c1", now=clock())
+    runner = JobRunner({POST: recorder}, SETTINGS, clock=clock)
+    job = await POST.enqueue(Item("c1"), now=clock())
 
     await runner.run_until_idle()
     waiting = await state_of(job)
@@ -93,8 +104,8 @@ async def test_a_transient_failure_is_retried_after_backoff_and_retry_after() ->
 async def test_a_permanent_failure_gives_up_at_once_and_says_why() -> None:
     clock = Clock()
     recorder = Recorder(failures=[PermanentDeliveryError("mailbox unknown")])
-    runner = JobRunner({"deliver": recorder}, SETTINGS, clock=clock)
-    job = await enqueue("deliver", {}, serial_key="r1", now=clock())
+    runner = JobRunner({DELIVER: recorder}, SETTINGS, clock=clock)
+    job = await DELIVER.enqueue(Item("r1"), now=clock())
 
     await runner.run_until_idle()
 
@@ -108,8 +119,8 @@ async def test_a_permanent_failure_gives_up_at_once_and_says_why() -> None:
 async def test_repeated_transient_failures_give_up_after_max_attempts() -> None:
     clock = Clock()
     recorder = Recorder(failures=[TransientDeliveryError("relay down")] * 5)
-    runner = JobRunner({"deliver": recorder}, SETTINGS, clock=clock)
-    job = await enqueue("deliver", {}, serial_key="r1", now=clock())
+    runner = JobRunner({DELIVER: recorder}, SETTINGS, clock=clock)
+    job = await DELIVER.enqueue(Item("r1"), now=clock())
 
     for _ in range(5):
         await runner.run_until_idle()
@@ -125,10 +136,10 @@ async def test_repeated_transient_failures_give_up_after_max_attempts() -> None:
 async def test_jobs_of_one_conversation_run_in_order_even_across_retries() -> None:
     clock = Clock()
     recorder = Recorder(failures=[TransientDeliveryError("Slack 500")])
-    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
-    first = await enqueue("post", {}, serial_key="c1", now=clock())
-    second = await enqueue("post", {}, serial_key="c1", now=clock())
-    other = await enqueue("post", {}, serial_key="c2", now=clock())
+    runner = JobRunner({POST: recorder}, SETTINGS, clock=clock)
+    first = await POST.enqueue(Item("c1"), now=clock())
+    second = await POST.enqueue(Item("c1"), now=clock())
+    other = await POST.enqueue(Item("c2"), now=clock())
 
     await runner.run_until_idle()
     # The first failed and waits; the second must wait behind it, other conversations not.
@@ -146,12 +157,12 @@ async def test_followers_waiting_behind_backed_off_jobs_do_not_starve_other_work
     # conversation, due later, must still be found.
     clock = Clock()
     recorder = Recorder()
-    runner = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    runner = JobRunner({POST: recorder}, SETTINGS, clock=clock)
     for number in range(SETTINGS.workers * 10):
-        await enqueue("post", {}, serial_key=f"c{number}", run_at=clock() + timedelta(hours=1))
-        await enqueue("post", {}, serial_key=f"c{number}", now=clock())
+        await POST.enqueue(Item(f"c{number}"), run_at=clock() + timedelta(hours=1))
+        await POST.enqueue(Item(f"c{number}"), now=clock())
     clock.advance(1)
-    free = await enqueue("post", {}, serial_key="other", now=clock())
+    free = await POST.enqueue(Item("other"), now=clock())
 
     claimed = await runner.claim(SETTINGS.workers)
 
@@ -161,12 +172,12 @@ async def test_followers_waiting_behind_backed_off_jobs_do_not_starve_other_work
 @pytest.mark.usefixtures("db")
 async def test_a_job_held_by_a_dead_worker_is_taken_over_after_its_lease() -> None:
     clock = Clock()
-    dead = JobRunner({"post": Recorder()}, SETTINGS, clock=clock)
-    job = await enqueue("post", {}, serial_key="c1", now=clock())
+    dead = JobRunner({POST: Recorder()}, SETTINGS, clock=clock)
+    job = await POST.enqueue(Item("c1"), now=clock())
     assert [j.id for j in await dead.claim(1)] == [job.id]
 
     recorder = Recorder()
-    alive = JobRunner({"post": recorder}, SETTINGS, clock=clock)
+    alive = JobRunner({POST: recorder}, SETTINGS, clock=clock)
     assert await alive.claim(1) == []
 
     clock.advance(SETTINGS.lease_seconds + 1)
@@ -178,8 +189,8 @@ async def test_a_job_held_by_a_dead_worker_is_taken_over_after_its_lease() -> No
 @pytest.mark.usefixtures("db")
 async def test_only_a_pending_job_can_be_cancelled() -> None:
     clock = Clock()
-    later = await enqueue("deliver", {}, serial_key="r1", run_at=clock() + timedelta(seconds=10))
-    running = await enqueue("deliver", {}, serial_key="r2", now=clock())
+    later = await DELIVER.enqueue(Item("r1"), run_at=clock() + timedelta(seconds=10))
+    running = await DELIVER.enqueue(Item("r2"), now=clock())
     await JobRunner({}, SETTINGS, clock=clock).claim(1)
 
     assert await cancel_pending(later.id) is True

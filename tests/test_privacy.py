@@ -14,11 +14,12 @@ import pytest
 from adapters.cli import main
 from bot.database import open_database
 from bot.errors import ActionRefused
-from bot.escalation import CHECK_WAITING
-from bot.privacy import PURGE_CLOSED, CustomerAddress, erase_note, parse_address
+from bot.jobkinds import CHECK_WAITING, PURGE_CLOSED
+from bot.privacy import CustomerAddress, erase_note, parse_address
 from bot.roles import Actor
 from bot.shapes import ChannelKind
 from models import (
+    UNFINISHED,
     AuditEntry,
     Conversation,
     ConversationStatus,
@@ -83,7 +84,7 @@ async def two_customers(harness: Harness) -> dict[str, Conversation]:
     await harness.agent_replies("support", parcel.chat_thread_ts, "Anna, wir ersetzen es.")
     await harness.agent_replies("support", parcel.chat_thread_ts, "note: Kundin ist VIP")
     await harness.relay.wait_for(1)
-    workflow = harness.service.team.workflow
+    workflow = harness.service.workflow
     await workflow.reassign(LEAD, parcel, "billing")
     await workflow.close(LEAD, invoice)
     await harness.settled()
@@ -287,8 +288,8 @@ async def settled_but_the_hourly_purge() -> None:
     """No job waiting or running but the next purge and the waiting checks (hours away)."""
 
     async def idle() -> bool:
-        busy = Job.filter(state__in=(JobState.PENDING, JobState.RUNNING))
-        return not await busy.exclude(kind__in=(PURGE_CLOSED, CHECK_WAITING)).exists()
+        busy = Job.filter(state__in=UNFINISHED)
+        return not await busy.exclude(kind__in=(PURGE_CLOSED.name, CHECK_WAITING.name)).exists()
 
     await eventually(idle)
 
@@ -311,8 +312,8 @@ async def test_retention_purges_old_closed_conversations_hourly(
         old, recent, still_open = [
             await Conversation.get(subject=s) for s in ("Alt", "Neu", "Offen")
         ]
-        await harness.service.team.workflow.close(LEAD, old)
-        await harness.service.team.workflow.close(LEAD, recent)
+        await harness.service.workflow.close(LEAD, old)
+        await harness.service.workflow.close(LEAD, recent)
         await settled_but_the_hourly_purge()
         await backdate(old, days=35)
         await backdate(still_open, days=60)
@@ -338,7 +339,7 @@ async def test_retention_purges_old_closed_conversations_hourly(
         assert "1 conversation, 1 message," in entry.summary
         # Slack's own retention governs the threads.
         assert every_thread(slack) == slack_before
-        (waiting,) = await Job.filter(kind=PURGE_CLOSED, state=JobState.PENDING)
+        (waiting,) = await Job.filter(kind=PURGE_CLOSED.name, state=JobState.PENDING)
         assert waiting.run_at > clock() + timedelta(minutes=50)
 
 
@@ -370,7 +371,7 @@ async def test_the_command_line_forgets_after_asking_and_purges(
 ) -> None:
     async with running(make_settings, slack, relay) as harness:
         await two_customers(harness)
-        await harness.service.team.workflow.close(LEAD, await Conversation.get(subject="Lieferung"))
+        await harness.service.workflow.close(LEAD, await Conversation.get(subject="Lieferung"))
         await harness.settled()
     config = tmp_path / "switchboard.toml"
     retention = "[retention]\nclosed_conversations_days = 30\n"

@@ -10,12 +10,13 @@ import sys
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.cli import confirmed
 from adapters.slack.chat import SlackChat
 from bot.database import open_database
 from bot.errors import ActionRefused
+from bot.jobkinds import ERASE_THREAD
 from bot.jobs import JobRunner, utcnow
 from bot.privacy import (
-    ERASE_THREAD,
     CustomerAddress,
     EraseThread,
     Privacy,
@@ -24,7 +25,7 @@ from bot.privacy import (
     parse_address,
 )
 from bot.settings import Settings, config_path, load_settings
-from models import Job, JobState
+from models import UNFINISHED, Job, JobState
 
 # How long the command works on the Slack threads itself before leaving them to the service.
 ERASE_TIMEOUT_SECONDS = 120.0
@@ -94,7 +95,7 @@ async def _run_forget(settings: Settings, who: CustomerAddress, *, dry_run: bool
         if dry_run:
             print("Dry run: nothing was changed.")
             return 0
-        if not yes and not await _confirmed("Remove all of this for good? [y/N] "):
+        if not yes and not await confirmed("Remove all of this for good? [y/N] "):
             print("Nothing was changed.")
             return 1
         user = os.environ.get("USER") or "unknown user"
@@ -114,14 +115,6 @@ def _show(removal: Removal) -> None:
             f"Slack: Switchboard's posts in {len(removal.threads)} thread(s) would say "
             f'"{erase_note(utcnow())}"'
         )
-
-
-async def _confirmed(prompt: str) -> bool:
-    try:
-        answer = await asyncio.to_thread(input, prompt)
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
 
 
 async def _erase_threads(settings: Settings, job_ids: tuple[int, ...]) -> None:
@@ -146,17 +139,19 @@ async def _erase_threads(settings: Settings, job_ids: tuple[int, ...]) -> None:
             "cannot change people's messages. Delete them in Slack if they repeat the "
             "customer's data."
         )
-    waiting = await Job.filter(id__in=job_ids, state__in=(JobState.PENDING, JobState.RUNNING))
+    waiting = await Job.filter(id__in=job_ids, state__in=UNFINISHED)
     failed = await Job.filter(id__in=job_ids, state=JobState.FAILED)
     for job in waiting:
+        thread = ERASE_THREAD.payload_of(job)
         print(
-            f"Slack: thread {job.payload['thread_ts']} in {job.payload['chat_channel']} could "
-            f"not be changed yet ({job.last_error or 'busy'}); the running service retries it."
+            f"Slack: thread {thread.thread_ts} in {thread.chat_channel} could not be changed "
+            f"yet ({job.last_error or 'busy'}); the running service retries it."
         )
     for job in failed:
+        thread = ERASE_THREAD.payload_of(job)
         print(
-            f"Slack: thread {job.payload['thread_ts']} in {job.payload['chat_channel']} could "
-            f"not be changed ({job.last_error}); change it by hand.",
+            f"Slack: thread {thread.thread_ts} in {thread.chat_channel} could not be changed "
+            f"({job.last_error}); change it by hand.",
             file=sys.stderr,
         )
 

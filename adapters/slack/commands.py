@@ -22,7 +22,6 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.events import AgentDirectory
 from adapters.slack.views import (
     REASSIGN_CALLBACK,
     REASSIGN_MODAL,
@@ -46,23 +45,11 @@ from bot.commands import (
 )
 from bot.conversations import short_id
 from bot.errors import ActionRefused
-from bot.jobs import Clock, JobHandler
+from bot.jobs import Clock
 from bot.lookups import ByMessage, Lookups, conversation_of_message
-from bot.ports import ChatPort, Classifier
 from bot.roles import Actor, Role, Roles
 from bot.routing import skill_names
-from bot.settings import Settings
 from bot.shapes import Priority
-from bot.workflow import (
-    MOVE_CONVERSATION,
-    SHOW_CHANGE,
-    WAKE_SNOOZED,
-    MoveConversation,
-    ShowChange,
-    WakeSnoozed,
-    Workflow,
-    agent_name_override,
-)
 
 log = logging.getLogger(__name__)
 
@@ -287,47 +274,3 @@ async def _tell(client: AsyncWebClient, where: dict[str, str], user_id: str, tex
         )
     except SlackApiError as exc:
         log.warning("could not confirm a reassignment", extra={"error": str(exc)})
-
-
-class TeamWorkflow:
-    """The team workflow wired for Slack: its core parts, job handlers and listeners."""
-
-    def __init__(
-        self,
-        chat: ChatPort,
-        client: AsyncWebClient,
-        settings: Settings,
-        classifier: Classifier,
-        *,
-        clock: Clock,
-    ) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.workflow = Workflow(chat, settings, classifier, clock=clock)
-        self.lookups = Lookups(settings, clock=clock)
-        self.roles = Roles(settings.roles)
-        self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
-        self.groups = UserGroups(client)
-        self.directory = AgentDirectory(client, stored_override=agent_name_override)
-        self.background = Background()
-
-    @property
-    def job_handlers(self) -> dict[str, JobHandler]:
-        return {
-            SHOW_CHANGE: ShowChange(self.workflow),
-            MOVE_CONVERSATION: MoveConversation(self.workflow),
-            WAKE_SNOOZED: WakeSnoozed(self.workflow),
-        }
-
-    def register(self, app: AsyncApp) -> None:
-        register_team_workflow(
-            app,
-            commands=self.commands,
-            lookups=self.lookups,
-            roles=self.roles,
-            groups=self.groups,
-            name_of=self.directory.name_of,
-            background=self.background,
-            command_name=self.settings.slack.command,
-            clock=self.clock,
-        )

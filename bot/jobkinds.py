@@ -1,0 +1,118 @@
+"""The catalogue of job kinds: each defined once, with its payload and serial key.
+
+Handlers live beside the work they do (bot/intake.py, bot/pipeline.py, ...); the composition
+root (adapters/service.py) gives each kind its handler. Serial keys decide what runs in order:
+one sender's messages are threaded in order, one conversation's posts and changes are shown in
+order, its replies are sent in order. ``conversation_id`` in a payload is stored on the job's
+row too, so forgetting a conversation deletes its jobs by that column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.jobs import JobKind
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPayload:
+    """A stored inbound message to put in its conversation; ``sender`` is channel:address."""
+
+    message_id: int
+    sender: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePayload:
+    """A message of a conversation: a customer's to post, or an agent's reply to deliver."""
+
+    message_id: int
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePayload:
+    """A change a person made (an audit entry) to show in the conversation's thread."""
+
+    audit_id: int
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MovePayload:
+    """A lead's reassignment: move the conversation's thread to ``skill``'s channel."""
+
+    audit_id: int
+    conversation_id: int
+    skill: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakePayload:
+    """The end of a snooze (``until``, ISO 8601)."""
+
+    conversation_id: int
+    until: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingPayload:
+    """A check whether the customer still waits since ``message_id``."""
+
+    conversation_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErasePayload:
+    """A Slack thread of a forgotten customer, to replace with ``note``."""
+
+    chat_channel: str
+    thread_ts: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoPayload:
+    """A job that needs nothing but its kind."""
+
+
+def conversation_key(payload: MessagePayload | ChangePayload | MovePayload) -> str:
+    """The key of what is shown in a conversation's thread: its posts, changes and moves."""
+    return f"conversation:{payload.conversation_id}"
+
+
+THREAD_INBOUND = JobKind(
+    "thread_inbound", ThreadPayload, lambda p: f"sender:{p.sender}", may_park=True
+)
+POST_INBOUND = JobKind("post_inbound", MessagePayload, conversation_key, may_park=True)
+DELIVER_REPLY = JobKind(
+    "deliver_reply", MessagePayload, lambda p: f"replies:{p.conversation_id}", may_park=True
+)
+SHOW_CHANGE = JobKind("show_change", ChangePayload, conversation_key)
+MOVE_CONVERSATION = JobKind("move_conversation", MovePayload, conversation_key, may_park=True)
+# Not the conversation's key: a wake-up or a check due in hours must not hold up its messages.
+WAKE_SNOOZED = JobKind("wake_snoozed", WakePayload, lambda p: f"snooze:{p.conversation_id}")
+CHECK_WAITING = JobKind("check_waiting", WaitingPayload, lambda p: f"waiting:{p.conversation_id}")
+# A forgotten customer's erasure must not fail for a wrong token either: it parks.
+ERASE_THREAD = JobKind(
+    "erase_thread", ErasePayload, lambda p: f"erase:{p.chat_channel}:{p.thread_ts}", may_park=True
+)
+PURGE_CLOSED = JobKind("purge_closed", NoPayload, lambda p: "retention")
+
+#: Every kind of job, by name.
+CATALOGUE: dict[str, JobKind[Any]] = {
+    kind.name: kind
+    for kind in (
+        THREAD_INBOUND,
+        POST_INBOUND,
+        DELIVER_REPLY,
+        SHOW_CHANGE,
+        MOVE_CONVERSATION,
+        WAKE_SNOOZED,
+        CHECK_WAITING,
+        ERASE_THREAD,
+        PURGE_CLOSED,
+    )
+}
