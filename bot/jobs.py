@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Count, Min
 from tortoise.transactions import in_transaction
 
@@ -573,9 +573,11 @@ async def unstick_queues() -> int:
     heads = (
         await Job.filter(state=JobState.QUEUED)
         .exclude(
-            serial_key__in=Job.filter(
-                state__in=(JobState.PENDING, JobState.RUNNING, JobState.PARKED)
-            ).values("serial_key")
+            serial_key__in=Subquery(
+                Job.filter(
+                    state__in=(JobState.PENDING, JobState.RUNNING, JobState.PARKED)
+                ).values("serial_key")
+            )
         )
         .values_list("serial_key", flat=True)
     )

@@ -79,7 +79,12 @@ async def db(database_url: str) -> AsyncIterator[str]:
 
 
 def toml_for(
-    *, relay_port: int = 25, extra: str = "", email_extra: str = "", undo_seconds: float = 0
+    *,
+    relay_port: int = 25,
+    extra: str = "",
+    email_extra: str = "",
+    jobs_extra: str = "",
+    undo_seconds: float = 0,
 ) -> str:
     skills = "\n".join(
         f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
@@ -111,6 +116,7 @@ backoff_base_seconds = 0.05
 backoff_max_seconds = 0.5
 poll_seconds = 0.05
 lease_seconds = {LEASE_SECONDS}
+{jobs_extra}
 
 {extra}
 

@@ -12,7 +12,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.slack import render
-from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    BlockedDeliveryError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from bot.shapes import (
     Attachment,
     ConversationCard,
@@ -28,17 +33,35 @@ _REACTION_DONE = frozenset({"already_reacted", "no_reaction"})
 _GONE = frozenset({"thread_not_found", "channel_not_found", "message_not_found"})
 _FILE_GONE = frozenset({"file_not_found", "file_deleted"})
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
-# Errors that a retry cannot fix; everything else (rate limits, 5xx, timeouts) is retried.
-_PERMANENT = {
-    "invalid_auth",
-    "not_authed",
-    "account_inactive",
-    "token_revoked",
-    "missing_scope",
-    "is_archived",
-    "msg_too_long",
-    "invalid_blocks",
-    "no_text",
+# Errors a person fixes (the token, its scopes, the channel, the bot's membership): work that
+# carries a customer's message or a reply parks on them and goes on once they are fixed.
+_BLOCKED = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "missing_scope",
+        "no_permission",
+        "is_archived",
+        "channel_not_found",
+        "not_in_channel",
+        "team_access_not_granted",
+    }
+)
+# Errors no retry can fix: Slack rejects the message itself.
+_PERMANENT = frozenset({"msg_too_long", "invalid_blocks", "no_text", "invalid_arguments"})
+# Everything else (rate limits, 5xx, timeouts) is retried.
+
+_FIX = {
+    "invalid_auth": " (fix SLACK_BOT_TOKEN and restart)",
+    "not_authed": " (set SLACK_BOT_TOKEN and restart)",
+    "token_revoked": " (reinstall the app, set the new SLACK_BOT_TOKEN and restart)",
+    "missing_scope": " (add the scope from config/slack-manifest.yml and reinstall the app)",
+    "channel_not_found": " (create the channel or map the skill to another)",
+    "not_in_channel": " (invite the app to the channel)",
+    "is_archived": " (unarchive the channel or map the skill to another)",
 }
 
 
@@ -49,6 +72,8 @@ def _translate(method: str, exc: Exception) -> DeliveryError:
         if status == 429 or error == "ratelimited":
             retry_after = float(exc.response.headers.get("Retry-After", "1"))
             return TransientDeliveryError(f"Slack {method}: rate limited", retry_after)
+        if error in _BLOCKED:
+            return BlockedDeliveryError(f"Slack {method}: {error}{_FIX.get(error, '')}")
         if error in _PERMANENT:
             return PermanentDeliveryError(f"Slack {method}: {error}")
         return TransientDeliveryError(f"Slack {method}: {error or f'HTTP {status}'}")
@@ -92,8 +117,8 @@ class SlackChat:
         if name not in self._channel_ids:
             await self._load_channels()
         if name not in self._channel_ids:
-            # Retried with a long delay: an admin can create the channel and nothing is lost.
-            raise TransientDeliveryError(
+            # Parks: an admin can create the channel and nothing is lost.
+            raise BlockedDeliveryError(
                 f"Slack channel #{name} does not exist or the app cannot see it: create it "
                 "and invite the Switchboard app, or map the skill to another channel",
                 retry_after=60,
@@ -158,8 +183,14 @@ class SlackChat:
         self, chat_channel: str, thread_ts: str, attachments: Sequence[Attachment]
     ) -> None:
         """Upload attachments into a thread."""
+        # The customer named the file: Slack shows its name and title like message text.
         uploads = [
-            {"content": a.data, "filename": a.filename, "title": a.filename} for a in attachments
+            {
+                "content": a.data,
+                "filename": render.escape(a.filename),
+                "title": render.escape(a.filename),
+            }
+            for a in attachments
         ]
         try:
             await self.client.files_upload_v2(
