@@ -1,0 +1,79 @@
+"""Forgetting a customer leaves no job that names their conversations, whatever its kind.
+
+Every kind in the catalogue gets a job about the customer's conversation; a kind added later
+without a case here fails the test, so a new kind cannot be forgotten by ``forget``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bot.jobkinds import (
+    CATALOGUE,
+    ChangePayload,
+    ErasePayload,
+    MessagePayload,
+    MovePayload,
+    NoPayload,
+    ThreadPayload,
+    WaitingPayload,
+    WakePayload,
+)
+from bot.privacy import CustomerAddress, Privacy
+from bot.settings import RetentionSettings
+from bot.shapes import ChannelKind
+from models import Conversation, Customer, Direction, Identity, Job, Message
+
+ADDRESS = "anna@kunde.example"
+
+
+def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[[], Any]]:
+    """A payload of each kind, about the customer's conversation where the kind names one."""
+    return {
+        "thread_inbound": lambda: ThreadPayload(message, f"email:{ADDRESS}"),
+        "post_inbound": lambda: MessagePayload(message, conversation),
+        "deliver_reply": lambda: MessagePayload(message, conversation),
+        "show_change": lambda: ChangePayload(audit, conversation),
+        "move_conversation": lambda: MovePayload(audit, conversation, "billing"),
+        "wake_snoozed": lambda: WakePayload(conversation, "2026-12-24T09:00:00+00:00"),
+        "check_waiting": lambda: WaitingPayload(conversation, message),
+        "erase_thread": lambda: ErasePayload("C0SUPPORT", "1700000000.000100", "erased"),
+        "purge_closed": lambda: NoPayload(),
+    }
+
+
+@pytest.mark.usefixtures("db")
+async def test_forget_removes_the_jobs_of_every_kind_about_the_customer() -> None:
+    customer = await Customer.create(name="Anna")
+    identity = await Identity.create(
+        customer=customer, channel=ChannelKind.EMAIL, address=ADDRESS, display_name="Anna"
+    )
+    conversation = await Conversation.create(
+        token="K7Q2ABCD", customer=customer, identity=identity, channel=ChannelKind.EMAIL
+    )
+    message = await Message.create(
+        conversation=conversation,
+        direction=Direction.INBOUND,
+        channel=ChannelKind.EMAIL,
+        sender_address=ADDRESS,
+        text="Meine Rechnung",
+    )
+    builders = payloads(conversation.id, message.id, audit=1)
+    assert set(builders) == set(CATALOGUE), "every job kind needs a case in this test"
+    for name, kind in CATALOGUE.items():
+        await kind.enqueue(builders[name]())
+
+    await Privacy(RetentionSettings()).forget(CustomerAddress(ChannelKind.EMAIL, ADDRESS))
+
+    assert not await Job.filter(conversation_id=conversation.id).exists()
+    left = await Job.all()
+    for job in left:
+        names_it = job.payload.get("message_id") == message.id or job.serial_key.endswith(
+            f":{conversation.id}"
+        )
+        assert not names_it, f"{job.kind} job still names the forgotten conversation"
+    # Only kinds that name no conversation stay: the thread erasure and the purge.
+    assert {job.kind for job in left} <= {"erase_thread", "purge_closed"}
