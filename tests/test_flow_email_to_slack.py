@@ -115,6 +115,27 @@ async def test_the_same_message_delivered_twice_is_shown_once(harness: Harness) 
     assert len(thread) == 1
 
 
+async def test_another_message_reusing_a_message_id_is_shown_and_its_redelivery_is_not(
+    harness: Harness,
+) -> None:
+    reused = "<reused@broken-mailer.example>"
+    first = mail("Meine Rechnung", message_id=reused)
+    other = mail(
+        "Mein Paket fehlt",
+        subject="Paket",
+        sender="Ben Kunde <ben@kunde.example>",
+        message_id=reused,
+    )
+    for message in (first, other, other, first):
+        await harness.send_mail(message)
+    await harness.settled()
+
+    assert await Message.all().count() == 2
+    texts = [text for thread in thread_texts(harness, "support") for text in thread]
+    assert sum("Meine Rechnung" in text for text in texts) == 1
+    assert sum("Mein Paket fehlt" in text for text in texts) == 1
+
+
 async def test_mentions_and_disguised_links_in_a_mail_ping_nobody(harness: Harness) -> None:
     hostile = "<!channel> <!here> <@U0AGENT1> <https://evil.example|https://bank.example> & more"
     await harness.send_mail(mail(hostile, subject="<!everyone> urgent"))
@@ -143,6 +164,22 @@ async def test_attachments_are_uploaded_into_the_thread(harness: Harness) -> Non
     files = [f for m in harness.slack.thread("support", root["ts"]) for f in m.get("files", [])]
     assert [f["name"] for f in files] == ["Rechnung März.pdf"]
     assert harness.slack.file_content(files[0]["id"]) == b"%PDF-1.4 invoice"
+
+
+async def test_an_attachments_name_pings_nobody(harness: Harness) -> None:
+    message = mail("Siehe Anhang.")
+    message.add_attachment(
+        b"%PDF-1.4", maintype="application", subtype="pdf", filename="<!channel> & <@U0AGENT1>.pdf"
+    )
+    await harness.send_mail(message)
+    await harness.settled()
+
+    (root,) = harness.slack.channel_messages("support")
+    thread = harness.slack.thread("support", root["ts"])
+    (shared,) = [f for m in thread for f in m.get("files", [])]
+    escaped = "&lt;!channel&gt; &amp; &lt;@U0AGENT1&gt;.pdf"
+    assert (shared["name"], shared["title"]) == (escaped, escaped)
+    assert not any("<!channel>" in all_text(m) for m in thread)
 
 
 async def test_an_auto_reply_is_shown_as_automatic(harness: Harness) -> None:
