@@ -7,6 +7,7 @@ Each module here adds its subcommands with ``register(subparsers)``; a subcomman
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
     from adapters.cli.customers import register as register_customers
+    from adapters.cli.jobs import register as register_jobs
     from adapters.cli.replay import register as register_replay
     from adapters.cli.service import register as register_service
     from adapters.cli.telegram import register as register_telegram
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_replay,
         register_telegram,
         register_customers,
+        register_jobs,
     ):
         register(subparsers)
     return parser
@@ -57,3 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+async def confirmed(prompt: str) -> bool:
+    """Ask a yes/no question on the terminal; anything but "y" or "yes" (or no input) is no."""
+    try:
+        answer = await asyncio.to_thread(input, prompt)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
