@@ -9,7 +9,7 @@ body first and answers 500 to malformed input.)
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,8 +19,9 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from adapters.signing import TimestampedSignature
 from bot.errors import DeliveryError
-from bot.jobs import queue_depth
-from bot.metrics import JOB_QUEUE_DEPTH
+from bot.jobkinds import CATALOGUE
+from bot.jobs import Clock, Waiting, queue_depth, utcnow, waiting_by_kind
+from bot.metrics import JOB_OLDEST_WAITING, JOB_QUEUE_DEPTH
 from models import Job
 
 # Slack is asked at most this often by /healthz, so a tight probe does not hit its rate limit.
@@ -38,21 +39,40 @@ def slack_signature_problem(
     return SLACK_SIGNING.problem(secret, headers, body, now=now)
 
 
-class HealthCheck:
-    """Answers whether the database and Slack are reachable."""
+#: Kinds whose jobs carry a customer's message or an agent's reply: /healthz alerts on them.
+CUSTOMER_WORK = frozenset(name for name, kind in CATALOGUE.items() if kind.may_park)
 
-    def __init__(self, slack_check: Callable[[], Awaitable[None]]) -> None:
+
+class HealthCheck:
+    """Answers whether the database and Slack are reachable and customer work keeps moving.
+
+    Unhealthy (503) when a check fails, or when a job of ``customer_kinds`` has waited longer
+    than ``alert_after_seconds`` since it was created; the report says how many jobs of each
+    kind wait and how old the oldest is.
+    """
+
+    def __init__(
+        self,
+        slack_check: Callable[[], Awaitable[None]],
+        *,
+        alert_after_seconds: float,
+        customer_kinds: Collection[str] = CUSTOMER_WORK,
+        clock: Clock = utcnow,
+    ) -> None:
         self.slack_check = slack_check
+        self.alert_after_seconds = alert_after_seconds
+        self.customer_kinds = customer_kinds
+        self.clock = clock
         self._slack_checked_at = 0.0
         self._slack_status = "unknown"
 
-    async def report(self) -> tuple[bool, dict[str, str]]:
-        report: dict[str, str] = {}
+    async def report(self) -> tuple[bool, dict[str, object]]:
+        checks: dict[str, str] = {}
         try:
             await Job.filter(id=0).exists()
-            report["database"] = "ok"
+            checks["database"] = "ok"
         except Exception as exc:
-            report["database"] = f"unreachable: {exc}"
+            checks["database"] = f"unreachable: {exc}"
         now = time.monotonic()
         if now - self._slack_checked_at > _SLACK_CHECK_SECONDS or self._slack_status != "ok":
             try:
@@ -61,8 +81,34 @@ class HealthCheck:
             except DeliveryError as exc:
                 self._slack_status = f"unreachable: {exc.reason}"
             self._slack_checked_at = now
-        report["slack"] = self._slack_status
-        return all(v == "ok" for v in report.values()), report
+        checks["slack"] = self._slack_status
+        waiting: dict[str, dict[str, float]] = {}
+        if checks["database"] == "ok":
+            ages = await self.waiting()
+            waiting = {w.kind: {"count": w.count, "oldest_seconds": round(age)} for w, age in ages}
+            checks["jobs"] = self._jobs_status(ages)
+        else:
+            checks["jobs"] = "unknown: the database is unreachable"
+        healthy = all(status == "ok" for status in checks.values())
+        return healthy, {**checks, "waiting": waiting}
+
+    async def waiting(self) -> list[tuple[Waiting, float]]:
+        """Due unfinished jobs by kind, with the age in seconds of each kind's oldest."""
+        now = self.clock()
+        found = await waiting_by_kind(now)
+        return [(w, max(0.0, (now - w.oldest).total_seconds())) for w in found]
+
+    def _jobs_status(self, ages: list[tuple[Waiting, float]]) -> str:
+        late = [
+            f"{w.count} {w.kind} (oldest {round(age)} s)"
+            for w, age in sorted(ages, key=lambda pair: -pair[1])
+            if w.kind in self.customer_kinds and age > self.alert_after_seconds
+        ]
+        if not late:
+            return "ok"
+        return f"customer work has waited longer than {self.alert_after_seconds:g} s: " + ", ".join(
+            late
+        )
 
 
 def build_web_app(
@@ -102,6 +148,11 @@ def build_web_app(
 
     async def metrics(request: web.Request) -> web.Response:
         JOB_QUEUE_DEPTH.set(await queue_depth())
+        ages = {w.kind: age for w, age in await health.waiting()}
+        # Every kind has a series, 0 while none of it waits, so an alert rule has one to read.
+        JOB_OLDEST_WAITING.clear()
+        for kind in sorted({*CATALOGUE, *ages}):
+            JOB_OLDEST_WAITING.labels(kind).set(ages.get(kind, 0.0))
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_post("/slack/events", slack)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
 import aiohttp
+import pytest
 
 from bot.database import apply_migrations, open_database
-from models import Customer
+from bot.jobkinds import CHECK_WAITING, POST_INBOUND, MessagePayload, WaitingPayload
+from models import Customer, Job
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
-from tests.conftest import Harness, SettingsFactory, running
+from tests.conftest import BOT_TOKEN, Harness, SettingsFactory, running
 from tests.test_flow_email_to_slack import mail
 
 
@@ -35,6 +41,66 @@ async def test_healthz_is_503_when_slack_is_unreachable(
     assert "unreachable" in body
 
 
+NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+
+async def waiting_since(*, post_minutes: float, check_minutes: float) -> None:
+    """A customer's message to post and an escalation check, both due and waiting that long."""
+    post = await POST_INBOUND.enqueue(MessagePayload(message_id=1, conversation_id=1), now=NOW)
+    again = await POST_INBOUND.enqueue(MessagePayload(message_id=2, conversation_id=1), now=NOW)
+    check = await CHECK_WAITING.enqueue(WaitingPayload(conversation_id=1, message_id=1), now=NOW)
+    for job, minutes in ((post, post_minutes), (again, 1), (check, check_minutes)):
+        await Job.filter(id=job.id).update(created_at=NOW - timedelta(minutes=minutes))
+
+
+async def test_healthz_is_503_and_names_customer_work_that_waited_too_long(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    # Jobs are not run, and the service's clock stands still: the ages are exact.
+    async with running(make_settings, slack, relay, run_jobs=False, clock=lambda: NOW) as harness:
+        await waiting_since(post_minutes=60, check_minutes=120)
+        status, body = await get(harness, "/healthz")
+    assert status == 503
+    report = json.loads(body)
+    assert (report["database"], report["slack"]) == ("ok", "ok")
+    # The escalation check is older, but it is not a customer's message: it is no cause.
+    assert report["jobs"] == (
+        "customer work has waited longer than 900 s: 2 post_inbound (oldest 3600 s)"
+    )
+    assert report["waiting"] == {
+        "post_inbound": {"count": 2, "oldest_seconds": 3600},
+        "check_waiting": {"count": 1, "oldest_seconds": 7200},
+    }
+
+
+async def test_healthz_stays_200_while_customer_work_is_younger_than_the_alert(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with running(make_settings, slack, relay, run_jobs=False, clock=lambda: NOW) as harness:
+        await waiting_since(post_minutes=10, check_minutes=120)
+        status, body = await get(harness, "/healthz")
+    assert status == 200
+    report = json.loads(body)
+    assert report["jobs"] == "ok"
+    assert report["waiting"]["post_inbound"] == {"count": 2, "oldest_seconds": 600}
+
+
+async def test_metrics_show_the_oldest_waiting_job_per_kind(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with running(make_settings, slack, relay, run_jobs=False, clock=lambda: NOW) as harness:
+        await waiting_since(post_minutes=60, check_minutes=120)
+        _, before = await get(harness, "/metrics")
+        await Job.filter(kind="check_waiting").delete()
+        _, after = await get(harness, "/metrics")
+    gauge = "switchboard_job_oldest_waiting_seconds"
+    assert f'{gauge}{{kind="post_inbound"}} 3600.0' in before.splitlines()
+    assert f'{gauge}{{kind="check_waiting"}} 7200.0' in before.splitlines()
+    assert f'{gauge}{{kind="deliver_reply"}} 0.0' in before.splitlines()
+    # Refreshed at each scrape: a kind nothing waits for any more reads 0.
+    assert f'{gauge}{{kind="check_waiting"}} 0.0' in after.splitlines()
+
+
 async def test_metrics_count_messages_and_jobs(harness: Harness) -> None:
     await harness.send_mail(mail("Zähl mich", message_id="<metrics@kunde.example>"))
     await harness.send_mail(mail("Zähl mich", message_id="<metrics@kunde.example>"))
@@ -53,6 +119,21 @@ async def test_metrics_count_messages_and_jobs(harness: Harness) -> None:
     )
     assert "switchboard_job_queue_depth 0.0" in lines
     assert any(line.startswith("switchboard_job_outcomes_total{") for line in lines)
+
+
+async def test_a_start_logs_no_warning_about_an_unused_token(
+    make_settings: SettingsFactory,
+    slack: SlackSandbox,
+    relay: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # bolt reads the token from the environment itself, as in production.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    with caplog.at_level(logging.WARNING):
+        async with running(make_settings, slack, relay, run_jobs=False):
+            pass
+    assert not [r for r in caplog.records if "token" in r.getMessage()]
 
 
 async def test_migrations_apply_twice_and_keep_data(database_url: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.logger import get_bolt_logger
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -88,6 +90,20 @@ class _AsksAgainWhenSlackIsDown(AsyncApp):
         return response
 
 
+class _TokenFromTheClient(logging.Filter):
+    """Drops bolt's warning that its ``token`` is unused when it is given a ``client``.
+
+    bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that the client wins
+    over it; the client carries that very token, so the warning only reads like a config problem.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_TOKEN_FROM_THE_CLIENT = _TokenFromTheClient()
+
+
 def build_bolt_app(
     *,
     client: AsyncWebClient,
@@ -98,6 +114,7 @@ def build_bolt_app(
     extend: Callable[[AsyncApp], None] | None = None,
 ) -> AsyncApp:
     """The bolt app with Switchboard's listeners; ``extend`` adds more (the team workflow)."""
+    get_bolt_logger(AsyncApp).addFilter(_TOKEN_FROM_THE_CLIENT)  # added once however often called
     app = _AsksAgainWhenSlackIsDown(
         client=client,
         signing_secret=signing_secret,
