@@ -18,6 +18,8 @@ Where the sandbox knowingly differs from Slack:
 - Sharing a file is synchronous: the file is in the thread when ``files.completeUploadExternal``
   answers. Trigger ids never expire. Cursors are offsets.
 - Only the methods in ``SlackSandbox.methods`` exist; any other answers ``unknown_method``.
+- The bot token's ``scopes`` are named in the ``x-oauth-scopes`` header of every answer to it,
+  as Slack does, but no method checks them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
+from adapters.slack.preflight import MANIFEST_SCOPES
 from standins.loopback import Served, serve_on_loopback
 
 Payload = dict[str, Any]
@@ -223,9 +226,13 @@ class SlackSandbox(Served):
         bot_user_id: str = "U0BOT",
         bot_name: str = "switchboard",
         create_channels: bool = True,
+        scopes: Iterable[str] = MANIFEST_SCOPES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bot_token = bot_token
+        #: The bot token's scopes, named in the ``x-oauth-scopes`` header; by default those
+        #: Switchboard's app manifest asks for.
+        self.scopes = tuple(scopes)
         self.app_token = app_token
         self.team_id = team_id
         self.team_domain = team_domain
@@ -656,15 +663,16 @@ class SlackSandbox(Served):
             known = token in (self.bot_token, self.app_token)
             error = "not_allowed_token_type" if known else "invalid_auth"
             return web.json_response({"ok": False, "error": error})
+        headers = {"x-oauth-scopes": ",".join(self.scopes)} if token == self.bot_token else {}
         handler = self._methods.get(method)
         if handler is None:
-            return web.json_response({"ok": False, "error": "unknown_method"})
+            return web.json_response({"ok": False, "error": "unknown_method"}, headers=headers)
         try:
             answer = handler(_Params(params))
         except _SlackError as exc:
-            return web.json_response({"ok": False, "error": exc.error})
+            return web.json_response({"ok": False, "error": exc.error}, headers=headers)
         self._notify()
-        return web.json_response({"ok": True, **answer})
+        return web.json_response({"ok": True, **answer}, headers=headers)
 
     def _take_failure(self, method: str) -> web.Response | None:
         queued = self._failures.get(method)

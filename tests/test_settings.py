@@ -157,3 +157,44 @@ def test_a_skill_names_its_on_call_group_by_id() -> None:
         named, problem = problems_in(MINIMAL + f"oncall = {wrong}\n")
         assert named == "skills[0].oncall"
         assert 'like "S0123ABCD"' in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "setting", "hint"),
+    [
+        ("[replies]\nundo_second = 5\n", "replies.undo_second", "did you mean undo_seconds?"),
+        ("[jobs]\nalert_after = 60\n", "jobs.alert_after", "did you mean alert_after_seconds?"),
+        ("[job]\nworkers = 2\n", "job", "did you mean jobs?"),
+        ('[email.relay]\nhots = "mx"\n', "email.relay.hots", "did you mean host?"),
+        ('[slack]\napi_uri = "http://x/"\n', "slack.api_uri", "did you mean api_url?"),
+        ('chanel = "x"\n', "skills[0].chanel", "did you mean channel?"),
+        ("[roles]\nsupervisors = []\n", "roles.supervisors", "the settings here are admins, leads"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_nearest_valid_one(
+    text: str, setting: str, hint: str
+) -> None:
+    # A line before any table header lands in MINIMAL's [[skills]] entry, which reports its
+    # keys like any other table.
+    named, problem = problems_in(MINIMAL + text)
+    assert named == setting
+    assert problem == f"unknown setting; {hint}"
+
+
+def test_check_config_lists_unknown_keys_and_serve_refuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "secret")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    config = tmp_path / "switchboard.toml"
+    config.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("undo_seconds =", "undo_second =")
+    )
+    assert main(["--config", str(config), "check-config"]) == 2
+    assert "replies.undo_second: unknown setting; did you mean undo_seconds?" in (
+        capsys.readouterr().err
+    )
+    # serve stops before it opens anything: a misspelt key ignored silently is the bug.
+    assert main(["--config", str(config), "serve"]) == 2
+    assert "replies.undo_second: unknown setting" in capsys.readouterr().err

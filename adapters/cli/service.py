@@ -8,6 +8,7 @@ import signal
 import sys
 
 from bot.database import apply_migrations
+from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.settings import check_settings, config_path, load_settings
 
@@ -20,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate.set_defaults(func=_migrate)
     check = subparsers.add_parser(
         "check-config", help="validate the settings and the environment without starting"
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Slack: the token, its scopes, and that the app is in every channel",
     )
     check.set_defaults(func=_check_config)
     demo = subparsers.add_parser(
@@ -39,8 +45,7 @@ def _check_config(args: argparse.Namespace) -> int:
     settings, problems = check_settings(path)
     if problems:
         print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
+        _print_problems(problems)
         return 2
     assert settings is not None
     skills = ", ".join(f"{s.name} -> #{s.channel}" for s in settings.skills)
@@ -49,7 +54,23 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  slack: {settings.slack.mode} mode")
     print(f"  e-mail: {settings.email.support_address} on port {settings.email.listen_port}")
     print(f"  skills: {skills}")
+    if not args.online:
+        return 0
+    from adapters.slack.preflight import check_slack
+
+    report = asyncio.run(check_slack(settings))
+    for fact in report.facts:
+        print(f"  slack: {fact}")
+    if report.problems:
+        print(f"Slack: {len(report.problems)} problem(s):", file=sys.stderr)
+        _print_problems(report.problems)
+        return 2
     return 0
+
+
+def _print_problems(problems: list[ConfigError]) -> None:
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
 
 
 def _migrate(args: argparse.Namespace) -> int:
