@@ -7,8 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.errors import PermanentDeliveryError, TransientDeliveryError
-from bot.jobs import JobKind, JobRunner, cancel_pending, queue_depth
+from bot.errors import BlockedDeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.jobs import (
+    JobKind,
+    JobRunner,
+    cancel_pending,
+    end_jobs,
+    prune_finished,
+    queue_depth,
+    retry_jobs,
+    unstick_queues,
+    utcnow,
+)
 from bot.settings import JobSettings
 from models import Job, JobState
 
@@ -196,3 +206,101 @@ async def test_only_a_pending_job_can_be_cancelled() -> None:
     assert await cancel_pending(later.id) is True
     assert await cancel_pending(running.id) is False
     assert (await state_of(later)).state is JobState.CANCELLED
+
+
+PARKABLE = JobKind("reply", Item, lambda item: item.key, may_park=True)
+
+
+@pytest.mark.usefixtures("db")
+async def test_customer_work_parks_on_a_cause_a_person_fixes_and_its_followers_wait() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[BlockedDeliveryError("Slack: invalid_auth")])
+    runner = JobRunner({PARKABLE: recorder}, SETTINGS, clock=clock)
+    first = await PARKABLE.enqueue(Item("c1"), now=clock())
+    second = await PARKABLE.enqueue(Item("c1"), now=clock())
+
+    await runner.run_until_idle()
+    parked = await state_of(first)
+    assert parked.state is JobState.PARKED
+    assert parked.last_error == "Slack: invalid_auth"
+    assert (await state_of(second)).state is JobState.QUEUED
+    assert recorder.gave_up == []
+
+    clock.advance(SETTINGS.park_retry_seconds + 1)
+    await runner.run_until_idle()
+    assert recorder.ran == [first.id, first.id, second.id]
+    assert (await state_of(second)).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_customer_work_parks_instead_of_giving_up_after_max_attempts() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[TransientDeliveryError("relay down")] * 5)
+    runner = JobRunner({PARKABLE: recorder}, SETTINGS, clock=clock)
+    job = await PARKABLE.enqueue(Item("r1"), now=clock())
+
+    for _ in range(SETTINGS.max_attempts):
+        await runner.run_until_idle()
+        clock.advance(120)
+
+    parked = await state_of(job)
+    assert parked.state is JobState.PARKED
+    assert parked.last_error == "still failing after 3 attempts: relay down"
+    assert recorder.gave_up == []
+
+
+@pytest.mark.usefixtures("db")
+async def test_parked_work_goes_on_at_once_when_the_probe_says_the_cause_is_gone() -> None:
+    clock = Clock()
+    answers = [False, True]
+
+    async def slack_answers() -> bool:
+        return answers.pop(0)
+
+    recorder = Recorder(failures=[BlockedDeliveryError("Slack: invalid_auth")])
+    runner = JobRunner({PARKABLE: recorder}, SETTINGS, clock=clock, probe=slack_answers)
+    job = await PARKABLE.enqueue(Item("c1"), now=clock())
+    await runner.run_until_idle()
+
+    await runner.maintain()  # Slack still refuses: it stays parked for later
+    await runner.run_until_idle()
+    assert (await state_of(job)).state is JobState.PARKED
+    await runner.maintain()  # Slack accepts the token again
+    await runner.run_until_idle()
+    assert (await state_of(job)).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_old_finished_jobs_are_deleted_and_a_stuck_queue_goes_on() -> None:
+    clock = Clock()
+    runner = JobRunner({POST: Recorder()}, SETTINGS, clock=clock)
+    done = await POST.enqueue(Item("c1"), now=clock())
+    await runner.run_until_idle()
+    await Job.filter(id=done.id).update(updated_at=utcnow() - timedelta(days=8))
+    # A follower whose head vanished (deleted by hand): the tidying lets it go on.
+    stuck = await POST.enqueue(Item("c2"), now=clock())
+    await Job.filter(id=stuck.id).update(state=JobState.QUEUED)
+
+    assert await prune_finished(utcnow() - timedelta(days=7)) == 1
+    assert await unstick_queues() == 1
+    assert not await Job.filter(id=done.id).exists()
+    assert (await state_of(stuck)).state is JobState.PENDING
+
+
+@pytest.mark.usefixtures("db")
+async def test_an_operator_retries_failed_work_and_drops_waiting_work() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[PermanentDeliveryError("mailbox unknown")])
+    runner = JobRunner({DELIVER: recorder}, SETTINGS, clock=clock)
+    failed = await DELIVER.enqueue(Item("r1"), now=clock())
+    await runner.run_until_idle()
+    assert (await state_of(failed)).state is JobState.FAILED
+
+    assert await retry_jobs([await state_of(failed)], now=clock()) == 1
+    await runner.run_until_idle()
+    assert (await state_of(failed)).state is JobState.DONE
+
+    head = await DELIVER.enqueue(Item("r2"), run_at=clock() + timedelta(hours=1))
+    follower = await DELIVER.enqueue(Item("r2"), now=clock())
+    assert await end_jobs([head], JobState.CANCELLED, "dropped by an operator") == 1
+    assert (await state_of(follower)).state is JobState.PENDING
