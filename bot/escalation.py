@@ -15,7 +15,8 @@ the lead had already seen. A raise is shown as a lead's change is (``Workflow.ra
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
@@ -50,10 +51,10 @@ class Escalation:
             return
         await conversation.refresh_from_db()
         streak = await _unanswered(conversation.id)
-        if not streak:
+        if streak is None:
             return
-        if len(streak) == 1:
-            await self._schedule(conversation.id, streak[0].id)
+        if streak.length == 1:
+            await self._schedule(conversation.id, streak.first_id)
             return
         await self._apply(conversation, streak)
 
@@ -63,15 +64,15 @@ class Escalation:
         if conversation is None or conversation.status is ConversationStatus.CLOSED:
             return
         streak = await _unanswered(conversation.id)
-        if not streak or streak[0].id != first_message_id:
+        if streak is None or streak.first_id != first_message_id:
             return  # answered, or a newer streak has checks of its own
         await self._apply(conversation, streak)
 
-    async def _apply(self, conversation: Conversation, streak: list[Message]) -> None:
-        waited = self.clock() - streak[0].created_at
+    async def _apply(self, conversation: Conversation, streak: _Streak) -> None:
+        waited = self.clock() - streak.first_at
         priority, reason = escalate(
             await _base_priority(conversation),
-            follow_ups=len(streak) - 1,
+            follow_ups=streak.length - 1,
             waiting_hours=max(waited.total_seconds() / 3600, 0.0),
             rules=self.rules,
         )
@@ -88,21 +89,31 @@ class Escalation:
                 await CHECK_WAITING.enqueue(payload, run_at=now + timedelta(hours=hours), conn=conn)
 
 
-async def _unanswered(conversation_id: int) -> list[Message]:
+@dataclass(frozen=True, slots=True)
+class _Streak:
+    """The customer's unanswered messages: the first one's id and time, and how many."""
+
+    first_id: int
+    first_at: datetime
+    length: int
+
+
+async def _unanswered(conversation_id: int) -> _Streak | None:
     """The customer's messages since the last agent reply and the last lead's priority choice."""
     since: dict[str, object] = {}
     reply = (
         await Message.filter(conversation_id=conversation_id, direction=Direction.OUTBOUND)
         .exclude(delivery_state=DeliveryState.CANCELLED)
         .order_by("-id")
-        .first()
+        .limit(1)
+        .values_list("id", flat=True)
     )
-    if reply is not None:
-        since["id__gt"] = reply.id
+    if reply:
+        since["id__gt"] = reply[0]
     choice = await _last_lead_choice(conversation_id)
     if choice is not None:
         since["created_at__gt"] = choice.created_at
-    return (
+    streak = (
         await Message.filter(
             conversation_id=conversation_id,
             direction=Direction.INBOUND,
@@ -111,8 +122,12 @@ async def _unanswered(conversation_id: int) -> list[Message]:
             **since,
         )
         .order_by("id")
-        .all()
+        .values_list("id", "created_at")
     )
+    if not streak:
+        return None
+    first_id, first_at = streak[0]
+    return _Streak(int(first_id), first_at, len(streak))
 
 
 async def _last_lead_choice(conversation_id: int) -> AuditEntry | None:

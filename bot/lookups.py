@@ -11,6 +11,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tortoise.expressions import Case, Q, When
+from tortoise.functions import Count
+from tortoise.queryset import QuerySet
+
 from bot.conversations import short_id
 from bot.errors import ActionRefused
 from bot.jobs import Clock, utcnow
@@ -21,7 +25,6 @@ from models import (
     Conversation,
     ConversationStatus,
     Customer,
-    FormerThread,
     Identity,
     Message,
     Skill,
@@ -141,7 +144,10 @@ async def find_conversation(ref: ConversationRef) -> Conversation:
             f"`{ref.text}` does not name a conversation: use the short id on its root message "
             "(like `k7q2ab`) or a link to one of its messages."
         )
-    found_all = await Conversation.filter(token__startswith=text).limit(2)
+    # The tokens starting with ``text`` are the first ones from ``text`` on, in the token
+    # index's order; LIKE 'text%' could not use that index under most collations.
+    following = await Conversation.filter(token__gte=text).order_by("token").limit(2)
+    found_all = [c for c in following if c.token.startswith(text)]
     if not found_all:
         raise ActionRefused(f"No conversation `{text}`.")
     if len(found_all) > 1:
@@ -159,20 +165,21 @@ async def conversation_of_message(
     ).first()
     if found is not None:
         return found
-    former = (
-        await FormerThread.filter(chat_channel=chat_channel, chat_thread_ts__in=candidates)
-        .first()
-        .prefetch_related("conversation")
+    found = await Conversation.filter(
+        former_threads__chat_channel=chat_channel, former_threads__chat_thread_ts__in=candidates
+    ).first()
+    if found is not None:
+        return found
+    ids = (
+        await Message.filter(chat_ts__in=candidates, conversation_id__isnull=False)
+        .limit(1)
+        .values_list("conversation_id", flat=True)
     )
-    if former is not None:
-        return former.conversation
-    message = await Message.filter(chat_ts__in=candidates).first().prefetch_related("conversation")
-    return message.conversation if message is not None else None
+    return await Conversation.get_or_none(id=ids[0]) if ids else None
 
 
-async def _entries(conversations: list[Conversation]) -> tuple[QueueEntry, ...]:
-    for conversation in conversations:
-        await conversation.fetch_related("identity")
+def _entries(conversations: list[Conversation]) -> tuple[QueueEntry, ...]:
+    """The list lines of ``conversations``, read with their identity (``select_related``)."""
     return tuple(
         QueueEntry(
             short_id=short_id(c),
@@ -192,8 +199,18 @@ async def _entries(conversations: list[Conversation]) -> tuple[QueueEntry, ...]:
     )
 
 
-def _by_priority_and_age(conversation: Conversation) -> tuple[int, datetime]:
-    return PRIORITY_RANK[conversation.priority], conversation.created_at
+def _most_urgent_first(query: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """``query`` ordered by priority (urgent first), then oldest first."""
+    rank = Case(
+        *(When(priority=priority, then=str(rank)) for priority, rank in PRIORITY_RANK.items()),
+        default=str(len(PRIORITY_RANK)),
+    )
+    return query.annotate(rank=rank).order_by("rank", "created_at", "id")
+
+
+async def _first(query: QuerySet[Conversation], limit: int) -> tuple[QueueEntry, ...]:
+    """The ``limit`` most urgent and oldest of ``query``."""
+    return _entries(await _most_urgent_first(query).select_related("identity").limit(limit))
 
 
 class Lookups:
@@ -203,20 +220,16 @@ class Lookups:
         self.settings = settings
         self.clock = clock
 
-    async def _waiting(self, skill: str = "") -> list[Conversation]:
-        """Open conversations that are not snoozed, most urgent and oldest first."""
-        query = Conversation.filter(status=ConversationStatus.OPEN)
-        if skill:
-            query = query.filter(skill=skill)
-        now = self.clock()
-        found = [c for c in await query if c.snoozed_until is None or c.snoozed_until <= now]
-        return sorted(found, key=_by_priority_and_age)
+    def _waiting(self) -> QuerySet[Conversation]:
+        """Open conversations that are not snoozed."""
+        awake = Q(snoozed_until__isnull=True) | Q(snoozed_until__lte=self.clock())
+        return Conversation.filter(awake, status=ConversationStatus.OPEN)
 
     async def queue(self, skill: str = "", limit: int = 20) -> QueueView:
         if skill and skill != "triage" and not await Skill.exists(name=skill):
             raise ActionRefused(f"There is no skill `{skill}`.")
-        waiting = await self._waiting(skill)
-        return QueueView(skill, await _entries(waiting[:limit]), len(waiting))
+        waiting = self._waiting().filter(skill=skill) if skill else self._waiting()
+        return QueueView(skill, await _first(waiting, limit), await waiting.count())
 
     async def customer(self, query: str) -> CustomerView:
         """A customer's conversations over every channel, by address, handle or id."""
@@ -227,12 +240,17 @@ class Lookups:
                 "(@name), a customer number or a conversation id."
             )
         identities = await Identity.filter(customer_id=customer.id).order_by("id")
-        conversations = await Conversation.filter(customer_id=customer.id).order_by("-id")
+        conversations = (
+            await Conversation.filter(customer_id=customer.id)
+            .order_by("-id")
+            .select_related("identity")
+            .limit(20)
+        )
         count = await Message.filter(conversation__customer_id=customer.id).count()
         return CustomerView(
             name=customer.name,
             identities=tuple((i.channel, i.address) for i in identities),
-            conversations=await _entries(list(conversations[:20])),
+            conversations=_entries(list(conversations)),
             messages=count,
         )
 
@@ -274,22 +292,39 @@ class Lookups:
         return SkillsView(tuple(rows), self.settings.triage.default_skill)
 
     async def log(self, conversation: Conversation, limit: int = 30) -> LogView:
-        entries = await AuditEntry.filter(conversation_id=conversation.id).order_by("-id")
-        shown = tuple((e.created_at, e.summary) for e in reversed(entries[:limit]))
+        entries = (
+            await AuditEntry.filter(conversation_id=conversation.id)
+            .order_by("-id")
+            .limit(limit)
+            .values_list("created_at", "summary")
+        )
+        shown = tuple((when, str(summary)) for when, summary in reversed(entries))
         return LogView(short_id(conversation), shown)
 
     async def home(self, user_id: str, per_skill: int = 5) -> HomeView:
         """Mine, the open queue per skill, and snoozed conversations due within a day."""
-        waiting = await self._waiting()
-        mine = [c for c in waiting if c.owner == user_id]
+        waiting = self._waiting()
+        mine = _entries(
+            await _most_urgent_first(waiting.filter(owner=user_id)).select_related("identity")
+        )
+        totals = (
+            await waiting.annotate(total=Count("id"))
+            .group_by("skill")
+            .order_by("skill")
+            .values_list("skill", "total")
+        )
         queues = []
-        for skill in sorted({c.skill for c in waiting}):
-            of_skill = [c for c in waiting if c.skill == skill]
-            queues.append(QueueView(skill, await _entries(of_skill[:per_skill]), len(of_skill)))
+        for skill, total in totals:
+            entries = await _first(waiting.filter(skill=skill), per_skill)
+            queues.append(QueueView(str(skill), entries, int(total)))
         now = self.clock()
-        snoozed = await Conversation.filter(
-            status=ConversationStatus.OPEN,
-            snoozed_until__gt=now,
-            snoozed_until__lte=now + timedelta(days=1),
-        ).order_by("snoozed_until")
-        return HomeView(user_id, await _entries(mine), tuple(queues), await _entries(snoozed))
+        snoozed = (
+            await Conversation.filter(
+                status=ConversationStatus.OPEN,
+                snoozed_until__gt=now,
+                snoozed_until__lte=now + timedelta(days=1),
+            )
+            .order_by("snoozed_until")
+            .select_related("identity")
+        )
+        return HomeView(user_id, mine, tuple(queues), _entries(snoozed))

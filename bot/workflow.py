@@ -19,6 +19,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Subquery
+from tortoise.functions import Min
 from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
@@ -334,8 +336,9 @@ class Workflow:
             await AuditEntry.filter(conversation_id=conversation.id, action__in=("close", "reopen"))
             .order_by("-id")
             .first()
+            .values("action")
         )
-        if last is not None and last.action == "close":
+        if last is not None and last["action"] == "close":
             # Intake opened it again when the message came in; the card still says closed.
             await self._record(
                 conversation, SYSTEM, "reopen", "The customer wrote again, so this is open again."
@@ -444,12 +447,12 @@ class Workflow:
             raise ActionRefused(
                 f"`{name}` is the default skill (triage.default_skill); it cannot be removed."
             )
-        still = await Conversation.filter(skill=name, status=ConversationStatus.OPEN)
+        still = await _open_count(name)
         if still:
-            ids = ", ".join(f"`{short_id(c)}`" for c in still[:10])
+            some = await Conversation.filter(skill=name, status=ConversationStatus.OPEN).limit(10)
+            ids = ", ".join(f"`{short_id(c)}`" for c in some)
             raise ActionRefused(
-                f"`{name}` has {len(still)} open conversations ({ids}): reassign or close them "
-                "first."
+                f"`{name}` has {still} open conversations ({ids}): reassign or close them first."
             )
         await skill.delete()
         await self._record(None, actor, "skills remove", f"{actor.label} removed the skill {name}.")
@@ -504,15 +507,28 @@ async def first_words(conversation_id: int, conn: BaseDBAsyncClient | None = Non
 
     A reassignment teaches triage with it, so it is also how such an example is found again.
     """
-    first = (
-        await Message.filter(conversation_id=conversation_id, direction=Direction.INBOUND)
-        .using_db(conn)
-        .order_by("id")
-        .first()
+    return (await first_words_of([conversation_id], conn)).get(conversation_id, "")
+
+
+async def first_words_of(
+    conversation_ids: list[int], conn: BaseDBAsyncClient | None = None
+) -> dict[int, str]:
+    """``first_words`` of many conversations at once, by conversation id (none: no entry)."""
+    first_ids = (
+        Message.filter(conversation_id__in=conversation_ids, direction=Direction.INBOUND)
+        .annotate(first_id=Min("id"))
+        .group_by("conversation_id")
+        .values("first_id")
     )
-    if first is None:
-        return ""
-    return f"{first.subject.strip()}\n{first.text.strip()}".strip()
+    rows = (
+        await Message.filter(id__in=Subquery(first_ids))
+        .using_db(conn)
+        .values_list("conversation_id", "subject", "text")
+    )
+    return {
+        int(conversation_id): f"{str(subject).strip()}\n{str(text).strip()}".strip()
+        for conversation_id, subject, text in rows
+    }
 
 
 class ShowChange:
