@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.errors import ActionRefused
@@ -43,7 +44,7 @@ from bot.jobs import Clock, hold_claim, utcnow
 from bot.ports import ChatPort
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind, ThreadErasure
-from bot.workflow import first_words
+from bot.workflow import first_words_of
 from models import (
     UNFINISHED,
     AuditEntry,
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 PURGE_EVERY = timedelta(hours=1)
 # Conversations removed per purge transaction; a bigger backlog is worked off in turns.
 PURGE_BATCH = 200
+# Ids per statement when removing by set: far below PostgreSQL's 32,767 parameters, and each
+# statement stays quick on a year of history.
+_SET_SIZE = 1000
 
 #: A check run at the start of each batch's transaction (a job's ``hold_claim``).
 Hold = Callable[[BaseDBAsyncClient], Awaitable[None]]
@@ -166,13 +170,30 @@ def _counted(count: int, one: str, many: str = "") -> str:
     return f"{count} {one if count == 1 else many or one + 's'}"
 
 
+@dataclass(frozen=True, slots=True)
+class _ConversationRow:
+    """The columns of a conversation that removing it reads."""
+
+    id: int
+    customer_id: int
+    chat_channel: str | None
+    chat_thread_ts: str | None
+
+
+async def _conversation_rows(query: QuerySet[Conversation]) -> list[_ConversationRow]:
+    rows = await query.values_list("id", "customer_id", "chat_channel", "chat_thread_ts")
+    return [_ConversationRow(int(i), int(c), channel, ts) for i, c, channel, ts in rows]
+
+
 @dataclass(slots=True)
 class _Plan:
     """The rows to remove, found inside the removing transaction."""
 
     customers: list[Customer] = field(default_factory=list)
     identities: list[Identity] = field(default_factory=list)
-    conversations: list[Conversation] = field(default_factory=list)
+    conversations: list[_ConversationRow] = field(default_factory=list)
+    #: Messages of the senders not threaded yet (those of the conversations go with them).
+    unthreaded_ids: list[int] = field(default_factory=list)
     message_ids: list[int] = field(default_factory=list)
     attachments: int = 0
     audit_entries: int = 0
@@ -229,7 +250,9 @@ class Privacy:
                 customer_id: int = identity.customer_id  # type: ignore[attr-defined]
                 customer = await Customer.filter(id=customer_id).using_db(conn).get()
                 identities = await Identity.filter(customer_id=customer.id).using_db(conn)
-                conversations = await Conversation.filter(customer_id=customer.id).using_db(conn)
+                conversations = await _conversation_rows(
+                    Conversation.filter(customer_id=customer.id).using_db(conn).order_by("id")
+                )
                 plan = await _plan(
                     conn,
                     [customer],
@@ -276,17 +299,18 @@ class Privacy:
         removed = Removal()
         after_id = 0
         while cutoff is not None:
-            candidates = (
+            candidates = _ints(
                 await Conversation.filter(
                     status=ConversationStatus.CLOSED, updated_at__lt=cutoff, id__gt=after_id
                 )
                 .order_by("id")
                 .limit(batch)
+                .values_list("id", flat=True)
             )
             if not candidates:
                 break
-            after_id = candidates[-1].id
-            removed += await self._purge([c.id for c in candidates], cutoff, dry_run, hold)
+            after_id = candidates[-1]
+            removed += await self._purge(candidates, cutoff, dry_run, hold)
         return removed
 
     def cutoff(self) -> datetime | None:
@@ -301,8 +325,8 @@ class Privacy:
             if hold is not None:
                 await hold(conn)
             # Read again inside the transaction: a customer may have written meanwhile.
-            candidates = (
-                await Conversation.filter(
+            candidates = await _conversation_rows(
+                Conversation.filter(
                     id__in=ids, status=ConversationStatus.CLOSED, updated_at__lt=cutoff
                 )
                 .using_db(conn)
@@ -312,6 +336,7 @@ class Privacy:
                 _ints(
                     await Message.filter(conversation_id__in=ids, created_at__gte=cutoff)
                     .using_db(conn)
+                    .distinct()
                     .values_list("conversation_id", flat=True)
                 )
             )
@@ -320,6 +345,7 @@ class Privacy:
                 _ints(
                     await Job.filter(conversation_id__in=ids, state__in=UNFINISHED)
                     .using_db(conn)
+                    .distinct()
                     .values_list("conversation_id", flat=True)
                 )
             )
@@ -350,60 +376,73 @@ class Privacy:
 
 async def _identity_of(who: CustomerAddress, conn: BaseDBAsyncClient) -> Identity | None:
     query = Identity.filter(channel=who.channel).using_db(conn)
-    if who.channel is ChannelKind.EMAIL:
+    found = await query.filter(address=who.address).first()
+    if found is None and who.channel is ChannelKind.EMAIL:
+        # Stored as the sender wrote it; the exact match above is the usual, indexed case.
         return await query.filter(address__iexact=who.address).first()
-    return await query.filter(address=who.address).first()
+    return found
+
+
+def _sets(ids: Sequence[int]) -> list[Sequence[int]]:
+    """``ids`` cut into sets of at most ``_SET_SIZE``, one statement each."""
+    return [ids[start : start + _SET_SIZE] for start in range(0, len(ids), _SET_SIZE)]
 
 
 async def _plan(
     conn: BaseDBAsyncClient,
     customers: list[Customer],
     identities: list[Identity],
-    conversations: list[Conversation],
+    conversations: list[_ConversationRow],
     *,
     senders: Iterable[tuple[ChannelKind, str]],
 ) -> _Plan:
     """Everything stored with ``conversations`` and, not yet threaded, from ``senders``."""
+    senders = list(senders)
     conversation_ids = [c.id for c in conversations]
-    unthreaded = Q(id__in=[])
-    for channel, address in senders:
-        unthreaded |= Q(
-            conversation_id__isnull=True,
-            direction=Direction.INBOUND,
-            channel=channel,
-            sender_address=address,
+    plan = _Plan(customers=customers, identities=identities, conversations=conversations)
+    if senders:
+        unthreaded = Q(id__in=[])
+        for channel, address in senders:
+            unthreaded |= Q(direction=Direction.INBOUND, channel=channel, sender_address=address)
+        plan.unthreaded_ids = _ints(
+            await Message.filter(unthreaded, conversation_id__isnull=True)
+            .using_db(conn)
+            .values_list("id", flat=True)
         )
-    message_ids = list(
-        await Message.filter(Q(conversation_id__in=conversation_ids) | unthreaded)
-        .using_db(conn)
-        .values_list("id", flat=True)
-    )
-    plan = _Plan(
-        customers=customers,
-        identities=identities,
-        conversations=conversations,
-        message_ids=_ints(message_ids),
-    )
-    plan.attachments = (
-        await StoredAttachment.filter(message_id__in=plan.message_ids).using_db(conn).count()
-    )
-    plan.audit_entries = (
-        await AuditEntry.filter(conversation_id__in=conversation_ids).using_db(conn).count()
-    )
-    texts = {await first_words(i, conn) for i in conversation_ids} - {""}
+    texts: set[str] = set()
+    former: list[tuple[int, str, str]] = []
+    for ids in _sets(conversation_ids):
+        plan.message_ids += _ints(
+            await Message.filter(conversation_id__in=ids)
+            .using_db(conn)
+            .values_list("id", flat=True)
+        )
+        plan.audit_entries += (
+            await AuditEntry.filter(conversation_id__in=ids).using_db(conn).count()
+        )
+        texts.update((await first_words_of(list(ids), conn)).values())
+        former += [
+            (int(conversation_id), str(channel), str(ts))
+            for conversation_id, channel, ts in await FormerThread.filter(conversation_id__in=ids)
+            .using_db(conn)
+            .values_list("conversation_id", "chat_channel", "chat_thread_ts")
+        ]
+    plan.message_ids += plan.unthreaded_ids
+    for ids in _sets(plan.message_ids):
+        plan.attachments += await StoredAttachment.filter(message_id__in=ids).using_db(conn).count()
+    texts.discard("")
     plan.example_ids = _ints(
-        await SkillExample.filter(text__in=list(texts))
+        await SkillExample.filter(text__in=sorted(texts))
         .exclude(source__in=_TEAM_EXAMPLES)
         .using_db(conn)
         .values_list("id", flat=True)
     )
     plan.job_ids = await _jobs_about(conversation_ids, set(plan.message_ids), senders, conn)
-    former = await FormerThread.filter(conversation_id__in=conversation_ids).using_db(conn)
     plan.threads = [
         (c.id, c.chat_channel, c.chat_thread_ts)
         for c in conversations
         if c.chat_channel and c.chat_thread_ts
-    ] + [(f.conversation_id, f.chat_channel, f.chat_thread_ts) for f in former]  # type: ignore[attr-defined]
+    ] + former
     return plan
 
 
@@ -446,13 +485,16 @@ def _ints(values: Iterable[Any]) -> list[int]:
 
 async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient) -> None:
     """Add the customers (and identities) whose every conversation is in ``plan``."""
-    removing = {c.id for c in plan.conversations}
-    customer_ids = {c.customer_id for c in plan.conversations}  # type: ignore[attr-defined]
+    removing = [c.id for c in plan.conversations]
+    customer_ids = {c.customer_id for c in plan.conversations}
     kept = set(
-        await Conversation.filter(customer_id__in=customer_ids)
-        .exclude(id__in=removing)
-        .using_db(conn)
-        .values_list("customer_id", flat=True)
+        _ints(
+            await Conversation.filter(customer_id__in=customer_ids)
+            .exclude(id__in=removing)
+            .using_db(conn)
+            .distinct()
+            .values_list("customer_id", flat=True)
+        )
     )
     gone = customer_ids - kept
     identities = await Identity.filter(customer_id__in=gone).using_db(conn)
@@ -471,17 +513,23 @@ async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient)
 
 
 async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> None:
-    """Delete the rows of ``plan`` (children first; the schema cascades the same way)."""
-    conversation_ids = [c.id for c in plan.conversations]
-    await Job.filter(id__in=plan.job_ids).using_db(conn).delete()
-    await StoredAttachment.filter(message_id__in=plan.message_ids).using_db(conn).delete()
-    await Message.filter(id__in=plan.message_ids).using_db(conn).delete()
-    await AuditEntry.filter(conversation_id__in=conversation_ids).using_db(conn).delete()
-    await FormerThread.filter(conversation_id__in=conversation_ids).using_db(conn).delete()
-    await Conversation.filter(id__in=conversation_ids).using_db(conn).delete()
+    """Delete the rows of ``plan`` by set, children first (the schema cascades the same way)."""
+    for ids in _sets(plan.job_ids):
+        await Job.filter(id__in=ids).using_db(conn).delete()
+    for ids in _sets(plan.unthreaded_ids):
+        await StoredAttachment.filter(message_id__in=ids).using_db(conn).delete()
+        await Message.filter(id__in=ids).using_db(conn).delete()
+    for ids in _sets([c.id for c in plan.conversations]):
+        of_these = Message.filter(conversation_id__in=ids).values("id")
+        await StoredAttachment.filter(message_id__in=Subquery(of_these)).using_db(conn).delete()
+        await Message.filter(conversation_id__in=ids).using_db(conn).delete()
+        await AuditEntry.filter(conversation_id__in=ids).using_db(conn).delete()
+        await FormerThread.filter(conversation_id__in=ids).using_db(conn).delete()
+        await Conversation.filter(id__in=ids).using_db(conn).delete()
     await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
-    await SkillExample.filter(id__in=plan.example_ids).using_db(conn).delete()
+    for ids in _sets(plan.example_ids):
+        await SkillExample.filter(id__in=ids).using_db(conn).delete()
 
 
 class EraseThread:
