@@ -141,6 +141,7 @@ class Conversation(Model):
             Index(fields=("customer_id", "id"), name="idx_conversations_customer"),
             Index(fields=("identity_id", "id"), name="idx_conversations_identity"),
             Index(fields=("status", "skill"), name="idx_conversations_status_skill"),
+            Index(fields=("status", "updated_at"), name="idx_conversations_status_updated"),
         )
 
 

@@ -12,6 +12,7 @@ INDEXES = (
     ("idx_conversations_customer", "conversations", ("customer_id", "id")),
     ("idx_conversations_identity", "conversations", ("identity_id", "id")),
     ("idx_conversations_status_skill", "conversations", ("status", "skill")),
+    ("idx_conversations_status_updated", "conversations", ("status", "updated_at")),
     ("idx_identities_customer", "identities", ("customer_id",)),
     ("idx_identities_address", "identities", ("address",)),
     ("idx_audit_entries_conversation", "audit_entries", ("conversation_id", "id")),
