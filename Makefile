@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.webhook
 	$(BIN)/python -m bench.triage
 	$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.history
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var
