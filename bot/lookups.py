@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tortoise.expressions import Case, Q, When
-from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 
 from bot.conversations import short_id
@@ -179,7 +178,11 @@ async def conversation_of_message(
 
 
 def _entries(conversations: list[Conversation]) -> tuple[QueueEntry, ...]:
-    """The list lines of ``conversations``, read with their identity (``select_related``)."""
+    """The list lines of ``conversations``, read with their identity.
+
+    The identities come by ``prefetch_related``: one query for the few rows shown, after the
+    limit; a join would be planned before it, over every identity.
+    """
     return tuple(
         QueueEntry(
             short_id=short_id(c),
@@ -210,7 +213,7 @@ def _most_urgent_first(query: QuerySet[Conversation]) -> QuerySet[Conversation]:
 
 async def _first(query: QuerySet[Conversation], limit: int) -> tuple[QueueEntry, ...]:
     """The ``limit`` most urgent and oldest of ``query``."""
-    return _entries(await _most_urgent_first(query).select_related("identity").limit(limit))
+    return _entries(await _most_urgent_first(query).prefetch_related("identity").limit(limit))
 
 
 class Lookups:
@@ -243,7 +246,7 @@ class Lookups:
         conversations = (
             await Conversation.filter(customer_id=customer.id)
             .order_by("-id")
-            .select_related("identity")
+            .prefetch_related("identity")
             .limit(20)
         )
         count = await Message.filter(conversation__customer_id=customer.id).count()
@@ -303,20 +306,21 @@ class Lookups:
 
     async def home(self, user_id: str, per_skill: int = 5) -> HomeView:
         """Mine, the open queue per skill, and snoozed conversations due within a day."""
-        waiting = self._waiting()
-        mine = _entries(
-            await _most_urgent_first(waiting.filter(owner=user_id)).select_related("identity")
+        # One pass over the open queue's ids, then the few conversations shown, in one query.
+        waiting = await _most_urgent_first(self._waiting()).values_list("id", "skill", "owner")
+        mine = [int(i) for i, _, owner in waiting if owner == user_id]
+        of_skill: dict[str, list[int]] = {}
+        for i, skill, _ in waiting:
+            of_skill.setdefault(str(skill), []).append(int(i))
+        shown_ids = mine + [i for ids in of_skill.values() for i in ids[:per_skill]]
+        shown = {
+            c.id: c
+            for c in await Conversation.filter(id__in=shown_ids).prefetch_related("identity")
+        }
+        queues = tuple(
+            QueueView(skill, _entries([shown[i] for i in ids[:per_skill]]), len(ids))
+            for skill, ids in sorted(of_skill.items())
         )
-        totals = (
-            await waiting.annotate(total=Count("id"))
-            .group_by("skill")
-            .order_by("skill")
-            .values_list("skill", "total")
-        )
-        queues = []
-        for skill, total in totals:
-            entries = await _first(waiting.filter(skill=skill), per_skill)
-            queues.append(QueueView(str(skill), entries, int(total)))
         now = self.clock()
         snoozed = (
             await Conversation.filter(
@@ -325,6 +329,6 @@ class Lookups:
                 snoozed_until__lte=now + timedelta(days=1),
             )
             .order_by("snoozed_until")
-            .select_related("identity")
+            .prefetch_related("identity")
         )
-        return HomeView(user_id, mine, tuple(queues), _entries(snoozed))
+        return HomeView(user_id, _entries([shown[i] for i in mine]), queues, _entries(snoozed))
