@@ -64,6 +64,8 @@ P = TypeVar("P", bound="DataclassInstance")
 
 # Jobs deleted in one statement when old finished jobs are tidied away.
 _PRUNE_BATCH = 5000
+# How often the runner's loop also looks for parked jobs and expired leases.
+_FULL_CLAIM_SECONDS = 2.0
 # How often a runner tidies the queue (finished jobs, stuck queues, parked work's probe).
 MAINTENANCE_SECONDS = 30.0
 
@@ -279,6 +281,7 @@ class JobRunner:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._next_maintenance = 0.0
+        self._next_full_claim = 0.0
 
     def notify(self) -> None:
         """A job was added: look for work now instead of at the next poll."""
@@ -305,8 +308,13 @@ class JobRunner:
             free = self.settings.workers - len(self._running)
             claimed: list[Job] = []
             if free > 0:
+                loop_time = asyncio.get_running_loop().time()
+                all_due = loop_time >= self._next_full_claim
+                if all_due:
+                    every = min(_FULL_CLAIM_SECONDS, self.settings.park_retry_seconds)
+                    self._next_full_claim = loop_time + every
                 try:
-                    claimed = await self.claim(free)
+                    claimed = await self.claim(free, all_due=all_due)
                 except Exception:
                     log.exception("claiming jobs failed; retrying")
             for job in claimed:
@@ -354,16 +362,21 @@ class JobRunner:
             await asyncio.gather(*(self._run(job) for job in jobs))
         raise TimeoutError(f"jobs still due after {timeout} s")
 
-    async def claim(self, limit: int) -> list[Job]:
-        """Lease up to ``limit`` due jobs (each the head of its serial key) to this worker."""
+    async def claim(self, limit: int, *, all_due: bool = True) -> list[Job]:
+        """Lease up to ``limit`` due jobs (each the head of its serial key) to this worker.
+
+        Without ``all_due`` only pending jobs are looked at: parked jobs and expired leases
+        come due seconds or minutes apart, so the runner's loop looks for them less often.
+        """
         now = self.clock()
         token = f"{self.worker_id}-{uuid.uuid4().hex[:16]}"
-        # Three small index scans instead of one OR: each reads only as many rows as it takes.
-        sources = (
-            Q(state=JobState.PENDING, run_at__lte=now),
-            Q(state=JobState.PARKED, run_at__lte=now),
-            Q(state=JobState.RUNNING, locked_until__lt=now),
-        )
+        # Small index scans instead of one OR: each reads only as many rows as it takes.
+        sources = [Q(state=JobState.PENDING, run_at__lte=now)]
+        if all_due:
+            sources += [
+                Q(state=JobState.PARKED, run_at__lte=now),
+                Q(state=JobState.RUNNING, locked_until__lt=now),
+            ]
         async with in_transaction() as conn:
             chosen: list[Job] = []
             for due in sources:
@@ -573,9 +586,9 @@ async def unstick_queues() -> int:
         await Job.filter(state=JobState.QUEUED)
         .exclude(
             serial_key__in=Subquery(
-                Job.filter(
-                    state__in=(JobState.PENDING, JobState.RUNNING, JobState.PARKED)
-                ).values("serial_key")
+                Job.filter(state__in=(JobState.PENDING, JobState.RUNNING, JobState.PARKED)).values(
+                    "serial_key"
+                )
             )
         )
         .values_list("serial_key", flat=True)

@@ -33,9 +33,11 @@ from tortoise.transactions import in_transaction
 
 from bot.errors import ActionRefused
 from bot.jobkinds import (
+    CHECK_WAITING,
     ERASE_THREAD,
     PURGE_CLOSED,
     THREAD_INBOUND,
+    WAKE_SNOOZED,
     ErasePayload,
     NoPayload,
     ThreadPayload,
@@ -340,10 +342,12 @@ class Privacy:
                     .values_list("conversation_id", flat=True)
                 )
             )
-            # Work still queued for a conversation (a reply, a move) means it is not done with.
+            # Work still queued for a conversation (a reply, a move) means it is not done with;
+            # its timers (a snooze's end, a waiting check) are moot and go with it.
             busy = set(
                 _ints(
                     await Job.filter(conversation_id__in=ids, state__in=UNFINISHED)
+                    .exclude(kind__in=(WAKE_SNOOZED.name, CHECK_WAITING.name))
                     .using_db(conn)
                     .distinct()
                     .values_list("conversation_id", flat=True)

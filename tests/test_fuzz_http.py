@@ -434,7 +434,12 @@ async def test_health_and_metrics_answer_and_refuse_other_methods(door: Door) ->
     metrics = await door.request("/metrics")
 
     assert health.status == 200
-    assert json.loads(health.body) == {"database": "ok", "slack": "ok"}
+    assert json.loads(health.body) == {
+        "database": "ok",
+        "slack": "ok",
+        "jobs": "ok",
+        "waiting": {},
+    }
     assert metrics.status == 200
     assert b"switchboard_job_queue_depth" in metrics.body
     for path in ("/healthz", "/metrics"):
