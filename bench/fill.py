@@ -88,9 +88,10 @@ def _coprime_stride(n: int) -> int:
 def _sizes(messages: int, base: dict[str, int]) -> _Sizes:
     conversations = max(messages // MESSAGES_PER_CONVERSATION, 1)
     customers = max(conversations // CONVERSATIONS_PER_CUSTOMER, 2)
-    heaviest = min(HEAVIEST, conversations // 4)
+    # A smaller history keeps the proportions: no customer holds more than 1% of it.
+    heaviest = min(HEAVIEST, max(conversations // 100, 1))
     heavy_customers = min(HEAVY_CUSTOMERS, customers // 4)
-    heavy = min(HEAVY, conversations // 40)
+    heavy = min(HEAVY, conversations // 400)
     open_count = max(conversations * OPEN_PER_200K // 200_000, 1)
     return _Sizes(
         conversations=conversations,
