@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiosmtplib
 
 from adapters.email.compose import compose_reply
-from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.errors import BlockedDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.settings import EmailSettings
 from bot.shapes import OutboundReply
 
@@ -39,6 +39,11 @@ class SmtpReplySender:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             reasons = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
             raise PermanentDeliveryError(f"the mail server refused the address: {reasons}") from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise BlockedDeliveryError(
+                f"the mail relay refused our login ({exc.code} {exc.message}): check "
+                "[email.relay] username and password"
+            ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             reason = f"the mail relay answered {exc.code} {exc.message}"
             if 500 <= exc.code < 600:

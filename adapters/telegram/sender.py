@@ -25,7 +25,12 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.errors import (
+    BlockedDeliveryError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from bot.shapes import Attachment, OutboundReply
 
 MAX_TEXT = 4096
@@ -72,7 +77,7 @@ def translate(exc: TelegramError) -> DeliveryError:
             )
         return PermanentDeliveryError(f"Telegram refused to deliver: {exc.message}")
     if isinstance(exc, InvalidToken):
-        return PermanentDeliveryError(
+        return BlockedDeliveryError(
             "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)"
         )
     if isinstance(exc, ChatMigrated):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from adapters.webhook.signing import signed_headers
-from bot.errors import PermanentDeliveryError, TransientDeliveryError
+from bot.errors import BlockedDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.settings import WebhookSourceSettings
 from bot.shapes import OutboundReply
 
@@ -63,7 +63,8 @@ class CallbackReplySender:
         name, _, conversation_id = (reply.thread_key or "").partition(":")
         source = self.sources.get(name)
         if source is None:
-            raise PermanentDeliveryError(
+            # An admin can configure it again; the reply waits.
+            raise BlockedDeliveryError(
                 f"the webhook source {name!r} of this conversation is not configured any more"
             )
         recipient = reply.to_address.removeprefix(f"{name}:")
@@ -85,6 +86,9 @@ class CallbackReplySender:
         reason = f"the {name} callback answered {status}: {text or '(no body)'}"
         if status >= 500 or status in (408, 429):
             raise TransientDeliveryError(reason, retry_after)
+        if status in (401, 403, 404):
+            # A secret or URL out of step with the caller's side: fixed in the settings.
+            raise BlockedDeliveryError(reason)
         if status >= 400:
             raise PermanentDeliveryError(reason)
         return str(payload["event_id"])
