@@ -8,14 +8,21 @@ started again. Then:
 
 - every message the service accepted (SMTP 250, or a Telegram update it confirmed) is in Slack
   exactly once, in the one thread of its customer;
-- every agent reply the service acknowledged reached its customer exactly once.
+- every agent reply the service acknowledged reached its customer exactly once;
+- each customer's messages are in their thread in the order the customer wrote them.
+
+In the middle of it Slack refuses the token for a while (every Web API call answers
+``invalid_auth``, as after a revoked token that is later restored) while mail keeps arriving.
+The service parks the work that would post it and resumes when auth.test answers again; the
+report says how long the backlog took to reach Slack after that. Kills wait from the start of
+that outage until its backlog is in Slack, so the figure is the service's, not a restart's.
 
 With ``--replicas N`` (PostgreSQL), N processes share the database behind a stand-in load
 balancer: each mail, Slack event and Telegram update (webhook mode) goes to any replica, some
 events and updates a second time to another one, and kills hit any replica.
 
     python -m bench.chaos [--mails 1000] [--telegram 200] [--kills 10] [--replicas N]
-                          [--postgres URL]
+                          [--auth-outage SECONDS] [--postgres URL]
 
 prints the report as JSON. tests/test_chaos.py runs small versions on SQLite and PostgreSQL.
 """
@@ -56,6 +63,10 @@ CHANNELS = {"general": "support", "billing": "support-billing", "technical": "su
 TRIAGE_CHANNEL = "support-triage"
 TELEGRAM_SECRET = "chaos-telegram-webhook-secret"
 _TOKEN = re.compile(r"\b(mail|tg|reply)-(\d{5})\b")
+#: What the Slack stand-in expects while it refuses the service's token.
+_REVOKED_TOKEN = "xoxb-revoked-by-the-chaos-run"
+#: The service's log line for a job that parks (counted in the report).
+_PARKED = "job parked until its cause is fixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,12 @@ class ChaosPlan:
     #: Share of Slack events and Telegram updates sent a second time to another replica, as
     #: when the sender retries after a slow answer.
     redelivery_rate: float = 0.1
+    #: How long Slack answers every Web API call with ``invalid_auth`` (0: never).
+    auth_outage_seconds: float = 10.0
+    #: The outage begins once this share of the messages was accepted, so mail arrives during it.
+    auth_outage_after_share: float = 0.25
+    #: ``[jobs] park_retry_seconds``: how often parked work tries again on its own.
+    park_retry_seconds: float = 2.0
 
 
 @dataclass(slots=True)
@@ -94,6 +111,8 @@ class ChaosReport:
     duplicates: int = 0
     lost: int = 0
     misthreaded: int = 0
+    #: Messages shown after one their customer wrote later (in the same thread).
+    out_of_order: int = 0
     extra_root_cards: int = 0
     replies_queued: int = 0
     replies_delivered: int = 0
@@ -105,6 +124,15 @@ class ChaosReport:
     redeliveries: int = 0
     slack_calls: int = 0
     slack_failures_injected: int = 0
+    #: How long Slack refused the token, the calls it answered ``invalid_auth`` meanwhile, the
+    #: messages accepted meanwhile, and the jobs the service parked (from its log).
+    auth_outage_seconds: float = 0.0
+    auth_refusals: int = 0
+    accepted_during_auth_outage: int = 0
+    jobs_parked: int = 0
+    #: From the token working again until every message accepted before that was in Slack
+    #: (-1: not within ``settle_seconds``).
+    auth_backlog_drain_seconds: float = 0.0
     seconds: float = 0.0
     #: CPU time the service processes used after start-up, all replicas and restarts together.
     service_cpu_seconds: float = 0.0
@@ -119,6 +147,8 @@ class ChaosReport:
             self.accepted == self.messages_sent
             and self.posted == self.accepted
             and not (self.duplicates or self.lost or self.misthreaded or self.extra_root_cards)
+            and not self.out_of_order
+            and self.auth_backlog_drain_seconds >= 0
             and self.replies_delivered == self.replies_queued
             and not (self.reply_duplicates or self.replies_to_wrong_customer)
         )
@@ -138,6 +168,7 @@ def service_config(
     slack_url: str,
     telegram_url: str,
     telegram_mode: str,
+    park_retry_seconds: float,
 ) -> str:
     skills = "\n".join(
         f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
@@ -174,6 +205,7 @@ lease_seconds = 10
 backoff_base_seconds = 0.2
 backoff_max_seconds = 3
 poll_seconds = 0.2
+park_retry_seconds = {park_retry_seconds}
 
 {skills}
 """
@@ -279,6 +311,13 @@ class Fleet:
         await asyncio.gather(*(replica.stop() for replica in self.replicas))
 
 
+def _event(*, is_set: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if is_set:
+        event.set()
+    return event
+
+
 @dataclass(slots=True)
 class _Run:
     """What the customers and agents did, to check Slack and the outboxes against."""
@@ -294,6 +333,20 @@ class _Run:
     #: threads the agents have looked at (each is answered or passed over once)
     seen_threads: set[str] = field(default_factory=set)
     redeliveries: int = 0
+    #: Set once the share of messages that starts Slack's auth outage was accepted.
+    outage_due: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Cleared from the start of the auth outage until its backlog is in Slack.
+    kills_allowed: asyncio.Event = field(default_factory=lambda: _event(is_set=True))
+    auth_refused: bool = False
+    accepted_during_outage: int = 0
+
+    def accept(self, token: str) -> None:
+        """A customer's message was accepted by the service."""
+        self.accepted.add(token)
+        self.accepted_during_outage += self.auth_refused
+        total = self.plan.mails + self.plan.telegram
+        if len(self.accepted) >= self.plan.auth_outage_after_share * total:
+            self.outage_due.set()
 
     def redeliver(self) -> bool:
         """Whether to send this event or update again to another replica."""
@@ -355,7 +408,7 @@ async def _customers_mail(run: _Run) -> None:
             raw = _mail(number, index - first, token, previous)
             async with slots:
                 await _send_until_accepted(run.fleet, raw, _customer_address(number))
-            run.accepted.add(token)
+            run.accept(token)
             previous.append(f"<{token}@example.org>")
             await asyncio.sleep(run.rng.uniform(0, plan.pause_between_mails))
 
@@ -375,7 +428,7 @@ async def _customers_telegram(run: _Run, telegram: TelegramSandbox) -> None:
             await telegram.queue_update(update)
         else:
             await _post_until_acknowledged(run, telegram, update)
-        run.accepted.add(token)
+        run.accept(token)
         await asyncio.sleep(run.rng.uniform(0, 0.05))
 
 
@@ -485,6 +538,31 @@ def _posted_tokens(slack: SlackSandbox) -> tuple[Counter[str], dict[str, set[str
     return counts, threads, empty_roots
 
 
+def _out_of_order(run: _Run, slack: SlackSandbox) -> int:
+    """Messages shown in a thread after a message their customer wrote later.
+
+    A customer's tokens are numbered in the order the customer wrote them (each mail is sent
+    after the one before was accepted; a Telegram user's updates are queued one after another).
+    """
+    shown_late = 0
+    for channel, root_ts, _ in _threads(slack):
+        latest: dict[str, int] = {}
+        seen: set[str] = set()
+        for message in slack.thread(channel, root_ts)[1:]:
+            if not message.get("bot_id"):
+                continue
+            for kind, number in _TOKEN.findall(message["text"]):
+                token = f"{kind}-{number}"
+                if kind == "reply" or token in seen or token not in run.written:
+                    continue
+                seen.add(token)
+                customer = run.written[token]
+                if int(number) < latest.get(customer, -1):
+                    shown_late += 1
+                latest[customer] = max(int(number), latest.get(customer, -1))
+    return shown_late
+
+
 def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str], list[str], int]:
     """Agent reply tokens as the customers got them, who got them, and repeated Message-IDs."""
     counts: Counter[str] = Counter()
@@ -512,11 +590,76 @@ def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str]
 async def _killer(run: _Run, report: ChaosReport) -> None:
     for _ in range(run.plan.kills):
         await asyncio.sleep(run.rng.uniform(*run.plan.kill_gap))
+        await run.kills_allowed.wait()
         victim = run.fleet.any()
         await victim.kill()
         report.kills += 1
         await asyncio.sleep(run.rng.uniform(0, 0.5))
         await victim.start()
+
+
+async def _auth_outage(
+    run: _Run,
+    slack: SlackSandbox,
+    report: ChaosReport,
+    restored: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Slack refuses the service's token for a while; then time how long the backlog takes.
+
+    The stand-in is told to expect another bot token, so every Web API call the service makes
+    (auth.test included) answers ``{"ok": false, "error": "invalid_auth"}``; the service keeps
+    its token, and replicas started meanwhile start with it. Then the token works again.
+    """
+    plan = run.plan
+    if plan.auth_outage_seconds <= 0:
+        restored.set()
+        return
+    await run.outage_due.wait()
+    run.kills_allowed.clear()
+    try:
+        await _refuse_auth(run, slack, report, restored)
+        await _time_backlog(run, slack, report, stop)
+    finally:
+        run.kills_allowed.set()
+
+
+async def _refuse_auth(
+    run: _Run, slack: SlackSandbox, report: ChaosReport, restored: asyncio.Event
+) -> None:
+    """Every Web API call answers invalid_auth for ``auth_outage_seconds``, then none does."""
+    token = slack.bot_token
+    calls, injected = len(slack.calls), slack.failures_injected
+    began = time.monotonic()
+    slack.bot_token = _REVOKED_TOKEN
+    run.auth_refused = True
+    try:
+        await asyncio.sleep(run.plan.auth_outage_seconds)
+    finally:
+        slack.bot_token = token
+        run.auth_refused = False
+        report.auth_outage_seconds = round(time.monotonic() - began, 1)
+        # Injected 500s and 429s come before the token is looked at; every other call is refused.
+        report.auth_refusals = len(slack.calls) - calls - (slack.failures_injected - injected)
+        restored.set()
+
+
+async def _time_backlog(
+    run: _Run, slack: SlackSandbox, report: ChaosReport, stop: asyncio.Event
+) -> None:
+    """How long until every message accepted so far is in Slack (-1: not in settle_seconds)."""
+    backlog = set(run.accepted)
+    back = time.monotonic()
+    report.auth_backlog_drain_seconds = -1
+    while time.monotonic() - back < run.plan.settle_seconds:
+        counts, _, _ = _posted_tokens(slack)
+        if all(counts[token] for token in backlog):
+            report.auth_backlog_drain_seconds = round(time.monotonic() - back, 1)
+            return
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
 
 
 def _all_arrived(run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox) -> bool:
@@ -568,6 +711,7 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
                     slack_url=slack.api_url,
                     telegram_url=telegram.url,
                     telegram_mode="polling" if plan.replicas == 1 else "webhook",
+                    park_retry_seconds=plan.park_retry_seconds,
                 ),
                 encoding="utf-8",
             )
@@ -586,13 +730,18 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
         )
         agents_stop = asyncio.Event()
         agents: asyncio.Task[None] | None = None
+        restored = asyncio.Event()
+        outage: asyncio.Task[None] | None = None
         try:
             await fleet.start()
             started = time.monotonic()
             agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
+            outage = asyncio.create_task(_auth_outage(run, slack, report, restored, agents_stop))
             await asyncio.gather(
                 _customers_mail(run), _customers_telegram(run, telegram), _killer(run, report)
             )
+            run.outage_due.set()  # at the latest now (a plan with no messages)
+            await restored.wait()
             deadline = time.monotonic() + plan.settle_seconds
             while time.monotonic() < deadline:
                 if _all_arrived(run, slack, relay, telegram):
@@ -607,11 +756,22 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
                 report.seconds = round(time.monotonic() - started, 1)
         finally:
             agents_stop.set()
+            if outage is not None:
+                if not restored.is_set():
+                    outage.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await outage
             if agents is not None:
                 await agents
             await fleet.stop()
             report.service_cpu_seconds = round(sum(r.cpu_seconds for r in replicas), 1)
         report.redeliveries = run.redeliveries
+        report.accepted_during_auth_outage = run.accepted_during_outage
+        report.jobs_parked = sum(
+            replica.log.read_text(encoding="utf-8", errors="replace").count(_PARKED)
+            for replica in replicas
+            if replica.log.exists()
+        )
         _score(report, run, slack, relay, telegram)
     return report
 
@@ -635,6 +795,7 @@ def _score(
     report.misthreaded = sum(1 for places in customer_threads.values() if len(places) > 1) + sum(
         1 for customers in thread_customers.values() if len(customers) > 1
     )
+    report.out_of_order = _out_of_order(run, slack)
     report.extra_root_cards = empty_roots
     delivered, recipients, resends = _delivered(relay, tg)
     report.replies_queued = len(run.replies)
@@ -681,6 +842,8 @@ async def _main(args: argparse.Namespace) -> ChaosReport:
         kills=args.kills,
         seed=args.seed,
         replicas=args.replicas,
+        auth_outage_seconds=args.auth_outage,
+        park_retry_seconds=args.park_retry_seconds,
     )
     with tempfile.TemporaryDirectory(prefix="switchboard-chaos-") as tmp:
         workdir = Path(args.keep_dir or tmp)
@@ -701,6 +864,21 @@ def main() -> None:
         type=int,
         default=1,
         help="service processes sharing the database (PostgreSQL)",
+    )
+    parser.add_argument(
+        "--auth-outage",
+        type=float,
+        default=ChaosPlan().auth_outage_seconds,
+        metavar="SECONDS",
+        help="how long Slack answers every call with invalid_auth, from a quarter of the "
+        "messages on (0: not at all)",
+    )
+    parser.add_argument(
+        "--park-retry-seconds",
+        type=float,
+        default=ChaosPlan().park_retry_seconds,
+        metavar="SECONDS",
+        help="the service's [jobs] park_retry_seconds",
     )
     parser.add_argument(
         "--postgres",
