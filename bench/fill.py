@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -120,7 +121,7 @@ _STEPS: tuple[tuple[str, str], ...] = (
         "customers",
         """
 INSERT INTO customers (id, name, created_at)
-SELECT :customers_base + k, 'Customer ' || k,
+SELECT :customers_base + k, 'Customer ' || (:customers_base + k),
        now() - interval '400 days' + k * (interval '365 days' / :customers)
 FROM generate_series(1, :customers) AS k
 """,
@@ -133,15 +134,16 @@ FROM generate_series(1, :customers) AS k
 INSERT INTO identities (id, customer_id, channel, address, display_name, created_at)
 SELECT :identities_base + k, :customers_base + k,
        CASE WHEN k % 10 < 7 THEN 'email' WHEN k % 10 < 9 THEN 'telegram' ELSE 'webhook' END,
-       CASE WHEN k % 10 < 7 THEN 'customer' || k || '@example' || (k % 500) || '.org'
-            WHEN k % 10 < 9 THEN (5550000000 + k)::text
-            ELSE 'widget:visitor-' || k END,
-       'Customer ' || k,
+       CASE WHEN k % 10 < 7
+              THEN 'customer' || (:customers_base + k) || '@example' || (k % 500) || '.org'
+            WHEN k % 10 < 9 THEN (5550000000 + :customers_base + k)::text
+            ELSE 'widget:visitor-' || (:customers_base + k) END,
+       'Customer ' || (:customers_base + k),
        now() - interval '400 days' + k * (interval '365 days' / :customers)
 FROM generate_series(1, :customers) AS k
 UNION ALL
 SELECT :identities_base + :customers + k / 10, :customers_base + k, 'telegram',
-       (6660000000 + k)::text, 'Customer ' || k,
+       (6660000000 + :customers_base + k)::text, 'Customer ' || (:customers_base + k),
        now() - interval '390 days' + k * (interval '365 days' / :customers)
 FROM generate_series(10, :customers, 10) AS k
 """,
@@ -165,18 +167,21 @@ SELECT :conversations_base + n, token, :customers_base + k, identity, channel,
        CASE WHEN (n >= :open_from OR n % 997 = 0) AND n % 3 = 0 THEN 'U0AGENT' || (n % 20)
             ELSE '' END,
        'C0' || upper(skill),
-       extract(epoch FROM created)::bigint || '.' || lpad((n % 1000000)::text, 6, '0'),
+       extract(epoch FROM created)::bigint || '.'
+         || lpad(((:conversations_base + n) % 1000000)::text, 6, '0'),
        created, LEAST(created + 5 * spacing + interval '1 hour', now()), created + 4 * spacing,
        CASE WHEN n >= :open_from AND n % 50 = 0 THEN now() + (n % 48) * interval '1 hour' END
 FROM (
-    SELECT n, k, substr(md5(n::text), 1, 6) || to_hex(n) AS token,
+    SELECT n, k,
+           substr(md5((:conversations_base + n)::text), 1, 6) || to_hex(:conversations_base + n)
+             AS token,
            CASE WHEN k % 10 = 0 AND n % 2 = 0 THEN :identities_base + :customers + k / 10
                 ELSE :identities_base + k END AS identity,
            CASE WHEN k % 10 = 0 AND n % 2 = 0 THEN 'telegram'
                 WHEN k % 10 < 7 THEN 'email' WHEN k % 10 < 9 THEN 'telegram'
                 ELSE 'webhook' END AS channel,
-           CASE WHEN k % 10 = 0 AND n % 2 = 0 THEN (6660000000 + k)::text
-                ELSE (5550000000 + k)::text END AS address,
+           CASE WHEN k % 10 = 0 AND n % 2 = 0 THEN (6660000000 + :customers_base + k)::text
+                ELSE (5550000000 + :customers_base + k)::text END AS address,
            (ARRAY['Invoice charged twice', 'Where is my parcel?', 'Cannot log in',
                   'Refund for order', 'Question about my plan', 'Password reset',
                   'Rechnung doppelt abgebucht', 'Lieferung fehlt'])[1 + n % 8]
@@ -355,6 +360,12 @@ async def fill_history(
     try:
         await connection.execute("SET synchronous_commit = off")
         await connection.execute("SET maintenance_work_mem = '256MB'")
+        # The ordered inserts sort in memory instead of on disk.
+        await connection.execute("SET work_mem = '256MB'")
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            # The rows reference each other correctly by construction: a superuser skips the
+            # foreign key checks (a trigger call per row), as pg_restore --disable-triggers does.
+            await connection.execute("SET session_replication_role = replica")
         base = {
             table: int(await connection.fetchval(f"SELECT coalesce(max(id), 0) FROM {table}"))
             for table in TABLES
