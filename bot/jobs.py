@@ -182,7 +182,10 @@ async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> None:
 async def end_jobs(
     jobs: Iterable[Job], state: JobState, reason: str, conn: BaseDBAsyncClient | None = None
 ) -> int:
-    """End jobs that are not running (cancel, drop) and let the next of each key go."""
+    """End jobs that are not running (cancel, drop) and let the next of each key go.
+
+    A failed job can be ended too: an operator who dropped it has seen it.
+    """
     chosen = list(jobs)
     if not chosen:
         return 0
@@ -194,7 +197,7 @@ async def end_jobs(
     ended = await (
         Job.filter(
             id__in=[job.id for job in chosen],
-            state__in=(JobState.PENDING, JobState.QUEUED, JobState.PARKED),
+            state__in=(JobState.PENDING, JobState.QUEUED, JobState.PARKED, JobState.FAILED),
         )
         .using_db(conn)
         .update(state=state, locked_until=None, last_error=reason)
@@ -207,7 +210,9 @@ async def end_jobs(
 async def cancel_pending(job_id: int) -> bool:
     """Cancel a job that has not started; False if it is already running or finished."""
     job = await Job.get_or_none(id=job_id)
-    return job is not None and await end_jobs([job], JobState.CANCELLED, "") == 1
+    if job is None or job.state is JobState.FAILED:
+        return False
+    return await end_jobs([job], JobState.CANCELLED, "") == 1
 
 
 async def cancel_key(serial_key: str, conn: BaseDBAsyncClient) -> None:
@@ -643,9 +648,14 @@ class Waiting:
 
 
 async def waiting_by_kind(now: datetime | None = None) -> list[Waiting]:
-    """Due unfinished jobs by kind (what /healthz and /metrics report); later ones are not."""
+    """Unfinished jobs by kind that wait (what /healthz and /metrics report).
+
+    Parked and retrying jobs wait even while their next try is ahead; a job scheduled for
+    later (a snooze's end, a reply in its undo window) does not wait yet.
+    """
+    waiting = Q(run_at__lte=now or utcnow()) | Q(attempts__gt=0) | Q(state=JobState.PARKED)
     rows = (
-        await Job.filter(state__in=UNFINISHED, run_at__lte=now or utcnow())
+        await Job.filter(waiting, state__in=UNFINISHED)
         .group_by("kind")
         .annotate(count=Count("id"), oldest=Min("created_at"))
         .values("kind", "count", "oldest")

@@ -78,7 +78,13 @@ async def some_jobs() -> dict[str, int]:
     )
     await backdate(failed, hours=30, state=JobState.FAILED, reason="Telegram: bot was blocked")
     await backdate(done, hours=1, state=JobState.DONE)
-    return {"parked": parked.id, "behind": behind.id, "failed": failed.id, "purge": purge.id}
+    return {
+        "parked": parked.id,
+        "behind": behind.id,
+        "failed": failed.id,
+        "done": done.id,
+        "purge": purge.id,
+    }
 
 
 def row(out: str, job_id: int) -> list[str]:
@@ -204,6 +210,18 @@ async def test_drop_asks_first_then_lets_the_next_job_of_the_conversation_go(
     assert (status, out.strip(), asked) == (0, f"Dropped job {ids['purge']} (purge_closed).", [])
 
 
+async def test_a_failed_job_an_operator_has_seen_can_be_dropped(
+    switchboard: Switchboard, database_url: str
+) -> None:
+    async with stored(database_url):
+        ids = await some_jobs()
+
+    status, out = await switchboard("drop", str(ids["failed"]), "--yes")
+    assert (status, out.strip()) == (0, f"Dropped job {ids['failed']} (deliver_reply).")
+    status, out = await switchboard("list", "--state", "failed")
+    assert str(ids["failed"]) not in out.split()
+
+
 async def test_drop_refuses_a_running_or_finished_job(
     switchboard: Switchboard, database_url: str
 ) -> None:
@@ -215,9 +233,9 @@ async def test_drop_refuses_a_running_or_finished_job(
     assert status == 1
     assert f"job {ids['behind']} is running now and cannot be dropped; wait until" in out
 
-    status, out = await switchboard("drop", str(ids["failed"]), "--yes")
+    status, out = await switchboard("drop", str(ids["done"]), "--yes")
     assert status == 1
-    assert f"job {ids['failed']} has already ended (failed)" in out
+    assert f"job {ids['done']} has already ended (done)" in out
 
     status, out = await switchboard("drop", "99999", "--yes")
     assert (status, "there is no job 99999" in out) == (1, True)

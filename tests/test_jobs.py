@@ -17,6 +17,7 @@ from bot.jobs import (
     queue_depth,
     retry_jobs,
     unstick_queues,
+    waiting_by_kind,
     utcnow,
 )
 from bot.settings import JobSettings
@@ -304,3 +305,16 @@ async def test_an_operator_retries_failed_work_and_drops_waiting_work() -> None:
     follower = await DELIVER.enqueue(Item("r2"), now=clock())
     assert await end_jobs([head], JobState.CANCELLED, "dropped by an operator") == 1
     assert (await state_of(follower)).state is JobState.PENDING
+
+
+@pytest.mark.usefixtures("db")
+async def test_parked_and_retrying_work_counts_as_waiting_between_its_tries() -> None:
+    clock = Clock()
+    recorder = Recorder(failures=[BlockedDeliveryError("Slack: invalid_auth")])
+    runner = JobRunner({PARKABLE: recorder}, SETTINGS, clock=clock)
+    await PARKABLE.enqueue(Item("c1"), now=clock())
+    await POST.enqueue(Item("later"), run_at=clock() + timedelta(hours=1))
+    await runner.run_until_idle()
+
+    (waiting,) = await waiting_by_kind(clock())
+    assert (waiting.kind, waiting.count) == ("reply", 1)

@@ -169,7 +169,7 @@ async def drop(job_id: int, *, yes: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    if job.state not in UNFINISHED:
+    if job.state not in (*UNFINISHED, JobState.FAILED):
         print(
             f"switchboard: job {job.id} has already ended ({job.state.value}); "
             "there is nothing to drop",
