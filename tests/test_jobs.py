@@ -17,8 +17,8 @@ from bot.jobs import (
     queue_depth,
     retry_jobs,
     unstick_queues,
-    waiting_by_kind,
     utcnow,
+    waiting_by_kind,
 )
 from bot.settings import JobSettings
 from models import Job, JobState
