@@ -473,11 +473,14 @@ async def _jobs_about(
         for channel, address in senders
     ]
     by_sender = [
-        job.id
-        for job in await Job.filter(serial_key__in=sender_keys)
+        int(job_id)
+        for job_id, payload in await Job.filter(
+            serial_key__in=sender_keys, kind=THREAD_INBOUND.name
+        )
         .exclude(state=JobState.RUNNING)
         .using_db(conn)
-        if THREAD_INBOUND.payload_of(job).message_id in message_ids
+        .values_list("id", "payload")
+        if isinstance(payload, dict) and payload.get("message_id") in message_ids
     ]
     return sorted(set(_ints(by_conversation)) | set(by_sender))
 

@@ -17,6 +17,9 @@ INDEXES = (
     ("idx_identities_address", "identities", ("address",)),
     ("idx_audit_entries_conversation", "audit_entries", ("conversation_id", "id")),
     ("idx_former_threads_conversation", "former_threads", ("conversation_id",)),
+    # Job.conversation_id's db_index (0004 added the column without it); the name is the one
+    # tortoise gives that index, so the model and the schema agree.
+    ("idx_jobs_convers_d2ba1b", "jobs", ("conversation_id",)),
 )
 
 
