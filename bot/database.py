@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ def _ensure_sqlite_folder(database_url: str) -> None:
 
 # Any fixed number: replicas starting together take turns migrating by this PostgreSQL lock.
 _MIGRATION_LOCK = 0x5B0A2D
+_MIGRATION_POLL_SECONDS = 0.5
 
 
 async def apply_migrations(database_url: str) -> None:
@@ -72,7 +74,13 @@ async def _migration_turn(database_url: str) -> AsyncIterator[None]:
     url = database_url.replace("asyncpg://", "postgres://", 1)
     connection = await asyncpg.connect(url)
     try:
-        await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        # Polled, not waited for: a replica blocked in pg_advisory_lock is an open transaction,
+        # and CREATE INDEX CONCURRENTLY in the migrating replica waits for every open
+        # transaction to end, so both would wait for ever.
+        while True:
+            if await connection.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATION_LOCK):
+                break
+            await asyncio.sleep(_MIGRATION_POLL_SECONDS)
         yield
     finally:
         await connection.close()  # ends the session, which releases the lock

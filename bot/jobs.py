@@ -62,8 +62,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 P = TypeVar("P", bound="DataclassInstance")
 
-# Jobs deleted in one statement when old finished jobs are tidied away.
+# Jobs deleted in one statement when old finished jobs are tidied away, and statements a tidy.
 _PRUNE_BATCH = 5000
+_PRUNE_BATCHES_PER_TIDY = 10
 # How often the runner's loop also looks for parked jobs and expired leases.
 _FULL_CLAIM_SECONDS = 2.0
 # How often a runner tidies the queue (finished jobs, stuck queues, parked work's probe).
@@ -285,7 +286,7 @@ class JobRunner:
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._next_maintenance = 0.0
+        self._tidy_task: asyncio.Task[None] | None = None
         self._next_full_claim = 0.0
 
     def notify(self) -> None:
@@ -294,11 +295,16 @@ class JobRunner:
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
+        self._tidy_task = asyncio.create_task(self._tidy_loop(), name="job-tidying")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop claiming; let running jobs finish for ``grace_seconds``, then release them."""
         self._stopping.set()
         self._wake.set()
+        if self._tidy_task is not None:
+            self._tidy_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tidy_task
         if self._loop_task is not None:
             await self._loop_task
         if self._running:
@@ -309,7 +315,6 @@ class JobRunner:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            await self._maintain_when_due()
             free = self.settings.workers - len(self._running)
             claimed: list[Job] = []
             if free > 0:
@@ -336,19 +341,19 @@ class JobRunner:
         self._running.discard(task)
         self._wake.set()
 
-    async def _maintain_when_due(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if now < self._next_maintenance:
-            return
-        self._next_maintenance = now + MAINTENANCE_SECONDS
-        try:
-            await self.maintain()
-        except Exception:
-            log.exception("tidying the job queue failed; trying again later")
+    async def _tidy_loop(self) -> None:
+        """Tidy the queue now and every ``MAINTENANCE_SECONDS``, beside the claiming loop."""
+        while True:
+            try:
+                await self.maintain()
+            except Exception:
+                log.exception("tidying the job queue failed; trying again later")
+            await asyncio.sleep(MAINTENANCE_SECONDS)
 
     async def maintain(self) -> None:
         """Delete old finished jobs, free stuck queues, resume parked work whose cause is gone."""
-        await prune_finished(self.clock() - timedelta(days=self.settings.keep_done_days))
+        before = self.clock() - timedelta(days=self.settings.keep_done_days)
+        await prune_finished(before, batches=_PRUNE_BATCHES_PER_TIDY)
         await unstick_queues()
         parked = await Job.filter(state=JobState.PARKED).exists()
         if parked and self.probe is not None and await self.probe():
@@ -569,10 +574,16 @@ class JobRunner:
             self._on_outcome(kind, outcome)
 
 
-async def prune_finished(before: datetime) -> int:
-    """Delete jobs that ended (done or cancelled) before ``before``, a batch at a time."""
+async def prune_finished(before: datetime, *, batches: int | None = None) -> int:
+    """Delete jobs that ended (done or cancelled) before ``before``, a batch at a time.
+
+    ``batches`` bounds the work of one call, so tidying a large backlog never holds up the
+    runner's loop for long: the next tidying goes on where this one stopped.
+    """
     removed = 0
-    while True:
+    while batches is None or batches > 0:
+        if batches is not None:
+            batches -= 1
         ids = (
             await Job.filter(state__in=(JobState.DONE, JobState.CANCELLED), updated_at__lt=before)
             .limit(_PRUNE_BATCH)
@@ -583,6 +594,7 @@ async def prune_finished(before: datetime) -> int:
         removed += await Job.filter(id__in=list(ids)).delete()
         if len(ids) < _PRUNE_BATCH:
             return removed
+    return removed
 
 
 async def unstick_queues() -> int:
