@@ -20,6 +20,7 @@ INDEXES = (
     # Job.conversation_id's db_index (0004 added the column without it); the name is the one
     # tortoise gives that index, so the model and the schema agree.
     ("idx_jobs_convers_d2ba1b", "jobs", ("conversation_id",)),
+    ("idx_jobs_claim", "jobs", ("state", "run_at", "id")),
 )
 
 
@@ -86,6 +87,10 @@ class Migration(migrations.Migration):
         ops.AlterModelOptions(
             name='FormerThread',
             options={'table': 'former_threads', 'app': 'models', 'unique_together': (('chat_channel', 'chat_thread_ts'),), 'indexes': _indexes_of('former_threads'), 'pk_attr': 'id', 'table_description': 'A Slack thread a conversation was shown in before a lead moved it elsewhere.'},
+        ),
+        ops.AlterModelOptions(
+            name='Job',
+            options={'table': 'jobs', 'app': 'models', 'indexes': [Index(fields=['state', 'run_at']), Index(fields=['serial_key', 'state']), Index(fields=['state', 'updated_at']), Index(fields=['state', 'run_at', 'id'], name='idx_jobs_claim')], 'pk_attr': 'id', 'table_description': 'A step of work after intake, retried with backoff until done (kinds: bot/jobkinds.py).'},
         ),
         ops.RunPython(_create_indexes, _drop_indexes, atomic=False),
     ]
