@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
@@ -73,6 +74,9 @@ from models import Conversation, Job, JobState, Message, SkillExample
 
 log = logging.getLogger(__name__)
 
+# slack_sdk's own default for a Web API call.
+_SLACK_TIMEOUT_SECONDS = 30
+
 
 class Service:
     """Switchboard, started by ``async with`` and stopped cleanly on exit.
@@ -95,19 +99,22 @@ class Service:
         self.clock = clock
         self.run_jobs = run_jobs
         self._given_classifier = classifier
-        self.client = AsyncWebClient(
-            token=settings.slack.bot_token,
-            base_url=settings.slack.api_url or AsyncWebClient.BASE_URL,
-        )
-        self.chat = SlackChat(self.client)
         self.telegram_bot = build_bot(settings.telegram) if settings.telegram.enabled else None
         self.http_port = 0
         self.smtp_port = 0
         self._stack = AsyncExitStack()
 
-    def _wire(self, classifier: Classifier) -> None:
+    def _wire(self, classifier: Classifier, slack_session: aiohttp.ClientSession) -> None:
         """Build the core and its edges around ``classifier``."""
-        settings, clock, chat = self.settings, self.clock, self.chat
+        settings, clock = self.settings, self.clock
+        # One connection pool for every Slack call: without a session, slack_sdk opens a new
+        # one (and a new connection) per call.
+        self.client = AsyncWebClient(
+            token=settings.slack.bot_token,
+            base_url=settings.slack.api_url or AsyncWebClient.BASE_URL,
+            session=slack_session,
+        )
+        self.chat = chat = SlackChat(self.client)
         self.classifier = classifier
         # Rung by whoever adds a job, so the runner looks for work at once.
         jobs_added = asyncio.Event()
@@ -215,6 +222,10 @@ class Service:
     async def start(self) -> None:
         """Start every part; on failure, ``__aenter__`` undoes what was started."""
         settings = self.settings
+        # Closed last, after everything that calls Slack has stopped.
+        slack_session = await self._stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_SLACK_TIMEOUT_SECONDS))
+        )
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
         classifier = self._given_classifier
@@ -222,7 +233,7 @@ class Service:
             await self._share_learning(classifier, await newest_example_id())
         if classifier is None:
             classifier = await self._load_triage()
-        self._wire(classifier)
+        self._wire(classifier, slack_session)
         await schedule_purge(self.privacy)
         if settings.slack.mode == "http":
             await self._check_bot_token()

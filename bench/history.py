@@ -370,8 +370,14 @@ async def measure_stream(
     }
 
 
-async def run_service(url: str, plan: Plan, workdir: Path, label: str) -> dict[str, Any]:
-    """The real service on ``url``: warm-up, the steady stream, then the slow one."""
+async def run_service(
+    url: str, plan: Plan, workdir: Path, label: str, *, tree: Path | None = None
+) -> dict[str, Any]:
+    """The real service on ``url``: warm-up, the steady stream, then the slow one.
+
+    ``tree`` runs the service of another checkout instead (its code first on the path): the
+    same stream against an earlier commit, for CPU per message in the same run.
+    """
     database = url.rsplit("/", 1)[1]
     admin_url = url.rsplit("/", 1)[0] + "/postgres"
     async with SlackSandbox() as slack, SmtpSink() as relay:
@@ -397,6 +403,8 @@ async def run_service(url: str, plan: Plan, workdir: Path, label: str) -> dict[s
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
         log = workdir / f"{label}.log"
         service = ServiceProcess(config, env, log, http_port=http_port, smtp_port=smtp_port)
         say(f"{label}: starting the service")
@@ -922,7 +930,9 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def main(plan: Plan, admin_url: str, command: str) -> dict[str, Any]:
+async def main(
+    plan: Plan, admin_url: str, command: str, baseline: Path | None = None
+) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {
         "benchmark": "history",
@@ -956,7 +966,27 @@ async def main(plan: Plan, admin_url: str, command: str) -> dict[str, Any]:
                 )
                 await tidy(url)
                 result[label]["operations_ms"] = await time_operations(url, settings, plan, label)
+        if baseline is not None:
+            async with scratch_databases(admin_url, "baseline") as (baseline_url,):
+                say(f"baseline: the service of {baseline} on an empty database")
+                result["baseline_empty"] = {
+                    "tree": str(baseline),
+                    "stream": await run_service(
+                        baseline_url, plan, Path(workdir), "baseline", tree=baseline
+                    ),
+                }
     result["ratios"] = ratios(result["empty"], result["filled"])
+    if baseline is not None:
+        result["ratios"]["cpu_per_message_vs_baseline"] = {
+            name: {
+                part: ratio(
+                    result["empty"]["stream"][name]["cpu_ms_per_message"][part],
+                    result["baseline_empty"]["stream"][name]["cpu_ms_per_message"][part],
+                )
+                for part in ("service", "postgres", "total")
+            }
+            for name in ("steady", "slow")
+        }
     result["targets"] = targets(result)
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
@@ -989,6 +1019,13 @@ def cli() -> None:
         default=ADMIN_URL,
         help=f"the scratch databases are created next to this one ({ADMIN_URL})",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="TREE",
+        type=Path,
+        help="also run the empty database's stream with the service of this checkout (e.g. "
+        "`git worktree add /tmp/base HEAD~1`) and compare CPU per message",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else defaults
     chosen = {
@@ -1004,7 +1041,7 @@ def cli() -> None:
     command = " ".join(["python -m bench.history", *sys.argv[1:]])
     # Stopped with SIGTERM, it still drops its databases and stops the service.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    print(json.dumps(asyncio.run(main(plan, args.postgres, command)), indent=2))
+    print(json.dumps(asyncio.run(main(plan, args.postgres, command, args.baseline)), indent=2))
 
 
 if __name__ == "__main__":
