@@ -160,6 +160,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def skills_toml() -> str:
+    """The ``[[skills]]`` tables of ``CHANNELS``."""
+    return "\n".join(
+        f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
+        for name, channel in CHANNELS.items()
+    )
+
+
 def service_config(
     *,
     http_port: int,
@@ -170,10 +178,7 @@ def service_config(
     telegram_mode: str,
     park_retry_seconds: float,
 ) -> str:
-    skills = "\n".join(
-        f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
-        for name, channel in CHANNELS.items()
-    )
+    skills = skills_toml()
     return f"""
 [service]
 http_port = {http_port}

@@ -59,7 +59,16 @@ import aiosmtplib
 import asyncpg
 
 from adapters.slack.views import answer_text, home_view
-from bench.chaos import ServiceProcess, free_port, process_cpu_seconds
+from bench.chaos import (
+    AGENT,
+    CHANNELS,
+    SUPPORT,
+    TRIAGE_CHANNEL,
+    ServiceProcess,
+    free_port,
+    process_cpu_seconds,
+    skills_toml,
+)
 from bench.fill import fill_history
 from bot.commands import Commands
 from bot.database import apply_migrations, open_database
@@ -89,11 +98,7 @@ from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
 
 ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-SUPPORT = "support@shop.example"
 SIGNING_SECRET = "history-signing-secret"
-AGENT = "U0AGENT"
-CHANNELS = {"general": "support", "billing": "support-billing", "technical": "support-technical"}
-TRIAGE_CHANNEL = "support-triage"
 # The stream's customers write from a domain of their own, so that none of them is taken for a
 # customer of the filled history.
 STREAM_DOMAIN = "stream.history.example"
@@ -141,10 +146,7 @@ def say(text: str) -> None:
 
 
 def service_config(*, http_port: int, smtp_port: int, relay_port: int, slack_url: str) -> str:
-    skills = "\n".join(
-        f'[[skills]]\nname = "{name}"\nchannel = "{channel}"\n'
-        for name, channel in CHANNELS.items()
-    )
+    skills = skills_toml()
     return f"""
 [service]
 http_host = "127.0.0.1"
