@@ -136,10 +136,14 @@ class Intake:
         Only what makes a message durable happens here; finding its conversation is its first
         job (``ThreadInbound``), so the senders' answers wait for the fewest statements.
         """
-        keys = await _dedup_keys(messages, conn)
-        ids: dict[str, int] = dict(
-            await Message.filter(dedup_key__in=keys).using_db(conn).values_list("dedup_key", "id")
-        )
+        keys, ids = await _dedup_keys(messages, conn)
+        relabelled = [key for key in keys if key not in ids and "#" in key]
+        if relabelled:
+            ids.update(
+                await Message.filter(dedup_key__in=relabelled)
+                .using_db(conn)
+                .values_list("dedup_key", "id")
+            )
         fresh: dict[str, InboundMessage] = {}
         for message, key in zip(messages, keys, strict=True):
             if key not in ids:
@@ -193,8 +197,12 @@ def _fingerprint(sender_address: str, subject: str, text: str) -> str:
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-async def _dedup_keys(messages: list[InboundMessage], conn: BaseDBAsyncClient) -> list[str]:
+async def _dedup_keys(
+    messages: list[InboundMessage], conn: BaseDBAsyncClient
+) -> tuple[list[str], dict[str, int]]:
     """Each message's dedup key: its label, or label and fingerprint when the label collides.
+
+    Also returns the ids of the labels already stored (one query serves both).
 
     A message is a duplicate only when its sender and content match what was stored under its
     label (``dedup_key``). A different message that reuses the label (a Message-ID reused by
@@ -202,13 +210,17 @@ async def _dedup_keys(messages: list[InboundMessage], conn: BaseDBAsyncClient) -
     shown, and a re-delivery of it is still recognised.
     """
     labels = [dedup_key(m) for m in messages]
+    rows = (
+        await Message.filter(dedup_key__in=labels)
+        .using_db(conn)
+        .values("dedup_key", "id", "sender_address", "subject", "text")
+    )
+    ids = {str(row["dedup_key"]): int(row["id"]) for row in rows}
     stored = {
         str(row["dedup_key"]): _fingerprint(
             str(row["sender_address"]), str(row["subject"]), str(row["text"])
         )
-        for row in await Message.filter(dedup_key__in=labels)
-        .using_db(conn)
-        .values("dedup_key", "sender_address", "subject", "text")
+        for row in rows
     }
     keys: list[str] = []
     for message, label in zip(messages, labels, strict=True):
@@ -225,7 +237,7 @@ async def _dedup_keys(messages: list[InboundMessage], conn: BaseDBAsyncClient) -
             extra={"label": label[:200], "sender": message.sender_address},
         )
         keys.append(f"{label[:480]}#{fingerprint}")
-    return keys
+    return keys, ids
 
 
 def _unthreaded(message: InboundMessage, key: str) -> Message:
