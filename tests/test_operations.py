@@ -8,9 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from tortoise import Tortoise, connections
+from tortoise.migrations.api import migrate
 
-from bot.database import apply_migrations, open_database
-from bot.jobkinds import CHECK_WAITING, POST_INBOUND, MessagePayload, WaitingPayload
+from bot.database import apply_migrations, open_database, tortoise_config
+from bot.jobkinds import (
+    CHECK_WAITING,
+    DELIVER_REPLY,
+    POST_INBOUND,
+    MessagePayload,
+    WaitingPayload,
+)
 from models import Customer, Job
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -141,3 +149,30 @@ async def test_migrations_apply_twice_and_keep_data(database_url: str) -> None:
     await apply_migrations(database_url)
     async with open_database(database_url, migrate_first=False):
         assert await Customer.filter(name="Anna").count() == 1
+
+
+async def test_a_job_that_failed_before_the_job_catalogue_can_be_retried_after_it(
+    database_url: str,
+) -> None:
+    """0004 names each job's conversation in a column; a failed job an operator retries later
+    needs it as much as a pending one (its payload held only the message's id)."""
+    config = tortoise_config(database_url)
+    await migrate(config=config, target="models.0003_inbound_before_threading")
+    await connections.close_all(discard=True)
+    await Tortoise.init(config=config)
+    try:
+        for state, key in (("failed", "replies:7"), ("pending", "replies:8")):
+            await connections.get("default").execute_script(
+                "INSERT INTO jobs (kind, payload, serial_key, state, run_at, attempts, "
+                "locked_by, last_error, created_at, updated_at) VALUES ('deliver_reply', "
+                f"'{{\"message_id\": 1}}', '{key}', '{state}', CURRENT_TIMESTAMP, 5, '', "
+                "'SMTP down', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+    finally:
+        await connections.close_all(discard=True)
+    async with open_database(database_url):
+        jobs = await Job.all().order_by("id")
+        assert [DELIVER_REPLY.payload_of(job) for job in jobs] == [
+            MessagePayload(1, 7),
+            MessagePayload(1, 8),
+        ]

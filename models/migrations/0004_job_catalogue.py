@@ -9,10 +9,14 @@ _PREFIXES = ("conversation:", "replies:", "snooze:", "waiting:")
 
 
 async def _conversation_column(apps, schema_editor):
-    """Fill ``conversation_id`` of unfinished jobs from their serial keys."""
+    """Fill ``conversation_id`` of unfinished and failed jobs from their serial keys.
+
+    Failed ones too: an operator may retry them, and their payloads name only a message or an
+    audit entry, so the payload needs the column.
+    """
     client = schema_editor.client
     rows = await client.execute_query_dict(
-        "SELECT id, serial_key FROM jobs WHERE state IN ('pending', 'running')"
+        "SELECT id, serial_key FROM jobs WHERE state IN ('pending', 'running', 'failed')"
     )
     param = "$1" if client.capabilities.dialect == "postgres" else "?"
     param2 = "$2" if client.capabilities.dialect == "postgres" else "?"
