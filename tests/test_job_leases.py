@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.transactions import in_transaction
 
 from bot.errors import LeaseLost
+from bot.jobkinds import PURGE_CLOSED
 from bot.jobs import JobKind, JobRunner, hold_claim, utcnow
-from bot.settings import JobSettings
-from models import Job, JobState
+from bot.privacy import Hold, Privacy, PurgeClosed, Removal, schedule_purge
+from bot.settings import JobSettings, RetentionSettings
+from bot.shapes import ChannelKind
+from models import (
+    AuditEntry,
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Identity,
+    Job,
+    JobState,
+)
 from standins.slack import SlackSandbox
 from tests.conftest import BOT_TOKEN, eventually
 
@@ -153,3 +164,69 @@ async def test_a_worker_killed_mid_job_loses_it_once_after_the_lease_ran_out(
     assert survivor.runs[0] >= held_until
     assert posts(slack, "after the crash") == 1
     assert (await Job.get(id=job.id)).attempts == 2
+
+
+class SlowPurge(Privacy):
+    """Retention one conversation a batch, each batch a lease long: the purge lasts 3 leases."""
+
+    async def purge_closed(
+        self, *, dry_run: bool = False, batch: int = 1, hold: Hold | None = None
+    ) -> Removal:
+        return await super().purge_closed(dry_run=dry_run, batch=1, hold=hold)
+
+    async def _purge(
+        self, ids: list[int], cutoff: datetime, dry_run: bool, hold: Hold | None
+    ) -> Removal:
+        await asyncio.sleep(LEASE)
+        return await super()._purge(ids, cutoff, dry_run, hold)
+
+
+class CountedPurge(PurgeClosed):
+    def __init__(self, privacy: Privacy) -> None:
+        super().__init__(privacy)
+        self.runs = 0
+
+    async def run(self, job: Job) -> None:
+        self.runs += 1
+        await super().run(job)
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_purge_three_leases_long_runs_once_with_two_workers() -> None:
+    privacy = SlowPurge(RetentionSettings(closed_conversations_days=30))
+    customer = await Customer.create(name="Alt")
+    identity = await Identity.create(
+        customer=customer, channel=ChannelKind.EMAIL, address="alt@kunde.example"
+    )
+    long_ago = utcnow() - timedelta(days=60)
+    for number in range(3):
+        conversation = await Conversation.create(
+            token=f"OLD{number}",
+            customer=customer,
+            identity=identity,
+            channel=ChannelKind.EMAIL,
+            status=ConversationStatus.CLOSED,
+        )
+        await Conversation.filter(id=conversation.id).update(updated_at=long_ago)
+    handlers = [CountedPurge(privacy), CountedPurge(privacy)]
+    workers = [JobRunner({PURGE_CLOSED: handler}, SETTINGS) for handler in handlers]
+    await schedule_purge(privacy)
+    for worker in workers:
+        await worker.start()
+    try:
+
+        async def purged() -> bool:
+            return not await Conversation.exists()
+
+        await eventually(purged, timeout=20)
+        await eventually(lambda: _purge_done(), timeout=10)
+    finally:
+        for worker in workers:
+            await worker.stop()
+    assert sum(handler.runs for handler in handlers) == 1
+    # One audit entry a batch: three batches, none run twice.
+    assert await AuditEntry.filter(action="retention").count() == 3
+
+
+async def _purge_done() -> bool:
+    return await Job.filter(kind=PURGE_CLOSED.name, state=JobState.DONE).exists()
