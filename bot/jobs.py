@@ -429,9 +429,17 @@ class JobRunner:
         current = asyncio.current_task()
         assert current is not None
         lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_lease(job, current, lost), name=f"lease-{job.id}")
+        # Set once the handler is over: its outcome is being recorded, and each state change
+        # checks the token itself, so the keeper must no longer stop this task.
+        ran = asyncio.Event()
+        keeper = asyncio.create_task(
+            self._keep_lease(job, current, lost, ran), name=f"lease-{job.id}"
+        )
         try:
-            await handler.run(job)
+            try:
+                await handler.run(job)
+            finally:
+                ran.set()
         except asyncio.CancelledError:
             if lost.is_set():
                 return  # another worker holds the job now; it records the outcome
@@ -459,8 +467,14 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _keep_lease(self, job: Job, task: asyncio.Task[Any], lost: asyncio.Event) -> None:
-        """Renew ``job``'s lease while it runs; stop the job if another worker took it."""
+    async def _keep_lease(
+        self, job: Job, task: asyncio.Task[Any], lost: asyncio.Event, ran: asyncio.Event
+    ) -> None:
+        """Renew ``job``'s lease while it runs; stop the job if another worker took it.
+
+        A renewal that finds the job no longer running after its handler is over (``ran``)
+        finds the outcome this worker has just recorded: that is not a lost lease.
+        """
         every = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(every)
@@ -474,6 +488,8 @@ class JobRunner:
             if renewed:
                 JOB_LEASES.labels("renewed").inc()
                 continue
+            if ran.is_set():
+                return
             self._lost(job, "its lease was not renewed in time")
             lost.set()
             task.cancel()

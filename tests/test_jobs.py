@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -318,3 +319,28 @@ async def test_parked_and_retrying_work_counts_as_waiting_between_its_tries() ->
 
     (waiting,) = await waiting_by_kind(clock())
     assert (waiting.kind, waiting.count) == ("reply", 1)
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_lease_renewal_after_the_job_ended_does_not_stop_the_worker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keeper can renew just after the outcome is stored and before it is stopped (the
+    commit's answer is slow to come back): it finds the job done, which is no lost lease."""
+    quick = JobSettings(workers=1, lease_seconds=0.3)
+    outcomes: list[str] = []
+    runner = JobRunner({POST: Recorder()}, quick, on_outcome=lambda _, o: outcomes.append(o))
+    recorded = JobRunner._end
+
+    async def slow_to_return(self: JobRunner, job: Job, state: JobState, error: str) -> None:
+        await recorded(self, job, state, error)
+        await asyncio.sleep(quick.lease_seconds)
+
+    monkeypatch.setattr(JobRunner, "_end", slow_to_return)
+    job = await POST.enqueue(Item("c1"))
+
+    await runner.run_until_idle()
+
+    assert (await state_of(job)).state is JobState.DONE
+    assert outcomes == ["done"]
+    assert "lost the lease" not in caplog.text
