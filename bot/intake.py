@@ -137,13 +137,6 @@ class Intake:
         job (``ThreadInbound``), so the senders' answers wait for the fewest statements.
         """
         keys, ids = await _dedup_keys(messages, conn)
-        relabelled = [key for key in keys if key not in ids and "#" in key]
-        if relabelled:
-            ids.update(
-                await Message.filter(dedup_key__in=relabelled)
-                .using_db(conn)
-                .values_list("dedup_key", "id")
-            )
         fresh: dict[str, InboundMessage] = {}
         for message, key in zip(messages, keys, strict=True):
             if key not in ids:
@@ -202,7 +195,7 @@ async def _dedup_keys(
 ) -> tuple[list[str], dict[str, int]]:
     """Each message's dedup key: its label, or label and fingerprint when the label collides.
 
-    Also returns the ids of the labels already stored (one query serves both).
+    Also returns the ids of the keys already stored (one query serves both).
 
     A message is a duplicate only when its sender and content match what was stored under its
     label (``dedup_key``). A different message that reuses the label (a Message-ID reused by
@@ -210,8 +203,14 @@ async def _dedup_keys(
     shown, and a re-delivery of it is still recognised.
     """
     labels = [dedup_key(m) for m in messages]
+    # Compared as stored (``_unthreaded`` cuts long fields).
+    fingerprints = [_fingerprint(m.sender_address[:320], m.subject[:998], m.text) for m in messages]
+    own_keys = [
+        f"{label[:480]}#{fingerprint}"
+        for label, fingerprint in zip(labels, fingerprints, strict=True)
+    ]
     rows = (
-        await Message.filter(dedup_key__in=labels)
+        await Message.filter(dedup_key__in=[*labels, *own_keys])
         .using_db(conn)
         .values("dedup_key", "id", "sender_address", "subject", "text")
     )
@@ -223,11 +222,14 @@ async def _dedup_keys(
         for row in rows
     }
     keys: list[str] = []
-    for message, label in zip(messages, labels, strict=True):
-        # Compared as stored (``_unthreaded`` cuts long fields).
-        fingerprint = _fingerprint(
-            message.sender_address[:320], message.subject[:998], message.text
-        )
+    for message, label, fingerprint, own_key in zip(
+        messages, labels, fingerprints, own_keys, strict=True
+    ):
+        if own_key in stored:
+            # Stored before beside another message under the label, which may be gone since
+            # (forgotten, purged): still a re-delivery.
+            keys.append(own_key)
+            continue
         owner = stored.setdefault(label, fingerprint)
         if owner == fingerprint:
             keys.append(label)
@@ -236,7 +238,7 @@ async def _dedup_keys(
             "a different message reuses a stored message's id: stored as a new message",
             extra={"label": label[:200], "sender": message.sender_address},
         )
-        keys.append(f"{label[:480]}#{fingerprint}")
+        keys.append(own_key)
     return keys, ids
 
 

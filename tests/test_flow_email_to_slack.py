@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.privacy import parse_address
 from models import Conversation, Message
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -133,6 +134,29 @@ async def test_another_message_reusing_a_message_id_is_shown_and_its_redelivery_
     assert await Message.all().count() == 2
     texts = [text for thread in thread_texts(harness, "support") for text in thread]
     assert sum("Meine Rechnung" in text for text in texts) == 1
+    assert sum("Mein Paket fehlt" in text for text in texts) == 1
+
+
+async def test_a_reused_message_id_redelivered_after_its_first_owner_was_forgotten_is_not_new(
+    harness: Harness,
+) -> None:
+    reused = "<reused@broken-mailer.example>"
+    other = mail(
+        "Mein Paket fehlt",
+        subject="Paket",
+        sender="Ben Kunde <ben@kunde.example>",
+        message_id=reused,
+    )
+    for message in (mail("Meine Rechnung", message_id=reused), other):
+        await harness.send_mail(message)
+    await harness.settled()
+    await harness.service.privacy.forget(parse_address("anna@kunde.example"))
+
+    await harness.send_mail(other)
+    await harness.settled()
+
+    assert await Message.all().count() == 1
+    texts = [text for thread in thread_texts(harness, "support") for text in thread]
     assert sum("Mein Paket fehlt" in text for text in texts) == 1
 
 
