@@ -627,11 +627,20 @@ async def unstick_queues() -> int:
         .values_list("serial_key", flat=True)
     )
     keys = sorted({str(key) for key in heads})
-    for key in keys:
+    await promote_next(keys)
+    return len(keys)
+
+
+async def promote_next(keys: Iterable[str]) -> None:
+    """Let the oldest queued job of each key go, if nothing else of the key is unfinished.
+
+    For whoever deletes unfinished jobs (forgetting a customer, a retention purge): call it
+    after the deleting transaction commits, so no follower waits behind a deleted head.
+    """
+    for key in sorted(set(keys)):
         async with in_transaction() as conn:
             await _lock_keys([key], conn)
             await _promote_next(key, conn)
-    return len(keys)
 
 
 async def resume_parked(now: datetime) -> int:

@@ -42,7 +42,7 @@ from bot.jobkinds import (
     NoPayload,
     ThreadPayload,
 )
-from bot.jobs import Clock, hold_claim, utcnow
+from bot.jobs import Clock, hold_claim, promote_next, utcnow
 from bot.ports import ChatPort
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind, ThreadErasure
@@ -264,7 +264,7 @@ class Privacy:
                 )
             if dry_run or not (plan.message_ids or plan.identities or plan.customers):
                 return plan.removal()
-            await _remove(plan, conn)
+            freed = await _remove(plan, conn)
             now = self.clock()
             erase_jobs = []
             # The erasure names the thread, not the conversation: no job about the forgotten
@@ -286,6 +286,7 @@ class Privacy:
                 summary=f"Removed a customer's data at their request: {removal.summary()}.",
                 using_db=conn,
             )
+        await promote_next(freed)
         log.info("customer forgotten", extra={"removed": removal.summary()})
         return removal
 
@@ -360,7 +361,7 @@ class Privacy:
             await _add_customers_left_without_data(plan, conn)
             if dry_run:
                 return plan.removal()
-            await _remove(plan, conn)
+            freed = await _remove(plan, conn)
             removal = plan.removal()
             await AuditEntry.create(
                 conversation=None,
@@ -374,6 +375,7 @@ class Privacy:
                 ),
                 using_db=conn,
             )
+        await promote_next(freed)
         log.info("old closed conversations removed", extra={"removed": removal.summary()})
         return removal
 
@@ -519,9 +521,16 @@ async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient)
     plan.identities = [i for i in identities if i.customer_id in gone]  # type: ignore[attr-defined]
 
 
-async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> None:
-    """Delete the rows of ``plan`` by set, children first (the schema cascades the same way)."""
+async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> set[str]:
+    """Delete the rows of ``plan`` by set, children first (the schema cascades the same way).
+
+    Returns the serial keys of the deleted jobs: once this commits, ``promote_next`` lets
+    the jobs that waited behind them go (a key cut to 64 characters is shared by senders).
+    """
+    keys: set[str] = set()
     for ids in _sets(plan.job_ids):
+        job_keys = Job.filter(id__in=ids).using_db(conn).distinct()
+        keys.update(str(key) for key in await job_keys.values_list("serial_key", flat=True))
         await Job.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets(plan.unthreaded_ids):
         await StoredAttachment.filter(message_id__in=ids).using_db(conn).delete()
@@ -537,6 +546,7 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> None:
     await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
     for ids in _sets(plan.example_ids):
         await SkillExample.filter(id__in=ids).using_db(conn).delete()
+    return keys
 
 
 class EraseThread:

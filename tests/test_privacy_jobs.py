@@ -13,6 +13,7 @@ import pytest
 
 from bot.jobkinds import (
     CATALOGUE,
+    THREAD_INBOUND,
     ChangePayload,
     ErasePayload,
     MessagePayload,
@@ -25,7 +26,7 @@ from bot.jobkinds import (
 from bot.privacy import CustomerAddress, Privacy
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind
-from models import Conversation, Customer, Direction, Identity, Job, Message
+from models import Conversation, Customer, Direction, Identity, Job, JobState, Message
 
 ADDRESS = "anna@kunde.example"
 
@@ -77,3 +78,27 @@ async def test_forget_removes_the_jobs_of_every_kind_about_the_customer() -> Non
         assert not names_it, f"{job.kind} job still names the forgotten conversation"
     # Only kinds that name no conversation stay: the thread erasure and the purge.
     assert {job.kind for job in left} <= {"erase_thread", "purge_closed"}
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_job_waiting_behind_a_forgotten_customers_job_goes_on() -> None:
+    """Two long addresses share a sender's serial key (cut to 64 characters): Ben's message
+    waits behind Anna's; forgetting Anna deletes hers, and his must not wait behind nothing."""
+    shared = "kundenservice.abteilung.rechnungen.und.zahlungen.nord"
+    anna, ben = f"{shared}1@kunde.example", f"{shared}2@kunde.example"
+    customer = await Customer.create(name="Anna")
+    await Identity.create(customer=customer, channel=ChannelKind.EMAIL, address=anna)
+    jobs = []
+    for address in (anna, ben):
+        message = await Message.create(
+            direction=Direction.INBOUND,
+            channel=ChannelKind.EMAIL,
+            sender_address=address,
+            text="Meine Rechnung",
+        )
+        jobs.append(await THREAD_INBOUND.enqueue(ThreadPayload(message.id, f"email:{address}")))
+    assert jobs[0].serial_key == jobs[1].serial_key
+
+    await Privacy(RetentionSettings()).forget(CustomerAddress(ChannelKind.EMAIL, anna))
+
+    assert [job.state for job in await Job.all()] == [JobState.PENDING]
