@@ -181,27 +181,32 @@ async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> None:
 
 
 async def end_jobs(
-    jobs: Iterable[Job], state: JobState, reason: str, conn: BaseDBAsyncClient | None = None
+    jobs: Iterable[Job],
+    state: JobState,
+    reason: str,
+    conn: BaseDBAsyncClient | None = None,
+    *,
+    failed_too: bool = False,
 ) -> int:
     """End jobs that are not running (cancel, drop) and let the next of each key go.
 
-    A failed job can be ended too: an operator who dropped it has seen it.
+    With ``failed_too`` a failed job is ended as well: an operator who dropped it has seen it.
     """
     chosen = list(jobs)
     if not chosen:
         return 0
     if conn is None:
         async with in_transaction() as own:
-            return await end_jobs(chosen, state, reason, own)
+            return await end_jobs(chosen, state, reason, own, failed_too=failed_too)
     keys = sorted({job.serial_key for job in chosen})
     await _lock_keys(keys, conn)
+    endable = [JobState.PENDING, JobState.QUEUED, JobState.PARKED]
+    if failed_too:
+        endable.append(JobState.FAILED)
     ended = await (
-        Job.filter(
-            id__in=[job.id for job in chosen],
-            state__in=(JobState.PENDING, JobState.QUEUED, JobState.PARKED, JobState.FAILED),
-        )
+        Job.filter(id__in=[job.id for job in chosen], state__in=endable)
         .using_db(conn)
-        .update(state=state, locked_until=None, last_error=reason)
+        .update(state=state, locked_until=None, last_error=reason, updated_at=utcnow())
     )
     for key in keys:
         await _promote_next(key, conn)
@@ -211,7 +216,7 @@ async def end_jobs(
 async def cancel_pending(job_id: int) -> bool:
     """Cancel a job that has not started; False if it is already running or finished."""
     job = await Job.get_or_none(id=job_id)
-    if job is None or job.state is JobState.FAILED:
+    if job is None:
         return False
     return await end_jobs([job], JobState.CANCELLED, "") == 1
 
@@ -412,6 +417,7 @@ class JobRunner:
                     locked_until=lease,
                     locked_by=token,
                     attempts=F("attempts") + 1,
+                    updated_at=utcnow(),
                 )
             )
         for job in chosen:
@@ -543,6 +549,7 @@ class JobRunner:
             run_at=self.clock() + timedelta(seconds=delay),
             locked_until=None,
             last_error=reason,
+            updated_at=utcnow(),
         )
         if updated:
             self._outcome(job.kind, outcome)
@@ -571,7 +578,7 @@ class JobRunner:
             ended = await (
                 Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING)
                 .using_db(conn)
-                .update(state=state, locked_until=None, last_error=error)
+                .update(state=state, locked_until=None, last_error=error, updated_at=utcnow())
             )
             if ended:
                 await _promote_next(job.serial_key, conn)
@@ -582,7 +589,7 @@ class JobRunner:
 
     async def _release(self, job: Job) -> None:
         await Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING).update(
-            state=JobState.PENDING, locked_until=None
+            state=JobState.PENDING, locked_until=None, updated_at=utcnow()
         )
 
     def _outcome(self, kind: str, outcome: str) -> None:
@@ -670,7 +677,7 @@ async def retry_jobs(jobs: Iterable[Job], now: datetime | None = None) -> int:
             retried += await (
                 Job.filter(id=job.id, state=job.state)
                 .using_db(conn)
-                .update(state=state, run_at=now or utcnow(), attempts=0)
+                .update(state=state, run_at=now or utcnow(), attempts=0, updated_at=utcnow())
             )
     return retried
 

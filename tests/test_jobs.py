@@ -344,3 +344,15 @@ async def test_a_lease_renewal_after_the_job_ended_does_not_stop_the_worker(
     assert (await state_of(job)).state is JobState.DONE
     assert outcomes == ["done"]
     assert "lost the lease" not in caplog.text
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_job_that_waited_long_is_kept_for_the_days_after_it_ended() -> None:
+    clock = Clock()
+    job = await POST.enqueue(Item("c1"), now=clock())
+    ten_days_ago = utcnow() - timedelta(days=10)
+    await Job.filter(id=job.id).update(created_at=ten_days_ago, updated_at=ten_days_ago)
+    await JobRunner({POST: Recorder()}, SETTINGS, clock=clock).run_until_idle()
+
+    assert await prune_finished(utcnow() - timedelta(days=7)) == 0
+    assert (await state_of(job)).state is JobState.DONE

@@ -180,7 +180,7 @@ async def drop(job_id: int, *, yes: bool) -> int:
     if not yes and not await confirmed(f"Drop job {job.id} ({job.kind}{about})? [y/N] "):
         print("Nothing was dropped.")
         return 1
-    if not await end_jobs([job], JobState.CANCELLED, DROP_REASON):
+    if not await end_jobs([job], JobState.CANCELLED, DROP_REASON, failed_too=True):
         print(
             f"switchboard: job {job.id} started or ended meanwhile and was not dropped; "
             "see `switchboard jobs list`",
