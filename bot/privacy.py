@@ -524,12 +524,14 @@ async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient)
 async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> set[str]:
     """Delete the rows of ``plan`` by set, children first (the schema cascades the same way).
 
-    Returns the serial keys of the deleted jobs: once this commits, ``promote_next`` lets
-    the jobs that waited behind them go (a key cut to 64 characters is shared by senders).
+    Returns the serial keys of the deleted heads of queues: once this commits, ``promote_next``
+    lets the jobs that waited behind them go (a key cut to 64 characters is shared by senders).
+    Finished jobs hold up nothing, and a deleted queued job has its head still there.
     """
     keys: set[str] = set()
+    heads = (JobState.PENDING, JobState.PARKED)
     for ids in _sets(plan.job_ids):
-        job_keys = Job.filter(id__in=ids).using_db(conn).distinct()
+        job_keys = Job.filter(id__in=ids, state__in=heads).using_db(conn).distinct()
         keys.update(str(key) for key in await job_keys.values_list("serial_key", flat=True))
         await Job.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets(plan.unthreaded_ids):
