@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 # slack_sdk's own default for a Web API call.
 _SLACK_TIMEOUT_SECONDS = 30
+# How long start-up waits for Slack to answer the token check.
+_TOKEN_CHECK_SECONDS = 5.0
 
 
 class Service:
@@ -304,7 +306,13 @@ class Service:
     async def _check_bot_token(self) -> None:
         """Say plainly when Slack refuses the bot token; mail is still accepted, and parks."""
         try:
-            await self.chat.check()
+            # Briefly: a Slack that does not answer must not hold up intake.
+            await asyncio.wait_for(self.chat.check(), _TOKEN_CHECK_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "Slack did not answer auth.test at start; messages are accepted and wait",
+                extra={"seconds": _TOKEN_CHECK_SECONDS},
+            )
         except DeliveryError as exc:
             log.error(
                 "Slack refuses SLACK_BOT_TOKEN, or cannot be reached: messages are accepted "

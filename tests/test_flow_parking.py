@@ -7,6 +7,8 @@ the order the customer wrote them.
 
 from __future__ import annotations
 
+import pytest
+
 from models import Job, JobState
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -32,10 +34,17 @@ def shown_texts(harness: Harness) -> list[str]:
 
 
 async def test_mail_accepted_under_a_wrong_token_reaches_slack_once_the_token_is_fixed(
-    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+    make_settings: SettingsFactory,
+    slack: SlackSandbox,
+    relay: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     wrong = {"SLACK_BOT_TOKEN": "xoxb-typo-in-the-token"}
     async with running(make_settings, slack, relay, env=wrong) as harness:
+        # The start says so plainly, and the service still takes mail.
+        refused = [r for r in caplog.records if "Slack refuses SLACK_BOT_TOKEN" in r.message]
+        assert [r.levelname for r in refused] == ["ERROR"]
+        assert "invalid_auth" in str(refused[0].__dict__.get("reason"))
         await customer_writes_three_mails(harness)  # each answered 250
 
         async def first_post_parked_and_the_others_queued_behind_it() -> bool:
