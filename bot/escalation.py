@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from tortoise.transactions import in_transaction
 
 from bot.jobkinds import CHECK_WAITING, WaitingPayload
-from bot.jobs import Clock, cancel_key, enqueue_jobs, utcnow
+from bot.jobs import Clock, cancel_about, enqueue_jobs, utcnow
 from bot.settings import PriorityRules
 from bot.shapes import DeliveryState, Priority
 from bot.triage.priority import escalate, outranks
@@ -84,7 +84,7 @@ class Escalation:
         payload = WaitingPayload(conversation_id, first_message_id)
         async with in_transaction() as conn:
             # The checks of an earlier streak are moot (it was answered) and would hold these up.
-            await cancel_key(CHECK_WAITING.serial_key(payload), conn)
+            await cancel_about(CHECK_WAITING, conversation_id, conn)
             hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
             checks = [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
             await enqueue_jobs(checks, conn)

@@ -18,7 +18,13 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.conversations import find_conversation, new_token
-from bot.jobkinds import POST_INBOUND, THREAD_INBOUND, MessagePayload, ThreadPayload
+from bot.jobkinds import (
+    POST_INBOUND,
+    THREAD_INBOUND,
+    MessagePayload,
+    ThreadPayload,
+    sender_of,
+)
 from bot.jobs import Clock, enqueue_jobs, utcnow
 from bot.metrics import MESSAGES_IN
 from bot.pipeline import inbound_of
@@ -156,7 +162,7 @@ class Intake:
             await enqueue_jobs(
                 [
                     THREAD_INBOUND.new(
-                        ThreadPayload(ids[key], f"{m.channel.value}:{m.sender_address}"),
+                        ThreadPayload(ids[key], sender_of(m.channel, m.sender_address)),
                         run_at=now,
                     )
                     for key, m in fresh.items()

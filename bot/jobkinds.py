@@ -13,14 +13,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.jobs import JobKind
+from bot.shapes import ChannelKind
 
 
 @dataclass(frozen=True, slots=True)
 class ThreadPayload:
-    """A stored inbound message to put in its conversation; ``sender`` is channel:address."""
+    """A stored inbound message to put in its conversation; ``sender`` is ``sender_of``'s."""
 
     message_id: int
     sender: str = ""
+
+
+def sender_of(channel: ChannelKind, address: str) -> str:
+    """How a threading job names its sender: one sender's messages are threaded in order."""
+    return f"{channel.value}:{address}"
+
+
+def sender_key(channel: ChannelKind, address: str) -> str:
+    """The stored serial key of a sender's threading jobs (their message ids aside)."""
+    return THREAD_INBOUND.stored_key(ThreadPayload(0, sender_of(channel, address)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 P = TypeVar("P", bound="DataclassInstance")
 
+# The length of ``Job.serial_key``.
+_KEY_LENGTH = 64
+
+#: Unfinished jobs that have not started: what a cancel or an operator's drop can end.
+NOT_STARTED = (JobState.PENDING, JobState.QUEUED, JobState.PARKED)
+#: States of a key's head: while one of these is there, the key's queued jobs wait.
+HEAD = (JobState.PENDING, JobState.RUNNING, JobState.PARKED)
 # Jobs deleted in one statement when old finished jobs are tidied away, and statements a tidy.
 _PRUNE_BATCH = 5000
 _PRUNE_BATCHES_PER_TIDY = 10
@@ -86,12 +93,16 @@ class JobKind(Generic[P]):
     #: person can fix or that passes; it parks instead.
     may_park: bool = False
 
+    def stored_key(self, payload: P) -> str:
+        """The serial key of ``payload`` as the jobs table stores it (64 characters at most)."""
+        return self.serial_key(payload)[:_KEY_LENGTH]
+
     def new(self, payload: P, *, run_at: datetime) -> Job:
         """A job not saved yet; ``enqueue_jobs`` saves many at once."""
         return Job(
             kind=self.name,
             payload=dataclasses.asdict(payload),
-            serial_key=self.serial_key(payload)[:64],
+            serial_key=self.stored_key(payload),
             conversation_id=getattr(payload, "conversation_id", None),
             run_at=run_at,
         )
@@ -134,12 +145,7 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
             return await enqueue_jobs(jobs, own)
     keys = sorted({job.serial_key for job in jobs})
     await _lock_keys(keys, conn)
-    busy = {
-        str(key)
-        for key in await Job.filter(serial_key__in=keys, state__in=UNFINISHED)
-        .using_db(conn)
-        .values_list("serial_key", flat=True)
-    }
+    busy = await _busy(keys, conn)
     for job in jobs:
         job.state = JobState.QUEUED if job.serial_key in busy else JobState.PENDING
         busy.add(job.serial_key)
@@ -148,6 +154,16 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
     else:
         await Job.bulk_create(list(jobs), using_db=conn)
     return list(jobs)
+
+
+async def _busy(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[str]:
+    """The keys among ``keys`` with unfinished work: a new job of theirs queues behind it."""
+    return {
+        str(key)
+        for key in await Job.filter(serial_key__in=keys, state__in=UNFINISHED)
+        .using_db(conn)
+        .values_list("serial_key", flat=True)
+    }
 
 
 async def _lock_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> None:
@@ -167,7 +183,8 @@ async def _lock_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> None:
 
 async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> None:
     """Make the oldest queued job of a key pending, if nothing else of the key is unfinished."""
-    # One statement: this runs after every job, so it is worth a round trip.
+    # One statement: this runs after every job, so it is worth a round trip. Its states are
+    # HEAD's.
     mark = "$1" if conn.capabilities.dialect == "postgres" else "?"
     await conn.execute_query(
         f"""UPDATE jobs SET state = 'pending'
@@ -200,9 +217,7 @@ async def end_jobs(
             return await end_jobs(chosen, state, reason, own, failed_too=failed_too)
     keys = sorted({job.serial_key for job in chosen})
     await _lock_keys(keys, conn)
-    endable = [JobState.PENDING, JobState.QUEUED, JobState.PARKED]
-    if failed_too:
-        endable.append(JobState.FAILED)
+    endable = [*NOT_STARTED, JobState.FAILED] if failed_too else list(NOT_STARTED)
     ended = await (
         Job.filter(id__in=[job.id for job in chosen], state__in=endable)
         .using_db(conn)
@@ -221,12 +236,11 @@ async def cancel_pending(job_id: int) -> bool:
     return await end_jobs([job], JobState.CANCELLED, "") == 1
 
 
-async def cancel_key(serial_key: str, conn: BaseDBAsyncClient) -> None:
-    """Cancel every job of a key that has not started (a snooze's wake-up, moot checks)."""
+async def cancel_about(kind: JobKind[Any], conversation_id: int, conn: BaseDBAsyncClient) -> None:
+    """Cancel the jobs of ``kind`` about a conversation that have not started (a snooze's
+    wake-up, moot waiting checks)."""
     waiting = (
-        await Job.filter(
-            serial_key=serial_key, state__in=(JobState.PENDING, JobState.QUEUED, JobState.PARKED)
-        )
+        await Job.filter(kind=kind.name, conversation_id=conversation_id, state__in=NOT_STARTED)
         .using_db(conn)
         .all()
     )
@@ -624,13 +638,7 @@ async def unstick_queues() -> int:
     """Let a queue go on whose every unfinished job is queued (a safety net; normally none)."""
     heads = (
         await Job.filter(state=JobState.QUEUED)
-        .exclude(
-            serial_key__in=Subquery(
-                Job.filter(state__in=(JobState.PENDING, JobState.RUNNING, JobState.PARKED)).values(
-                    "serial_key"
-                )
-            )
-        )
+        .exclude(serial_key__in=Subquery(Job.filter(state__in=HEAD).values("serial_key")))
         .values_list("serial_key", flat=True)
     )
     keys = sorted({str(key) for key in heads})
@@ -667,13 +675,10 @@ async def retry_jobs(jobs: Iterable[Job], now: datetime | None = None) -> int:
             await _lock_keys([job.serial_key], conn)
             if job.state is JobState.PARKED:
                 state = JobState.PARKED
+            elif await _busy([job.serial_key], conn):
+                state = JobState.QUEUED
             else:
-                busy = await (
-                    Job.filter(serial_key=job.serial_key, state__in=UNFINISHED)
-                    .using_db(conn)
-                    .exists()
-                )
-                state = JobState.QUEUED if busy else JobState.PENDING
+                state = JobState.PENDING
             retried += await (
                 Job.filter(id=job.id, state=job.state)
                 .using_db(conn)
@@ -694,17 +699,25 @@ class Waiting:
 async def waiting_by_kind(now: datetime | None = None) -> list[Waiting]:
     """Unfinished jobs by kind that wait (what /healthz and /metrics report).
 
-    Parked and retrying jobs wait even while their next try is ahead; a job scheduled for
-    later (a snooze's end, a reply in its undo window) does not wait yet.
+    Parked and retrying jobs wait even while their next try is ahead (``_waits``).
     """
-    waiting = Q(run_at__lte=now or utcnow()) | Q(attempts__gt=0) | Q(state=JobState.PARKED)
     rows = (
-        await Job.filter(waiting, state__in=UNFINISHED)
+        await Job.filter(_waits(now or utcnow()))
         .group_by("kind")
         .annotate(count=Count("id"), oldest=Min("created_at"))
         .values("kind", "count", "oldest")
     )
     return [Waiting(str(r["kind"]), int(r["count"]), _aware(r["oldest"])) for r in rows]
+
+
+def _waits(now: datetime) -> Q:
+    """Unfinished jobs that wait: due, or tried before (retrying, parked or running).
+
+    A job scheduled for later that was never tried (a snooze's end, a reply in its undo
+    window) does not wait yet.
+    """
+    tried = Q(attempts__gt=0) | Q(state=JobState.PARKED)
+    return Q(state__in=UNFINISHED) & (Q(run_at__lte=now) | tried)
 
 
 def _aware(value: object) -> datetime:
@@ -714,8 +727,4 @@ def _aware(value: object) -> datetime:
 
 async def queue_depth(now: datetime | None = None) -> int:
     """How many jobs are due, retrying, parked or running; one scheduled for later is not."""
-    waiting = Q(run_at__lte=now or utcnow()) | Q(attempts__gt=0)
-    due = (Q(state__in=(JobState.PENDING, JobState.QUEUED, JobState.PARKED)) & waiting) | Q(
-        state=JobState.RUNNING
-    )
-    return await Job.filter(due).count()
+    return await Job.filter(_waits(now or utcnow())).count()

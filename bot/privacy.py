@@ -40,9 +40,9 @@ from bot.jobkinds import (
     WAKE_SNOOZED,
     ErasePayload,
     NoPayload,
-    ThreadPayload,
+    sender_key,
 )
-from bot.jobs import Clock, hold_claim, promote_next, utcnow
+from bot.jobs import HEAD, Clock, hold_claim, promote_next, utcnow
 from bot.ports import ChatPort
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind, ThreadErasure
@@ -470,10 +470,7 @@ async def _jobs_about(
     )
     # A sender's threading jobs share a key cut to 64 characters, which two long addresses
     # can share too: only the jobs carrying one of these messages go.
-    sender_keys = [
-        THREAD_INBOUND.serial_key(ThreadPayload(0, f"{channel.value}:{address}"))[:64]
-        for channel, address in senders
-    ]
+    sender_keys = [sender_key(channel, address) for channel, address in senders]
     by_sender = [
         int(job_id)
         for job_id, payload in await Job.filter(
@@ -529,9 +526,9 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> set[str]:
     Finished jobs hold up nothing, and a deleted queued job has its head still there.
     """
     keys: set[str] = set()
-    heads = (JobState.PENDING, JobState.PARKED)
     for ids in _sets(plan.job_ids):
-        job_keys = Job.filter(id__in=ids, state__in=heads).using_db(conn).distinct()
+        # Running jobs are not in the plan, so these are pending or parked heads.
+        job_keys = Job.filter(id__in=ids, state__in=HEAD).using_db(conn).distinct()
         keys.update(str(key) for key in await job_keys.values_list("serial_key", flat=True))
         await Job.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets(plan.unthreaded_ids):

@@ -33,7 +33,7 @@ from bot.jobkinds import (
     MovePayload,
     WakePayload,
 )
-from bot.jobs import Clock, cancel_key, utcnow
+from bot.jobs import Clock, cancel_about, utcnow
 from bot.pipeline import card_for
 from bot.ports import ChatPort, Classifier, Learner
 from bot.roles import Actor
@@ -499,7 +499,7 @@ async def _open_count(skill: str) -> int:
 
 
 async def _cancel_wake_ups(conversation_id: int, conn: BaseDBAsyncClient) -> None:
-    await cancel_key(WAKE_SNOOZED.serial_key(WakePayload(conversation_id, "")), conn)
+    await cancel_about(WAKE_SNOOZED, conversation_id, conn)
 
 
 async def first_words(conversation_id: int, conn: BaseDBAsyncClient | None = None) -> str:
