@@ -167,12 +167,6 @@ class Service:
         )
         self.intake = Intake(clock=clock, on_stored=lambda _: jobs_added.set())
         self.relay = Relay(chat, settings.replies, clock=clock, on_queued=jobs_added.set)
-        lookups, roles, commands, background = (
-            self.lookups,
-            self.roles,
-            self.commands,
-            self.background,
-        )
         groups = UserGroups(self.client)
         self.bolt = build_bolt_app(
             client=self.client,
@@ -182,12 +176,12 @@ class Service:
             directory=self.directory,
             extend=lambda app: register_team_workflow(
                 app,
-                commands=commands,
-                lookups=lookups,
-                roles=roles,
+                commands=self.commands,
+                lookups=self.lookups,
+                roles=self.roles,
                 groups=groups,
                 name_of=self.directory.name_of,
-                background=background,
+                background=self.background,
                 command_name=settings.slack.command,
                 clock=clock,
             ),
