@@ -195,7 +195,16 @@ class Service:
             return False
         return True
 
-    async def _customer_wrote(self, conversation: Conversation, message: Message) -> None:
+    async def _customer_wrote(
+        self, conversation: Conversation, message: Message, opened: bool
+    ) -> None:
+        if message.is_automated:
+            return
+        if opened:
+            # A new thread: nothing to wake or reopen, and the customer's streak is this message.
+            await self.escalation.thread_opened(conversation.id, message.id)
+            return
+        await conversation.refresh_from_db()
         await self.workflow.customer_wrote(conversation, message)
         await self.escalation.customer_wrote(conversation, message)
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from tortoise.transactions import in_transaction
 
 from bot.jobkinds import CHECK_WAITING, WaitingPayload
-from bot.jobs import Clock, cancel_about, enqueue_jobs, utcnow
+from bot.jobs import Clock, cancel_about, enqueue_jobs, start_queue, utcnow
 from bot.settings import PriorityRules
 from bot.shapes import DeliveryState, Priority
 from bot.triage.priority import escalate, outranks
@@ -45,11 +45,26 @@ class Escalation:
         self.rules = rules
         self.clock = clock
 
+    async def thread_opened(self, conversation_id: int, message_id: int) -> None:
+        """A customer's message has opened its conversation's thread: it begins the streak.
+
+        No check of the conversation can exist yet (checks follow posts), so the two are the
+        first jobs of their key: one statement, no cancelling, no lock.
+        """
+        now = self.clock()
+        payload = WaitingPayload(conversation_id, message_id)
+        hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
+        await start_queue(
+            [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
+        )
+
     async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        """A customer's message is in its thread: schedule the waiting checks, or apply rules."""
+        """A customer's message is in its thread: schedule the waiting checks, or apply rules.
+
+        ``conversation`` is read fresh by the caller.
+        """
         if message.is_automated:
             return
-        await conversation.refresh_from_db()
         streak = await _unanswered(conversation.id)
         if streak is None:
             return

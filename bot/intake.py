@@ -25,7 +25,7 @@ from bot.jobkinds import (
     ThreadPayload,
     sender_of,
 )
-from bot.jobs import Clock, enqueue_jobs, utcnow
+from bot.jobs import Clock, enqueue_jobs, start_queue, utcnow
 from bot.metrics import MESSAGES_IN
 from bot.pipeline import inbound_of
 from bot.settings import ThreadingSettings
@@ -309,6 +309,7 @@ class ThreadInbound:
                 reopen_closed=self.reopen_closed,
                 new_sender=new_sender,
             )
+            opened = conversation is None
             if conversation is None:
                 conversation = await Conversation.create(
                     token=new_token(),
@@ -329,9 +330,13 @@ class ThreadInbound:
                 )
             message.conversation = conversation
             await message.save(using_db=conn, update_fields=["conversation_id"])
-            await POST_INBOUND.enqueue(
-                MessagePayload(message.id, conversation.id), now=self.clock(), conn=conn
+            post = POST_INBOUND.new(
+                MessagePayload(message.id, conversation.id), run_at=self.clock()
             )
+            if opened:
+                await start_queue([post], conn)  # a new conversation's key: nothing to wait for
+            else:
+                await enqueue_jobs([post], conn)
         if self.on_threaded is not None:
             self.on_threaded()
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Count, Min
@@ -154,6 +155,19 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
     else:
         await Job.bulk_create(list(jobs), using_db=conn)
     return list(jobs)
+
+
+async def start_queue(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = None) -> None:
+    """Save the first jobs of a serial key that has had none: one statement, no lock.
+
+    The first is pending, the others queue behind it in order. Only for a key that nobody
+    else can have used yet (a conversation's first timers, set by the job that opened it).
+    """
+    if len({job.serial_key for job in jobs}) > 1:
+        raise ValueError("start_queue takes the jobs of one serial key")
+    for index, job in enumerate(jobs):
+        job.state = JobState.QUEUED if index else JobState.PENDING
+    await Job.bulk_create(list(jobs), using_db=conn)
 
 
 async def _busy(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[str]:
@@ -399,46 +413,22 @@ class JobRunner:
         """
         now = self.clock()
         token = f"{self.worker_id}-{uuid.uuid4().hex[:16]}"
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
         # Small index scans instead of one OR: each reads only as many rows as it takes.
-        sources = [Q(state=JobState.PENDING, run_at__lte=now)]
+        sources = [_PENDING_DUE]
         if all_due:
-            sources += [
-                Q(state=JobState.PARKED, run_at__lte=now),
-                Q(state=JobState.RUNNING, locked_until__lt=now),
-            ]
-        async with in_transaction() as conn:
-            chosen: list[Job] = []
-            for due in sources:
-                if len(chosen) >= limit:
-                    break
-                query = Job.filter(due)
-                if self.only_own_kinds:
-                    query = query.filter(kind__in=list(self.handlers))
-                chosen += (
-                    await query.order_by("run_at", "id")
-                    .limit(limit - len(chosen))
-                    .select_for_update(skip_locked=True)
-                    .using_db(conn)
-                )
-            if not chosen:
-                return []
-            lease = now + timedelta(seconds=self.settings.lease_seconds)
-            await (
-                Job.filter(id__in=[job.id for job in chosen])
-                .using_db(conn)
-                .update(
-                    state=JobState.RUNNING,
-                    locked_until=lease,
-                    locked_by=token,
-                    attempts=F("attempts") + 1,
-                    updated_at=utcnow(),
-                )
-            )
-        for job in chosen:
-            job.state = JobState.RUNNING
-            job.locked_until = lease
-            job.locked_by = token
-            job.attempts += 1
+            sources += [_PARKED_DUE, _LEASE_EXPIRED]
+        kinds = list(self.handlers) if self.only_own_kinds else None
+        chosen: list[Job] = []
+        conn = connections.get("default")
+        for due in sources:
+            if len(chosen) >= limit:
+                break
+            wanted = limit - len(chosen)
+            if conn.capabilities.dialect == "postgres":
+                chosen += await _lease_postgres(conn, due, now, wanted, kinds, lease, token)
+            else:
+                chosen += await _lease(due, now, wanted, kinds, lease, token)
         return chosen
 
     async def _run(self, job: Job) -> None:
@@ -609,6 +599,84 @@ class JobRunner:
     def _outcome(self, kind: str, outcome: str) -> None:
         if self._on_outcome is not None:
             self._on_outcome(kind, outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """Where a claim looks for due jobs: as SQL (``{now}`` the moment) and as a filter."""
+
+    sql: str
+    filter: Callable[[datetime], Q]
+
+
+_PENDING_DUE = _Due(
+    "state = 'pending' AND run_at <= {now}",
+    lambda now: Q(state=JobState.PENDING, run_at__lte=now),
+)
+_PARKED_DUE = _Due(
+    "state = 'parked' AND run_at <= {now}",
+    lambda now: Q(state=JobState.PARKED, run_at__lte=now),
+)
+_LEASE_EXPIRED = _Due(
+    "state = 'running' AND locked_until < {now}",
+    lambda now: Q(state=JobState.RUNNING, locked_until__lt=now),
+)
+
+
+async def _lease_postgres(
+    conn: BaseDBAsyncClient,
+    due: _Due,
+    now: datetime,
+    limit: int,
+    kinds: list[str] | None,
+    lease: datetime,
+    token: str,
+) -> list[Job]:
+    """Lease due jobs in one statement (it runs before every job: one round trip).
+
+    SKIP LOCKED lets replicas claim side by side, each taking rows the others have not locked.
+    """
+    only_kinds = "AND kind = ANY($6::text[])" if kinds is not None else ""
+    rows = await conn.execute_query_dict(
+        f"""UPDATE jobs SET state = 'running', locked_until = $2, locked_by = $3,
+              attempts = attempts + 1, updated_at = $4
+            WHERE id IN (
+              SELECT id FROM jobs WHERE {due.sql.format(now="$1")} {only_kinds}
+              ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+            RETURNING *""",
+        [now, lease, token, utcnow(), limit, *([kinds] if kinds is not None else [])],
+    )
+    return sorted((Job._init_from_db(**row) for row in rows), key=lambda j: (j.run_at, j.id))
+
+
+async def _lease(
+    due: _Due, now: datetime, limit: int, kinds: list[str] | None, lease: datetime, token: str
+) -> list[Job]:
+    """Lease due jobs on SQLite, whose one process claims alone (no row locks there)."""
+    async with in_transaction() as conn:
+        query = Job.filter(due.filter(now))
+        if kinds is not None:
+            query = query.filter(kind__in=kinds)
+        chosen = await query.order_by("run_at", "id").limit(limit).using_db(conn)
+        if not chosen:
+            return []
+        await (
+            Job.filter(id__in=[job.id for job in chosen])
+            .using_db(conn)
+            .update(
+                state=JobState.RUNNING,
+                locked_until=lease,
+                locked_by=token,
+                attempts=F("attempts") + 1,
+                updated_at=utcnow(),
+            )
+        )
+    for job in chosen:
+        job.state = JobState.RUNNING
+        job.locked_until = lease
+        job.locked_by = token
+        job.attempts += 1
+    return chosen
 
 
 async def prune_finished(before: datetime, *, batches: int | None = None) -> int:

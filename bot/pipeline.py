@@ -16,7 +16,7 @@ from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
 from bot.jobs import JobKind
 from bot.metrics import MESSAGES_OUT
 from bot.ports import ChatPort, Classifier, ReplySender
-from bot.routing import channel_for, oncall_for, skill_names
+from bot.routing import oncall_for, route, stored_skills
 from bot.settings import Settings
 from bot.shapes import (
     Attachment,
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 async def _message_of(job: Job, kind: JobKind[MessagePayload]) -> Message | None:
     """The message a job is about; None once it was removed (forgotten or purged)."""
     message_id = kind.payload_of(job).message_id
-    return await Message.get_or_none(id=message_id).prefetch_related("conversation__identity")
+    # One query with joins: this runs for every message in and out.
+    return await Message.filter(id=message_id).select_related("conversation__identity").first()
 
 
 async def _attachments(message: Message) -> tuple[Attachment, ...]:
@@ -114,12 +115,13 @@ class PostInbound:
         classifier: Classifier,
         settings: Settings,
         *,
-        after_post: Callable[[Conversation, Message], Awaitable[None]] | None = None,
+        after_post: Callable[[Conversation, Message, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.chat = chat
         self.classifier = classifier
         self.settings = settings
-        # Told when a customer's message is in its thread (a snoozed conversation wakes up).
+        # Told when a customer's message is in its thread (a snoozed conversation wakes up),
+        # and whether that message has just opened the thread.
         self.after_post = after_post
 
     async def run(self, job: Job) -> None:
@@ -131,7 +133,8 @@ class PostInbound:
         conversation = threaded(message)
         attachments = await _attachments(message)
         retrying = job.attempts > 1
-        if conversation.chat_thread_ts is None:
+        opened = conversation.chat_thread_ts is None
+        if opened:
             await self._open_thread(conversation, inbound_of(message, attachments), retrying)
         assert conversation.chat_channel is not None
         assert conversation.chat_thread_ts is not None
@@ -164,13 +167,14 @@ class PostInbound:
             message.chat_files_posted = True
             await message.save(update_fields=["chat_files_posted"])
         if self.after_post is not None:
-            await self.after_post(conversation, message)
+            await self.after_post(conversation, message, opened)
 
     async def _open_thread(
         self, conversation: Conversation, first: InboundMessage, retrying: bool
     ) -> None:
         triage = await self.classifier.triage(first)
-        skill, channel_name = await channel_for(triage.skill, self.settings)
+        skills = await stored_skills()
+        skill, channel_name = route(triage.skill, self.settings, skills)
         chat_channel = await self.chat.channel_id(channel_name)
         conversation.skill = skill
         conversation.confidence = triage.confidence
@@ -182,7 +186,7 @@ class PostInbound:
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
             oncall = oncall_for(skill, triage.priority, self.settings)
-            card = card_for(conversation, await skill_names(), oncall=oncall)
+            card = card_for(conversation, tuple(skills), oncall=oncall)
             ts = await self.chat.post_root(chat_channel, card, marker=marker)
         conversation.chat_channel = chat_channel
         conversation.chat_thread_ts = ts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.settings import Settings
@@ -32,16 +33,25 @@ async def sync_skills(settings: Settings) -> None:
         )
 
 
-async def channel_for(skill: str, settings: Settings) -> tuple[str, str]:
-    """The (skill, Slack channel) a conversation tagged ``skill`` goes to."""
+async def stored_skills() -> dict[str, str]:
+    """Every stored skill's Slack channel, by skill name in order (one query: a short table)."""
+    rows = await Skill.all().order_by("name").values_list("name", "chat_channel")
+    return {str(name): str(channel) for name, channel in rows}
+
+
+def route(skill: str, settings: Settings, skills: Mapping[str, str]) -> tuple[str, str]:
+    """The (skill, Slack channel) a conversation tagged ``skill`` goes to, among ``skills``."""
     if skill == TRIAGE_SKILL:
         return skill, settings.slack.triage_channel
-    stored = await Skill.get_or_none(name=skill)
-    if stored is None:
-        stored = await Skill.get_or_none(name=settings.triage.default_skill)
-    if stored is None:
-        return TRIAGE_SKILL, settings.slack.triage_channel
-    return stored.name, stored.chat_channel
+    for name in (skill, settings.triage.default_skill):
+        if name in skills:
+            return name, skills[name]
+    return TRIAGE_SKILL, settings.slack.triage_channel
+
+
+async def channel_for(skill: str, settings: Settings) -> tuple[str, str]:
+    """The (skill, Slack channel) a conversation tagged ``skill`` goes to."""
+    return route(skill, settings, await stored_skills())
 
 
 async def skill_names() -> tuple[str, ...]:

@@ -318,10 +318,12 @@ class Workflow:
         )
 
     async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        """A customer's message is in the thread: end a snooze, show a reopening."""
+        """A customer's message is in the thread: end a snooze, show a reopening.
+
+        ``conversation`` is read fresh by the caller.
+        """
         if message.is_automated:
             return
-        await conversation.refresh_from_db()
         if conversation.snoozed_until is not None:
             conversation.snoozed_until = None
             await self._record(
