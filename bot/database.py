@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
 from bot.errors import ConfigError
@@ -19,8 +20,12 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     url = database_url.replace("postgresql://", "postgres://", 1)
     if url.startswith("postgres://"):
         url = url.replace("postgres://", "asyncpg://", 1)
+    connection: str | dict[str, Any] = url
+    if url.startswith("asyncpg://"):
+        connection = expand_db_url(url)
+        connection["credentials"]["reset"] = _keep_session
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": {
             "models": {
                 "models": ["models"],
@@ -31,6 +36,16 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+async def _keep_session(connection: object) -> None:
+    """What a pooled PostgreSQL connection does when it is given back: nothing more.
+
+    The pool has already rolled back any open transaction. Its default reset would also
+    drop session settings, LISTENs and session advisory locks, none of which the service
+    uses on pooled connections (the migration lock has a connection of its own), at the
+    cost of a round trip after every statement outside a transaction.
+    """
 
 
 def is_postgres(database_url: str) -> bool:

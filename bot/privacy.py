@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -264,7 +264,7 @@ class Privacy:
                 )
             if dry_run or not (plan.message_ids or plan.identities or plan.customers):
                 return plan.removal()
-            freed = await _remove(plan, conn)
+            deleted = await _remove(plan, conn)
             now = self.clock()
             erase_jobs = []
             # The erasure names the thread, not the conversation: no job about the forgotten
@@ -286,7 +286,7 @@ class Privacy:
                 summary=f"Removed a customer's data at their request: {removal.summary()}.",
                 using_db=conn,
             )
-        await promote_next(freed)
+        await promote_next(deleted.keys)
         log.info("customer forgotten", extra={"removed": removal.summary()})
         return removal
 
@@ -300,20 +300,23 @@ class Privacy:
         """
         cutoff = self.cutoff()
         removed = Removal()
-        after_id = 0
+        # Oldest first, read off the (status, updated_at) index; the conversations a batch
+        # keeps (a customer wrote since, work is queued) are passed over by the next one.
+        after = Q()
         while cutoff is not None:
-            candidates = _ints(
-                await Conversation.filter(
-                    status=ConversationStatus.CLOSED, updated_at__lt=cutoff, id__gt=after_id
-                )
-                .order_by("id")
+            candidates = (
+                await Conversation.filter(after, status=ConversationStatus.CLOSED)
+                .filter(updated_at__lt=cutoff)
+                .order_by("updated_at", "id")
                 .limit(batch)
-                .values_list("id", flat=True)
+                .values_list("id", "updated_at")
             )
             if not candidates:
                 break
-            after_id = candidates[-1]
-            removed += await self._purge(candidates, cutoff, dry_run, hold)
+            last_id, last_updated = candidates[-1]
+            after = Q(updated_at__gt=last_updated) | Q(updated_at=last_updated, id__gt=last_id)
+            ids = _ints(conversation_id for conversation_id, _ in candidates)
+            removed += await self._purge(ids, cutoff, dry_run, hold)
         return removed
 
     def cutoff(self) -> datetime | None:
@@ -327,42 +330,36 @@ class Privacy:
         async with in_transaction() as conn:
             if hold is not None:
                 await hold(conn)
-            # Read again inside the transaction: a customer may have written meanwhile.
-            candidates = await _conversation_rows(
+            # Read again inside the transaction: a customer may have written meanwhile. Work
+            # still queued for a conversation (a reply, a move) means it is not done with; its
+            # timers (a snooze's end, a waiting check) are moot and go with it.
+            recent = Message.filter(conversation_id__in=ids, created_at__gte=cutoff)
+            busy = Job.filter(conversation_id__in=ids, state__in=UNFINISHED).exclude(
+                kind__in=(WAKE_SNOOZED.name, CHECK_WAITING.name)
+            )
+            old = await _conversation_rows(
                 Conversation.filter(
                     id__in=ids, status=ConversationStatus.CLOSED, updated_at__lt=cutoff
                 )
+                .exclude(id__in=Subquery(recent.values("conversation_id")))
+                .exclude(id__in=Subquery(busy.values("conversation_id")))
                 .using_db(conn)
                 .order_by("id")
             )
-            recent = set(
-                _ints(
-                    await Message.filter(conversation_id__in=ids, created_at__gte=cutoff)
-                    .using_db(conn)
-                    .distinct()
-                    .values_list("conversation_id", flat=True)
-                )
-            )
-            # Work still queued for a conversation (a reply, a move) means it is not done with;
-            # its timers (a snooze's end, a waiting check) are moot and go with it.
-            busy = set(
-                _ints(
-                    await Job.filter(conversation_id__in=ids, state__in=UNFINISHED)
-                    .exclude(kind__in=(WAKE_SNOOZED.name, CHECK_WAITING.name))
-                    .using_db(conn)
-                    .distinct()
-                    .values_list("conversation_id", flat=True)
-                )
-            )
-            old = [c for c in candidates if c.id not in recent and c.id not in busy]
             if not old:
                 return Removal()
-            plan = await _plan(conn, [], [], old, senders=[])
+            # A dry run counts what would go; a purge counts what its deletes removed.
+            plan = await _plan(conn, [], [], old, senders=[], count=dry_run, ended_jobs=False)
             await _add_customers_left_without_data(plan, conn)
             if dry_run:
                 return plan.removal()
-            freed = await _remove(plan, conn)
-            removal = plan.removal()
+            deleted = await _remove(plan, conn)
+            removal = replace(
+                plan.removal(),
+                messages=deleted.messages,
+                attachments=deleted.attachments,
+                audit_entries=deleted.audit_entries,
+            )
             await AuditEntry.create(
                 conversation=None,
                 actor_id="",
@@ -375,7 +372,7 @@ class Privacy:
                 ),
                 using_db=conn,
             )
-        await promote_next(freed)
+        await promote_next(deleted.keys)
         log.info("old closed conversations removed", extra={"removed": removal.summary()})
         return removal
 
@@ -387,6 +384,10 @@ async def _identity_of(who: CustomerAddress, conn: BaseDBAsyncClient) -> Identit
         # Stored as the sender wrote it; the exact match above is the usual, indexed case.
         return await query.filter(address__iexact=who.address).first()
     return found
+
+
+#: Jobs that ended and that the job queue deletes by itself after a few days.
+_ENDED = (JobState.DONE, JobState.CANCELLED)
 
 
 def _sets(ids: Sequence[int]) -> list[Sequence[int]]:
@@ -401,8 +402,15 @@ async def _plan(
     conversations: list[_ConversationRow],
     *,
     senders: Iterable[tuple[ChannelKind, str]],
+    count: bool = True,
+    ended_jobs: bool = True,
 ) -> _Plan:
-    """Everything stored with ``conversations`` and, not yet threaded, from ``senders``."""
+    """Everything stored with ``conversations`` and, not yet threaded, from ``senders``.
+
+    Without ``count``, the conversations' messages, attachments and audit entries are not
+    looked at here: ``_remove`` counts them as it deletes them. Without ``ended_jobs``, their
+    jobs that ended are left to the job queue's own tidying.
+    """
     senders = list(senders)
     conversation_ids = [c.id for c in conversations]
     plan = _Plan(customers=customers, identities=identities, conversations=conversations)
@@ -418,14 +426,15 @@ async def _plan(
     texts: set[str] = set()
     former: list[tuple[int, str, str]] = []
     for ids in _sets(conversation_ids):
-        plan.message_ids += _ints(
-            await Message.filter(conversation_id__in=ids)
-            .using_db(conn)
-            .values_list("id", flat=True)
-        )
-        plan.audit_entries += (
-            await AuditEntry.filter(conversation_id__in=ids).using_db(conn).count()
-        )
+        if count:
+            plan.message_ids += _ints(
+                await Message.filter(conversation_id__in=ids)
+                .using_db(conn)
+                .values_list("id", flat=True)
+            )
+            plan.audit_entries += (
+                await AuditEntry.filter(conversation_id__in=ids).using_db(conn).count()
+            )
         texts.update((await first_words_of(list(ids), conn)).values())
         former += [
             (int(conversation_id), str(channel), str(ts))
@@ -434,7 +443,7 @@ async def _plan(
             .values_list("conversation_id", "chat_channel", "chat_thread_ts")
         ]
     plan.message_ids += plan.unthreaded_ids
-    for ids in _sets(plan.message_ids):
+    for ids in _sets(plan.message_ids if count else []):
         plan.attachments += await StoredAttachment.filter(message_id__in=ids).using_db(conn).count()
     texts.discard("")
     plan.example_ids = _ints(
@@ -443,7 +452,9 @@ async def _plan(
         .using_db(conn)
         .values_list("id", flat=True)
     )
-    plan.job_ids = await _jobs_about(conversation_ids, set(plan.message_ids), senders, conn)
+    plan.job_ids = await _jobs_about(
+        conversation_ids, set(plan.message_ids), senders, conn, ended_too=ended_jobs
+    )
     plan.threads = [
         (c.id, c.chat_channel, c.chat_thread_ts)
         for c in conversations
@@ -457,20 +468,27 @@ async def _jobs_about(
     message_ids: set[int],
     senders: Iterable[tuple[ChannelKind, str]],
     conn: BaseDBAsyncClient,
+    *,
+    ended_too: bool,
 ) -> list[int]:
     """Jobs about these conversations and messages, except those running right now.
 
-    A running job finds its rows gone and ends; its payload holds only ids.
+    A running job finds its rows gone and ends; its payload holds only ids. Without
+    ``ended_too``, jobs done or cancelled are left to ``prune_finished``, which deletes them
+    days after they ended (long before a closed conversation's retention period is over).
     """
+    skipped = [JobState.RUNNING] if ended_too else [JobState.RUNNING, *_ENDED]
     by_conversation = await (
         Job.filter(conversation_id__in=conversation_ids)
-        .exclude(state=JobState.RUNNING)
+        .exclude(state__in=skipped)
         .using_db(conn)
         .values_list("id", flat=True)
     )
     # A sender's threading jobs share a key cut to 64 characters, which two long addresses
     # can share too: only the jobs carrying one of these messages go.
     sender_keys = [sender_key(channel, address) for channel, address in senders]
+    if not sender_keys:
+        return sorted(set(_ints(by_conversation)))
     by_sender = [
         int(job_id)
         for job_id, payload in await Job.filter(
@@ -518,34 +536,48 @@ async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient)
     plan.identities = [i for i in identities if i.customer_id in gone]  # type: ignore[attr-defined]
 
 
-async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> set[str]:
+@dataclass(frozen=True, slots=True)
+class _Deleted:
+    """What ``_remove`` deleted, counted by its deletes."""
+
+    #: The serial keys of the deleted heads of queues.
+    keys: set[str]
+    messages: int
+    attachments: int
+    audit_entries: int
+
+
+async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
     """Delete the rows of ``plan`` by set, children first (the schema cascades the same way).
 
-    Returns the serial keys of the deleted heads of queues: once this commits, ``promote_next``
-    lets the jobs that waited behind them go (a key cut to 64 characters is shared by senders).
-    Finished jobs hold up nothing, and a deleted queued job has its head still there.
+    Once this commits, ``promote_next`` of the deleted heads' keys lets the jobs that waited
+    behind them go (a key cut to 64 characters is shared by senders). Finished jobs hold up
+    nothing, and a deleted queued job has its head still there.
     """
     keys: set[str] = set()
+    messages = attachments = audit_entries = 0
     for ids in _sets(plan.job_ids):
         # Running jobs are not in the plan, so these are pending or parked heads.
         job_keys = Job.filter(id__in=ids, state__in=HEAD).using_db(conn).distinct()
         keys.update(str(key) for key in await job_keys.values_list("serial_key", flat=True))
         await Job.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets(plan.unthreaded_ids):
-        await StoredAttachment.filter(message_id__in=ids).using_db(conn).delete()
-        await Message.filter(id__in=ids).using_db(conn).delete()
+        attachments += await StoredAttachment.filter(message_id__in=ids).using_db(conn).delete()
+        messages += await Message.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets([c.id for c in plan.conversations]):
         of_these = Message.filter(conversation_id__in=ids).values("id")
-        await StoredAttachment.filter(message_id__in=Subquery(of_these)).using_db(conn).delete()
-        await Message.filter(conversation_id__in=ids).using_db(conn).delete()
-        await AuditEntry.filter(conversation_id__in=ids).using_db(conn).delete()
+        attachments += (
+            await StoredAttachment.filter(message_id__in=Subquery(of_these)).using_db(conn).delete()
+        )
+        messages += await Message.filter(conversation_id__in=ids).using_db(conn).delete()
+        audit_entries += await AuditEntry.filter(conversation_id__in=ids).using_db(conn).delete()
         await FormerThread.filter(conversation_id__in=ids).using_db(conn).delete()
         await Conversation.filter(id__in=ids).using_db(conn).delete()
     await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
     for ids in _sets(plan.example_ids):
         await SkillExample.filter(id__in=ids).using_db(conn).delete()
-    return keys
+    return _Deleted(keys, messages, attachments, audit_entries)
 
 
 class EraseThread:
