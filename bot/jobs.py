@@ -577,15 +577,7 @@ class JobRunner:
             await self._end(job, JobState.FAILED, reason)
 
     async def _end(self, job: Job, state: JobState, error: str) -> None:
-        async with in_transaction() as conn:
-            await _lock_keys([job.serial_key], conn)
-            ended = await (
-                Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING)
-                .using_db(conn)
-                .update(state=state, locked_until=None, last_error=error, updated_at=utcnow())
-            )
-            if ended:
-                await _promote_next(job.serial_key, conn)
+        ended = await _end_running(job, state, error)
         if ended:
             self._outcome(job.kind, state.value)
         else:
@@ -677,6 +669,29 @@ async def _lease(
         job.locked_by = token
         job.attempts += 1
     return chosen
+
+
+async def _end_running(job: Job, state: JobState, error: str) -> bool:
+    """End a job this worker runs and let the next of its key go; False if the lease is lost.
+
+    On PostgreSQL one call of ``switchboard_end_job`` (models/migrations/0006) does it all.
+    """
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        rows = await conn.execute_query_dict(
+            "SELECT switchboard_end_job($1, $2, $3, $4, $5, $6) AS ended",
+            [job.id, job.locked_by, state.value, error, utcnow(), job.serial_key],
+        )
+        return bool(rows[0]["ended"])
+    async with in_transaction() as own:
+        ended = await (
+            Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING)
+            .using_db(own)
+            .update(state=state, locked_until=None, last_error=error, updated_at=utcnow())
+        )
+        if ended:
+            await _promote_next(job.serial_key, own)
+    return bool(ended)
 
 
 async def prune_finished(before: datetime, *, batches: int | None = None) -> int:
