@@ -34,6 +34,9 @@ from adapters.telegram.webhook import TelegramWebhook
 from adapters.web import HealthCheck, build_web_app
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
+from adapters.whatsapp.graph import GraphClient
+from adapters.whatsapp.sender import WhatsAppReplySender
+from adapters.whatsapp.webhook import WhatsAppWebhook
 from bot.commands import Commands
 from bot.database import is_postgres, open_database
 from bot.errors import ConfigError, DeliveryError
@@ -48,6 +51,7 @@ from bot.jobkinds import (
     POST_INBOUND,
     PURGE_CLOSED,
     SHOW_CHANGE,
+    SHOW_STATUS,
     THREAD_INBOUND,
     WAKE_SNOOZED,
 )
@@ -55,7 +59,7 @@ from bot.jobs import Clock, JobHandler, JobKind, JobRunner, resume_parked, utcno
 from bot.learning import SharedLearning, newest_example_id
 from bot.lookups import Lookups
 from bot.metrics import count_job
-from bot.pipeline import DeliverReply, PostInbound
+from bot.pipeline import DeliverReply, PostInbound, ReplyGate
 from bot.ports import Classifier, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
@@ -63,6 +67,7 @@ from bot.roles import Roles
 from bot.routing import sync_skills
 from bot.settings import Settings
 from bot.shapes import ChannelKind
+from bot.whatsapp import ReplyWindow, ShowStatus, Templates
 from bot.workflow import (
     MoveConversation,
     ShowChange,
@@ -105,6 +110,7 @@ class Service:
         self.http_port = 0
         self.smtp_port = 0
         self._stack = AsyncExitStack()
+        self.whatsapp_graph: GraphClient | None = None
 
     def _wire(self, classifier: Classifier, slack_session: aiohttp.ClientSession) -> None:
         """Build the core and its edges around ``classifier``."""
@@ -119,7 +125,7 @@ class Service:
         self.chat = chat = SlackChat(self.client)
         self.classifier = classifier
         # Rung by whoever adds a job, so the runner looks for work at once.
-        jobs_added = asyncio.Event()
+        self._jobs_added = jobs_added = asyncio.Event()
         senders: dict[ChannelKind, ReplySender] = {}
         if settings.email.enabled:
             senders[ChannelKind.EMAIL] = SmtpReplySender(settings.email)
@@ -127,10 +133,22 @@ class Service:
             senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
         if settings.webhooks:
             senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
+        gates: dict[ChannelKind, ReplyGate] = {}
+        self.reply_window = ReplyWindow(settings.whatsapp, settings.slack.command, clock=clock)
+        if self.whatsapp_graph is not None:
+            senders[ChannelKind.WHATSAPP] = WhatsAppReplySender(self.whatsapp_graph)
+            gates[ChannelKind.WHATSAPP] = self.reply_window
+        self.templates = Templates(settings.whatsapp, clock=clock, on_queued=jobs_added.set)
         self.workflow = Workflow(chat, settings, classifier, clock=clock, on_queued=jobs_added.set)
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
-        self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
+        self.commands = Commands(
+            self.workflow,
+            self.lookups,
+            self.roles,
+            settings.slack.command,
+            templates=self.templates,
+        )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()
         self.escalation = Escalation(self.workflow, settings.triage.priority, clock=clock)
@@ -147,13 +165,16 @@ class Service:
                 on_threaded=jobs_added.set,
             ),
             POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
-            DELIVER_REPLY: DeliverReply(chat, senders),
+            DELIVER_REPLY: DeliverReply(
+                chat, senders, gates=gates, reporting=frozenset({ChannelKind.WHATSAPP})
+            ),
             SHOW_CHANGE: ShowChange(self.workflow),
             MOVE_CONVERSATION: MoveConversation(self.workflow),
             WAKE_SNOOZED: WakeSnoozed(self.workflow),
             CHECK_WAITING: CheckWaiting(self.escalation),
             ERASE_THREAD: EraseThread(chat),
             PURGE_CLOSED: PurgeClosed(self.privacy),
+            SHOW_STATUS: ShowStatus(chat, self.reply_window),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -233,6 +254,11 @@ class Service:
         )
         await self._stack.enter_async_context(open_database(settings.database_url))
         await sync_skills(settings)
+        if settings.whatsapp.enabled:
+            whatsapp_session = await self._stack.enter_async_context(
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_SLACK_TIMEOUT_SECONDS))
+            )
+            self.whatsapp_graph = GraphClient(settings.whatsapp, whatsapp_session)
         classifier = self._given_classifier
         if isinstance(classifier, Learner):
             await self._share_learning(classifier, await newest_example_id())
@@ -266,6 +292,16 @@ class Service:
             routes += TelegramWebhook(settings.telegram.webhook_secret, telegram).routes()
         if settings.webhooks:
             routes += WebhookIntake(settings.webhooks, self.intake).routes()
+        if self.whatsapp_graph is not None:
+            routes += WhatsAppWebhook(
+                phone_number_id=settings.whatsapp.phone_number_id,
+                app_secret=settings.whatsapp.app_secret,
+                verify_token=settings.whatsapp.verify_token,
+                intake=self.intake,
+                graph=self.whatsapp_graph,
+                on_reports=self._jobs_added.set,
+                clock=self.clock,
+            ).routes()
         bolt = self.bolt if settings.slack.mode == "http" else None
         web_app = build_web_app(
             bolt,

@@ -26,6 +26,7 @@ from bot.lookups import (
 )
 from bot.roles import Actor, Role, Roles
 from bot.shapes import Priority
+from bot.whatsapp import Templates
 from bot.workflow import Workflow
 
 _SKILL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -123,6 +124,17 @@ class NameAgent:
     name: str  # "" goes back to the Slack profile name
 
 
+@dataclass(frozen=True, slots=True)
+class ListTemplates:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SendTemplate:
+    conversation: ConversationRef
+    name: str
+
+
 Command = (
     Help
     | Reassign
@@ -140,6 +152,8 @@ Command = (
     | ShowQueue
     | FindCustomer
     | NameAgent
+    | ListTemplates
+    | SendTemplate
 )
 
 
@@ -175,6 +189,8 @@ REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ('skills example <skill> "<text>"', Role.ADMIN, "teach triage an example"),
     ("skills remove <skill>", Role.ADMIN, "remove a skill without open conversations"),
     ('agent @user "<name>" | reset', Role.ADMIN, "the name an agent's replies go out under"),
+    ("templates", Role.AGENT, "the WhatsApp templates for when the 24-hour window closed"),
+    ("template <conversation> <name>", Role.AGENT, "send a WhatsApp template to the customer"),
 )
 
 
@@ -201,6 +217,8 @@ def parse(text: str) -> Command:
         return FindCustomer(args[0])
     if name == "agent":
         return _parse_agent(args)
+    if name in ("templates", "template"):
+        return _parse_templates(name, args)
     conversation_commands = {
         "reassign": "reassign <conversation> <skill>",
         "assign": "assign <conversation> @user",
@@ -305,6 +323,14 @@ def _parse_agent(args: list[str]) -> Command:
     return NameAgent(user, name[:255])
 
 
+def _parse_templates(name: str, args: list[str]) -> Command:
+    if name == "templates":
+        _count(args, 0, 0, "templates")
+        return ListTemplates()
+    _count(args, 2, 2, "template <conversation> <name>  (`templates` lists them)")
+    return SendTemplate(reference_of(args[0]), args[1])
+
+
 def required_role(command: Command, actor: Actor) -> Role:
     """The role ``command`` needs from ``actor``."""
     if isinstance(command, Assign) and command.user_id in ("me", actor.user_id):
@@ -327,12 +353,19 @@ class Commands:
     """Runs typed commands for a person, if their role allows it."""
 
     def __init__(
-        self, workflow: Workflow, lookups: Lookups, roles: Roles, command_name: str
+        self,
+        workflow: Workflow,
+        lookups: Lookups,
+        roles: Roles,
+        command_name: str,
+        *,
+        templates: Templates | None = None,
     ) -> None:
         self.workflow = workflow
         self.lookups = lookups
         self.roles = roles
         self.command_name = command_name
+        self.templates = templates
 
     async def run_text(self, text: str, actor: Actor) -> Reply:
         """Parse and run what someone typed after the slash command."""
@@ -376,6 +409,8 @@ class Commands:
                 return Answer(await workflow.remove_skill(actor, skill))
             case NameAgent(user_id, name):
                 return Answer(await workflow.name_agent(actor, user_id, name))
+            case ListTemplates() | SendTemplate():
+                return await self._templates(command, actor)
         assert isinstance(command, ConversationCommand)
         conversation = await find_conversation(command.conversation)
         match command:
@@ -395,3 +430,11 @@ class Commands:
             case ShowLog():
                 return await lookups.log(conversation)
         raise AssertionError(f"unhandled command {command!r}")
+
+    async def _templates(self, command: ListTemplates | SendTemplate, actor: Actor) -> Reply:
+        if self.templates is None:
+            return Answer("WhatsApp is not set up on this service.", refused=True)
+        if isinstance(command, ListTemplates):
+            return Answer(self.templates.listing())
+        conversation = await find_conversation(command.conversation)
+        return Answer(await self.templates.send(actor, conversation, command.name))

@@ -10,7 +10,8 @@ SwitchboardError
     │   └── BlockedDeliveryError waits on something a person fixes (token, scope, channel):
     │                            work carrying a customer's message or a reply parks on it
     └── PermanentDeliveryError   retrying can never help (blocked bot, malformed message)
-        └── DeliveryRefused      Switchboard itself will not send it (a mail loop): expected
+        ├── DeliveryRefused      Switchboard itself will not send it (a mail loop): expected
+        └── WindowClosed         WhatsApp's 24-hour window closed: only a template may go
 
 Adapters translate foreign errors into these with ``raise ... from exc`` so the core never has to
 know which library failed.
@@ -85,3 +86,7 @@ class DeliveryRefused(PermanentDeliveryError):
 
     An expected refusal, shown in the thread like any failure but not logged as an error.
     """
+
+
+class WindowClosed(PermanentDeliveryError):
+    """A free-form WhatsApp reply after the 24-hour window; ``reason`` offers the templates."""

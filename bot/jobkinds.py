@@ -112,6 +112,21 @@ ERASE_THREAD = JobKind(
 )
 PURGE_CLOSED = JobKind("purge_closed", NoPayload, lambda p: "retention")
 
+
+@dataclass(frozen=True, slots=True)
+class StatusPayload:
+    """A status a channel reported for a message we sent (``bot.shapes.DeliveryReport``)."""
+
+    channel: str
+    external_id: str
+    state: str
+    reason: str = ""
+    window_closed: bool = False
+
+
+# A status only moves its reply's state forward, so repeats and any order are harmless.
+SHOW_STATUS = JobKind("show_status", StatusPayload, lambda p: f"status:{p.external_id}")
+
 #: Every kind of job, by name.
 CATALOGUE: dict[str, JobKind[Any]] = {
     kind.name: kind
@@ -125,5 +140,6 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         CHECK_WAITING,
         ERASE_THREAD,
         PURGE_CLOSED,
+        SHOW_STATUS,
     )
 }

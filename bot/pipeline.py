@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from bot.conversations import short_id
-from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError
+from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError, WindowClosed
 from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
 from bot.jobs import JobKind
 from bot.metrics import MESSAGES_OUT
@@ -28,6 +29,7 @@ from bot.shapes import (
     OutboundReply,
     Triage,
 )
+from bot.whatsapp import record_parts, template_of
 from models import Conversation, Direction, Job, Message, StoredAttachment
 
 log = logging.getLogger(__name__)
@@ -213,34 +215,92 @@ class PostInbound:
             log.error("could not show a failed post in Slack", extra={"reason": exc.reason})
 
 
-class DeliverReply:
-    """Sends an agent's reply through the channel the customer used, then shows the outcome."""
+class ReplyGate(Protocol):
+    """A channel's rule a reply must pass before it is sent (WhatsApp's 24-hour window)."""
 
-    def __init__(self, chat: ChatPort, senders: Mapping[ChannelKind, ReplySender]) -> None:
+    async def check(self, conversation: Conversation, message: Message) -> None:
+        """Raise ``PermanentDeliveryError`` (with what to do instead) to stop the reply."""
+        ...
+
+    def closed_note(self, conversation: Conversation) -> str:
+        """What to tell the thread when the channel itself refused the reply by this rule."""
+        ...
+
+
+class DeliverReply:
+    """Sends an agent's reply through the channel the customer used, then shows the outcome.
+
+    ``gates`` hold a channel's rules a reply must pass first; channels in ``reporting`` send
+    delivery statuses later, so the id of each message a reply became is recorded.
+    """
+
+    def __init__(
+        self,
+        chat: ChatPort,
+        senders: Mapping[ChannelKind, ReplySender],
+        *,
+        gates: Mapping[ChannelKind, ReplyGate] | None = None,
+        reporting: frozenset[ChannelKind] = frozenset(),
+    ) -> None:
         self.chat = chat
         self.senders = senders
+        self.gates = gates or {}
+        self.reporting = reporting
 
     async def run(self, job: Job) -> None:
         message = await _message_of(job, DELIVER_REPLY)
         if message is None or message.delivery_state is DeliveryState.CANCELLED:
             return
         conversation = threaded(message)
+        if message.template is not None and message.chat_ts is None:
+            await self._show_template(message, conversation, job.attempts > 1)
         if message.delivery_state is not DeliveryState.SENT:
+            gate = self.gates.get(conversation.channel)
+            if gate is not None:
+                await gate.check(conversation, message)
             reply = await self._reply(message, conversation)
             sender = self.senders.get(conversation.channel)
             if sender is None:
                 raise PermanentDeliveryError(
                     f"replies over {conversation.channel.value} are not set up on this service"
                 )
-            message.external_id = await sender.send(reply)
+            try:
+                message.external_id = await sender.send(reply)
+            except WindowClosed as exc:
+                # The channel's clock said so before ours did: say what to do instead.
+                raise WindowClosed(gate.closed_note(conversation) if gate else exc.reason) from exc
             message.delivery_state = DeliveryState.SENT
             message.delivery_error = ""
             await message.save(update_fields=["external_id", "delivery_state", "delivery_error"])
+            if conversation.channel in self.reporting:
+                await record_parts(message, conversation.channel, message.external_id)
             MESSAGES_OUT.labels(conversation.channel.value, "sent").inc()
         if conversation.chat_channel and message.chat_ts:
             await self.chat.show_delivery(
                 conversation.chat_channel, message.chat_ts, DeliveryState.SENT
             )
+
+    async def _show_template(
+        self, message: Message, conversation: Conversation, retrying: bool
+    ) -> None:
+        """Show a template sent by command in the thread: its statuses go on this post."""
+        if not (conversation.chat_channel and conversation.chat_thread_ts):
+            return
+        marker = f"message-{message.id}"
+        ts = None
+        if retrying:
+            ts = await self.chat.find_post(
+                conversation.chat_channel, conversation.chat_thread_ts, marker
+            )
+        if ts is None:
+            ts = await self.chat.post_notice(
+                conversation.chat_channel,
+                conversation.chat_thread_ts,
+                f"{message.sender_name} sends a WhatsApp template: “{message.text}”",
+                marker=marker,
+            )
+        message.chat_ts = ts
+        await message.save(update_fields=["chat_ts"])
 
     async def _reply(self, message: Message, conversation: Conversation) -> OutboundReply:
         received = Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
@@ -266,6 +326,7 @@ class DeliverReply:
             replies_to=tuple(dict.fromkeys(replies_to)),
             thread_key=conversation.thread_key,
             attachments=await _attachments(message),
+            template=template_of(message),
         )
 
     async def give_up(self, job: Job, reason: str) -> None:

@@ -96,7 +96,7 @@ def parse_address(text: str) -> CustomerAddress:
     """The identity ``text`` names, or ``ActionRefused`` saying how to write one."""
     text = text.strip()
     kind, _, rest = text.partition(":")
-    if kind in ("telegram", "webhook", "email") and rest:
+    if kind in ("telegram", "webhook", "email", "whatsapp") and rest:
         channel = ChannelKind(kind)
     elif _EMAIL.match(text):
         channel, rest = ChannelKind.EMAIL, text
@@ -106,12 +106,13 @@ def parse_address(text: str) -> CustomerAddress:
         ChannelKind.EMAIL: bool(_EMAIL.match(rest)),
         ChannelKind.TELEGRAM: rest.isdigit(),
         ChannelKind.WEBHOOK: rest.count(":") >= 1 and all(rest.split(":", 1)),
+        ChannelKind.WHATSAPP: rest.startswith("+") and rest[1:].isdigit(),
     }[channel]
     if not valid:
         raise ActionRefused(
             f"`{text}` names no customer: give an e-mail address (anna@example.org), "
-            "telegram:<user id> (telegram:5550001111) or webhook:<source>:<sender id> "
-            "(webhook:widget:visitor-7)."
+            "telegram:<user id> (telegram:5550001111), webhook:<source>:<sender id> "
+            "(webhook:widget:visitor-7) or whatsapp:<phone in E.164> (whatsapp:+4915112345678)."
         )
     return CustomerAddress(channel, rest.lower() if channel is ChannelKind.EMAIL else rest)
 

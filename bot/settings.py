@@ -242,6 +242,42 @@ class WebhookSourceSettings:
     max_attachment_bytes: int = 10 * 1024 * 1024
 
 
+#: What a template parameter can be filled from (bot/whatsapp.py fills them).
+TEMPLATE_SOURCES = ("customer_name", "conversation", "subject", "agent_name")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSettings:
+    """A message template approved in WhatsApp Manager, as agents may send it.
+
+    ``parameters`` names the source of each ``{{n}}`` of its body, in order; ``text`` is the
+    body as approved, shown to agents with the parameters filled in.
+    """
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    """The WhatsApp Business number on Meta's Cloud API (Graph API)."""
+
+    enabled: bool = False
+    phone_number_id: str = ""
+    api_version: str = "v21.0"
+    api_url: str = "https://graph.facebook.com/"
+    access_token: str = field(default="", repr=False)
+    app_secret: str = field(default="", repr=False)
+    verify_token: str = field(default="", repr=False)
+    templates: tuple[TemplateSettings, ...] = ()
+
+    def template(self, name: str) -> TemplateSettings | None:
+        """The template called ``name``, if configured."""
+        return next((t for t in self.templates if t.name == name), None)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -257,6 +293,7 @@ class Settings:
     skills: tuple[SkillSettings, ...] = ()
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     webhooks: tuple[WebhookSourceSettings, ...] = ()
+    whatsapp: WhatsAppSettings = field(default_factory=WhatsAppSettings)
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -532,6 +569,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
 
     telegram = _read_telegram(root.table_at("telegram"), env)
     webhooks = _read_webhooks(root.raw("webhooks", []), root, env)
+    whatsapp = _read_whatsapp(root.table_at("whatsapp"), env)
 
     skills = _read_skills(root.raw("skills", []), root)
     names = [s.name for s in skills]
@@ -568,6 +606,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         skills=tuple(skills),
         telegram=telegram,
         webhooks=tuple(webhooks),
+        whatsapp=whatsapp,
     )
     return settings, problems
 
@@ -716,6 +755,91 @@ def _read_webhooks(
         reader.check("max_attachment_bytes", source.max_attachment_bytes > 0, "must be more than 0")
         sources.append(source)
     return sources
+
+
+_WHATSAPP_SECRETS = (
+    ("WHATSAPP_TOKEN", "the permanent token of a system user with whatsapp_business_messaging"),
+    ("WHATSAPP_APP_SECRET", "the app's App Secret (App settings > Basic), to check signatures"),
+    ("WHATSAPP_VERIFY_TOKEN", "the Verify token you type into the app's webhook settings"),
+)
+
+
+def _read_whatsapp(wa: _Reader, env: Mapping[str, str]) -> WhatsAppSettings:
+    whatsapp = WhatsAppSettings(
+        enabled=wa.get("enabled", bool, False),
+        phone_number_id=wa.get("phone_number_id", str, "", '"106540352242922"').strip(),
+        api_version=wa.get("api_version", str, "v21.0", '"v21.0"').strip(),
+        api_url=wa.get("api_url", str, "https://graph.facebook.com/"),
+        access_token=env.get("WHATSAPP_TOKEN", ""),
+        app_secret=env.get("WHATSAPP_APP_SECRET", ""),
+        verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
+        templates=tuple(_read_templates(wa.raw("templates", []), wa)),
+    )
+    wa.check(
+        "api_url",
+        whatsapp.api_url.startswith(("http://", "https://")),
+        'must be the http(s) URL of the Graph API, like "https://graph.facebook.com/"',
+    )
+    wa.check(
+        "api_version",
+        bool(re.match(r"^v[0-9]+\.[0-9]+$", whatsapp.api_version)),
+        'must be a Graph API version, like "v21.0"',
+    )
+    if not whatsapp.enabled:
+        return whatsapp
+    wa.check(
+        "phone_number_id",
+        whatsapp.phone_number_id.isdigit(),
+        "must be the Phone number ID of the business number (WhatsApp > API Setup in the "
+        'Meta app, digits only, like "106540352242922"), not the phone number itself',
+    )
+    for variable, what in _WHATSAPP_SECRETS:
+        if not env.get(variable, ""):
+            wa.problems.append(
+                ConfigError(
+                    variable,
+                    f"is not set: export {what}, or set whatsapp.enabled = false",
+                )
+            )
+    return whatsapp
+
+
+def _read_templates(raw: object, wa: _Reader) -> list[TemplateSettings]:
+    if not isinstance(raw, list):
+        wa.fail("templates", "must be [[whatsapp.templates]] entries with name and language")
+        return []
+    templates: list[TemplateSettings] = []
+    for index, entry in enumerate(raw):
+        table = entry if isinstance(entry, dict) else {}
+        reader = wa.entry(table, f"whatsapp.templates[{index}]")
+        template = TemplateSettings(
+            name=reader.get("name", str, "", '"order_follow_up"'),
+            language=reader.get("language", str, "", '"en_US"'),
+            parameters=reader.get("parameters", tuple, (), '["customer_name", "conversation"]'),
+            text=reader.get("text", str, ""),
+        )
+        reader.check(
+            "name",
+            bool(re.match(r"^[a-z0-9_]{1,512}$", template.name)),
+            "must be the template's name as approved in WhatsApp Manager (lower-case letters, "
+            'digits and _), like "order_follow_up"',
+        )
+        reader.check(
+            "language",
+            bool(re.match(r"^[a-z]{2,3}(_[A-Z]{2})?$", template.language)),
+            'must be the language code it was approved in, like "en_US" or "de"',
+        )
+        wrong = [p for p in template.parameters if p not in TEMPLATE_SOURCES]
+        reader.check(
+            "parameters",
+            not wrong,
+            f"names unknown sources ({', '.join(wrong)}); each is one of "
+            f"{', '.join(TEMPLATE_SOURCES)}",
+        )
+        if any(t.name == template.name for t in templates):
+            reader.fail("name", f"{template.name!r} is configured twice")
+        templates.append(template)
+    return templates
 
 
 def _read_skills(raw: object, root: _Reader) -> list[SkillSettings]:

@@ -17,6 +17,7 @@ class ChannelKind(enum.StrEnum):
     EMAIL = "email"
     TELEGRAM = "telegram"
     WEBHOOK = "webhook"
+    WHATSAPP = "whatsapp"
 
 
 class Priority(enum.StrEnum):
@@ -33,6 +34,9 @@ class DeliveryState(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Channels that report back (WhatsApp): the customer's phone has it, or they read it.
+    DELIVERED = "delivered"
+    READ = "read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,15 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateMessage:
+    """A pre-approved message (a WhatsApp template) with its parameters filled in."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundReply:
     """An agent's reply, ready for the adapter of the conversation's channel."""
 
@@ -85,6 +98,23 @@ class OutboundReply:
     replies_to: tuple[str, ...] = ()
     thread_key: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: Sent instead of ``text`` where the channel allows only templates (WhatsApp's window).
+    template: TemplateMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What a channel reported about a message we sent (a WhatsApp status webhook).
+
+    ``reason`` says why it failed, in words for agents; ``window_closed`` marks a failure
+    because the customer-service window had closed.
+    """
+
+    channel: ChannelKind
+    external_id: str
+    state: DeliveryState
+    reason: str = ""
+    window_closed: bool = False
 
 
 #: The skill of a message triage is not sure about: it goes to the triage channel.

@@ -180,6 +180,8 @@ class Message(Model):
     delivery_state = fields.CharEnumField(DeliveryState, max_length=16, null=True)
     delivery_error = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)
+    #: An outbound template message (WhatsApp): ``{"name", "language", "parameters"}``.
+    template = fields.JSONField[dict[str, object]](null=True)
 
     attachments: fields.ReverseRelation[StoredAttachment]
 
@@ -295,3 +297,26 @@ class AgentName(Model):
 
     class Meta:
         table = "agent_names"
+
+
+class SentPart(Model):
+    """One message a channel reported back on: a part of an agent's reply, with its own id.
+
+    A reply split into several WhatsApp messages has one row per message id (``wamid``), so a
+    delivery status names the reply it belongs to. ``state`` is the furthest status heard.
+    """
+
+    id = fields.IntField(primary_key=True)
+    message: fields.ForeignKeyRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name="sent_parts", on_delete=fields.CASCADE
+    )
+    channel = fields.CharEnumField(ChannelKind, max_length=16)
+    external_id = fields.CharField(max_length=255)
+    state = fields.CharEnumField(DeliveryState, max_length=16, default=DeliveryState.SENT)
+    error = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "sent_parts"
+        unique_together = (("channel", "external_id"),)
+        indexes = (Index(fields=("message_id",), name="idx_sent_parts_message"),)

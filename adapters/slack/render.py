@@ -35,12 +35,15 @@ CHANNEL_LABEL = {
     ChannelKind.EMAIL: ":email: E-mail",
     ChannelKind.TELEGRAM: ":speech_balloon: Telegram",
     ChannelKind.WEBHOOK: ":globe_with_meridians: Web",
+    ChannelKind.WHATSAPP: ":iphone: WhatsApp",
 }
 DELIVERY_REACTION = {
     DeliveryState.PENDING: "hourglass_flowing_sand",
     DeliveryState.SENT: "white_check_mark",
     DeliveryState.FAILED: "x",
     DeliveryState.CANCELLED: "leftwards_arrow_with_hook",
+    DeliveryState.DELIVERED: "ballot_box_with_check",
+    DeliveryState.READ: "eyes",
 }
 
 
