@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli.service import register as register_service
     from adapters.cli.telegram import register as register_telegram
     from adapters.cli.triage import register as register_triage
+    from adapters.cli.whatsapp import register as register_whatsapp
 
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_telegram,
         register_customers,
         register_jobs,
+        register_whatsapp,
     ):
         register(subparsers)
     return parser
