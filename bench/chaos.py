@@ -2,11 +2,12 @@
 
 The real service runs as a subprocess (``python -m adapters serve``) against loopback stand-ins
 for Slack (failing a share of Web API calls with 500 or 429 + Retry-After), Telegram (long
-polling) and the mail relay. Customers send mail over SMTP and write on Telegram, agents answer
-in the Slack threads, and meanwhile the service is killed with SIGKILL at random moments and
+polling), WhatsApp (signed webhooks, Graph API) and the mail relay. Customers send mail over
+SMTP and write on Telegram and WhatsApp, agents answer in the Slack threads, and meanwhile the service is killed with SIGKILL at random moments and
 started again. Then:
 
-- every message the service accepted (SMTP 250, or a Telegram update it confirmed) is in Slack
+- every message the service accepted (SMTP 250, a Telegram update it confirmed, a WhatsApp
+  webhook it answered 200) is in Slack
   exactly once, in the one thread of its customer;
 - every agent reply the service acknowledged reached its customer exactly once;
 - each customer's messages are in their thread in the order the customer wrote them.
@@ -18,10 +19,12 @@ report says how long the backlog took to reach Slack after that. Kills wait from
 that outage until its backlog is in Slack, so the figure is the service's, not a restart's.
 
 With ``--replicas N`` (PostgreSQL), N processes share the database behind a stand-in load
-balancer: each mail, Slack event and Telegram update (webhook mode) goes to any replica, some
+balancer: each mail, Slack event, Telegram update (webhook mode) and WhatsApp webhook goes to
+any replica, some
 events and updates a second time to another one, and kills hit any replica.
 
-    python -m bench.chaos [--mails 1000] [--telegram 200] [--kills 10] [--replicas N]
+    python -m bench.chaos [--mails 1000] [--telegram 200] [--whatsapp 100] [--kills 10]
+                          [--replicas N]
                           [--auth-outage SECONDS] [--postgres URL]
 
 prints the report as JSON. tests/test_chaos.py runs small versions on SQLite and PostgreSQL.
@@ -52,9 +55,11 @@ import aiohttp
 import aiosmtplib
 
 from adapters.telegram.webhook import WEBHOOK_PATH
+from adapters.whatsapp.webhook import WEBHOOK_PATH as WHATSAPP_PATH
 from standins.mail import SmtpSink
 from standins.slack import SlackEvents, SlackSandbox
 from standins.telegram import TelegramSandbox
+from standins.whatsapp import WhatsAppSandbox
 
 SUPPORT = "support@shop.example"
 SIGNING_SECRET = "chaos-signing-secret"
@@ -62,7 +67,7 @@ AGENT = "U0AGENT"
 CHANNELS = {"general": "support", "billing": "support-billing", "technical": "support-tech"}
 TRIAGE_CHANNEL = "support-triage"
 TELEGRAM_SECRET = "chaos-telegram-webhook-secret"
-_TOKEN = re.compile(r"\b(mail|tg|reply)-(\d{5})\b")
+_TOKEN = re.compile(r"\b(mail|tg|wa|reply)-(\d{5})\b")
 #: What the Slack stand-in expects while it refuses the service's token.
 _REVOKED_TOKEN = "xoxb-revoked-by-the-chaos-run"
 #: The service's log line for a job that parks (counted in the report).
@@ -73,11 +78,13 @@ _PARKED = "job parked until its cause is fixed"
 class ChaosPlan:
     mails: int = 1000
     telegram: int = 200
+    whatsapp: int = 100
     kills: int = 10
     #: Share of Slack Web API calls that fail (half 500, half 429 with Retry-After: 1).
     slack_failure_rate: float = 0.1
     mails_per_customer: int = 4
     telegram_users: int = 20
+    whatsapp_users: int = 10
     #: Agents answer one conversation in this many.
     answer_every: int = 4
     connections: int = 10
@@ -177,6 +184,7 @@ def service_config(
     telegram_url: str,
     telegram_mode: str,
     park_retry_seconds: float,
+    whatsapp: str = "",
 ) -> str:
     skills = skills_toml()
     return f"""
@@ -200,6 +208,8 @@ triage_channel = "{TRIAGE_CHANNEL}"
 enabled = true
 mode = "{telegram_mode}"
 api_url = "{telegram_url}"
+
+{whatsapp}
 
 [replies]
 undo_seconds = 0
@@ -349,7 +359,7 @@ class _Run:
         """A customer's message was accepted by the service."""
         self.accepted.add(token)
         self.accepted_during_outage += self.auth_refused
-        total = self.plan.mails + self.plan.telegram
+        total = self.plan.mails + self.plan.telegram + self.plan.whatsapp
         if len(self.accepted) >= self.plan.auth_outage_after_share * total:
             self.outage_due.set()
 
@@ -435,6 +445,38 @@ async def _customers_telegram(run: _Run, telegram: TelegramSandbox) -> None:
             await _post_until_acknowledged(run, telegram, update)
         run.accept(token)
         await asyncio.sleep(run.rng.uniform(0, 0.05))
+
+
+async def _customers_whatsapp(run: _Run, whatsapp: WhatsAppSandbox) -> None:
+    for index in range(run.plan.whatsapp):
+        wa_id = str(4915100000000 + index % run.plan.whatsapp_users)
+        token = f"wa-{index:05d}"
+        run.written[token] = f"wa:{wa_id}"
+        body = whatsapp.text(wa_id, f"Kundin {wa_id[-3:]}", f"Frage {index}: {token}")
+        await _post_whatsapp_until_acknowledged(run, whatsapp, body)
+        run.accept(token)
+        await asyncio.sleep(run.rng.uniform(0, 0.05))
+
+
+async def _post_whatsapp_until_acknowledged(
+    run: _Run, whatsapp: WhatsAppSandbox, body: dict[str, object]
+) -> None:
+    """Post a webhook to a replica as Meta does: again until one answers 200."""
+    replica = run.fleet.any()
+    while True:
+        url = f"http://127.0.0.1:{replica.http_port}{WHATSAPP_PATH}"
+        try:
+            status, _ = await whatsapp.deliver(url, body)
+            if status == 200:
+                break
+        except (OSError, TimeoutError, aiohttp.ClientError):
+            pass
+        await asyncio.sleep(0.3)
+        replica = run.fleet.any()
+    if run.redeliver():
+        url = f"http://127.0.0.1:{run.fleet.other_than(replica).http_port}{WHATSAPP_PATH}"
+        with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
+            await whatsapp.deliver(url, body)
 
 
 async def _post_until_acknowledged(
@@ -534,7 +576,7 @@ def _posted_tokens(slack: SlackSandbox) -> tuple[Counter[str], dict[str, set[str
                 if not message.get("bot_id"):
                     continue
                 for kind, number in _TOKEN.findall(message["text"]):
-                    if kind in ("mail", "tg"):
+                    if kind in ("mail", "tg", "wa"):
                         token = f"{kind}-{number}"
                         counts[token] += 1
                         threads[token].add(f"{channel}/{root['ts']}")
@@ -568,7 +610,9 @@ def _out_of_order(run: _Run, slack: SlackSandbox) -> int:
     return shown_late
 
 
-def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str], list[str], int]:
+def _delivered(
+    relay: SmtpSink, telegram: TelegramSandbox, whatsapp: WhatsAppSandbox
+) -> tuple[Counter[str], list[str], int]:
     """Agent reply tokens as the customers got them, who got them, and repeated Message-IDs."""
     counts: Counter[str] = Counter()
     recipients: list[str] = []
@@ -588,6 +632,10 @@ def _delivered(relay: SmtpSink, telegram: TelegramSandbox) -> tuple[Counter[str]
         for token in re.findall(r"reply-\d{5}", sent.text or ""):
             counts[token] += 1
             recipients.append(f"{token}=tg:{sent.chat_id}")
+    for wa_sent in whatsapp.sent:
+        for token in re.findall(r"reply-\d{5}", wa_sent.text):
+            counts[token] += 1
+            recipients.append(f"{token}=wa:{wa_sent.to}")
     resends = sum(count - 1 for count in message_ids.values())
     return counts, recipients, resends
 
@@ -667,24 +715,31 @@ async def _time_backlog(
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-def _all_arrived(run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox) -> bool:
+def _all_arrived(
+    run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox, wa: WhatsAppSandbox
+) -> bool:
     counts, _, _ = _posted_tokens(slack)
     if any(counts[token] == 0 for token in run.accepted):
         return False
-    delivered, _, _ = _delivered(relay, tg)
+    delivered, _, _ = _delivered(relay, tg, wa)
     return all(delivered[token] for token in run.replies)
 
 
 @contextlib.asynccontextmanager
 async def _stand_ins(
     plan: ChaosPlan,
-) -> AsyncIterator[tuple[SlackSandbox, TelegramSandbox, SmtpSink]]:
-    async with SlackSandbox() as slack, TelegramSandbox() as telegram, SmtpSink() as relay:
+) -> AsyncIterator[tuple[SlackSandbox, TelegramSandbox, SmtpSink, WhatsAppSandbox]]:
+    async with (
+        SlackSandbox() as slack,
+        TelegramSandbox() as telegram,
+        SmtpSink() as relay,
+        WhatsAppSandbox() as whatsapp,
+    ):
         for channel in (*CHANNELS.values(), TRIAGE_CHANNEL):
             slack.add_channel(channel)
         slack.add_user(AGENT, "agent", real_name="Alex Agent")
         slack.failure_rate(plan.slack_failure_rate, seed=plan.seed)
-        yield slack, telegram, relay
+        yield slack, telegram, relay, whatsapp
 
 
 async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosReport:
@@ -693,7 +748,7 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
         raise ValueError("several replicas need PostgreSQL: SQLite is one process's database")
     report = ChaosReport(database=database_url.split(":", 1)[0], replicas=plan.replicas)
     rng = random.Random(plan.seed)
-    async with _stand_ins(plan) as (slack, telegram, relay):
+    async with _stand_ins(plan) as (slack, telegram, relay, whatsapp):
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -701,6 +756,7 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "TELEGRAM_BOT_TOKEN": telegram.token,
             "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+            **whatsapp.env(),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         }
@@ -717,6 +773,7 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
                     telegram_url=telegram.url,
                     telegram_mode="polling" if plan.replicas == 1 else "webhook",
                     park_retry_seconds=plan.park_retry_seconds,
+                    whatsapp=whatsapp.settings_toml(),
                 ),
                 encoding="utf-8",
             )
@@ -743,17 +800,20 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
             agents = asyncio.create_task(_agents(run, slack, events, agents_stop))
             outage = asyncio.create_task(_auth_outage(run, slack, report, restored, agents_stop))
             await asyncio.gather(
-                _customers_mail(run), _customers_telegram(run, telegram), _killer(run, report)
+                _customers_mail(run),
+                _customers_telegram(run, telegram),
+                _customers_whatsapp(run, whatsapp),
+                _killer(run, report),
             )
             run.outage_due.set()  # at the latest now (a plan with no messages)
             await restored.wait()
             deadline = time.monotonic() + plan.settle_seconds
             while time.monotonic() < deadline:
-                if _all_arrived(run, slack, relay, telegram):
+                if _all_arrived(run, slack, relay, telegram, whatsapp):
                     report.seconds = round(time.monotonic() - started, 1)
                     # Let agents answer the threads opened last, then wait for those replies.
                     await asyncio.sleep(1.0)
-                    if _all_arrived(run, slack, relay, telegram):
+                    if _all_arrived(run, slack, relay, telegram, whatsapp):
                         break
                 # Checking walks every thread in the stand-in: not too often.
                 await asyncio.sleep(0.5)
@@ -777,12 +837,17 @@ async def run_chaos(plan: ChaosPlan, database_url: str, workdir: Path) -> ChaosR
             for replica in replicas
             if replica.log.exists()
         )
-        _score(report, run, slack, relay, telegram)
+        _score(report, run, slack, relay, telegram, whatsapp)
     return report
 
 
 def _score(
-    report: ChaosReport, run: _Run, slack: SlackSandbox, relay: SmtpSink, tg: TelegramSandbox
+    report: ChaosReport,
+    run: _Run,
+    slack: SlackSandbox,
+    relay: SmtpSink,
+    tg: TelegramSandbox,
+    wa: WhatsAppSandbox,
 ) -> None:
     counts, threads, empty_roots = _posted_tokens(slack)
     report.messages_sent = len(run.written)
@@ -802,7 +867,7 @@ def _score(
     )
     report.out_of_order = _out_of_order(run, slack)
     report.extra_root_cards = empty_roots
-    delivered, recipients, resends = _delivered(relay, tg)
+    delivered, recipients, resends = _delivered(relay, tg, wa)
     report.replies_queued = len(run.replies)
     report.replies_delivered = sum(1 for token in run.replies if delivered[token])
     report.reply_duplicates = sum(count - 1 for count in delivered.values() if count > 1)
@@ -844,6 +909,7 @@ async def _main(args: argparse.Namespace) -> ChaosReport:
     plan = ChaosPlan(
         mails=args.mails,
         telegram=args.telegram,
+        whatsapp=args.whatsapp,
         kills=args.kills,
         seed=args.seed,
         replicas=args.replicas,
@@ -862,6 +928,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=1000)
     parser.add_argument("--telegram", type=int, default=200)
+    parser.add_argument("--whatsapp", type=int, default=100)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

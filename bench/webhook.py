@@ -1,5 +1,5 @@
-"""Webhook intake throughput: POST /webhooks/<source> (verify, parse, durable commit) against a
-bare aiohttp handler that answers 200 and does nothing.
+"""Webhook intake throughput: POST /webhooks/<source> and POST /whatsapp/webhook (verify,
+parse, durable commit) against a bare aiohttp handler that answers 200 and does nothing.
 
 Both servers run in this process, one after the other; the load comes from a separate client
 process (aiohttp, concurrent requests, each signed with a fresh event id) so that client and
@@ -9,6 +9,9 @@ fresh database (or fresh event ids) every round; the ratio is the median of the 
 each taken from two runs side by side. Prints JSON with the medians and every round:
 
     python -m bench.webhook [--requests 2000] [--concurrency 20] [--rounds 3] [--database-url URL]
+
+The WhatsApp endpoint gets Meta's webhook bodies (one text message each, a new wamid per post)
+signed with ``X-Hub-Signature-256``; its ratio is taken against the same round's bare handler.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from aiohttp import web
 
 from adapters.service import Service
 from adapters.webhook.signing import signed_headers
+from adapters.whatsapp.webhook import SIGNATURE_HEADER, sign
 from bench.load import seconds_in_child
 from bot.routing import FixedSkillClassifier
 from bot.settings import settings_from_toml
 
 SECRET = "bench-webhook-secret-0123456789"
+APP_SECRET = "bench-whatsapp-app-secret"
+PHONE_NUMBER_ID = "106540352242922"
 SAMPLE_TEXT = (
     "Hallo, meine Bestellung 4711 ist seit einer Woche unterwegs und der Link zur "
     "Sendungsverfolgung zeigt nichts an. Können Sie bitte nachsehen?"
@@ -48,7 +54,39 @@ def body(index: int, run: str) -> bytes:
     ).encode()
 
 
-async def client_load(url: str, requests: int, concurrency: int, run: str) -> float:
+def whatsapp_body(index: int, run: str) -> bytes:
+    """Meta's webhook body for one customer's text message."""
+    sender = str(4915100000000 + index % 500)
+    message = {
+        "from": sender,
+        "id": f"wamid.bench-{run}-{index}",
+        "timestamp": str(int(time.time())),
+        "type": "text",
+        "text": {"body": SAMPLE_TEXT},
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550100199", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": f"Customer {index % 500}"}, "wa_id": sender}],
+        "messages": [message],
+    }
+    change = {"field": "messages", "value": value}
+    entry = {"id": "102290129340398", "changes": [change]}
+    return json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
+
+
+def signed_request(kind: str, index: int, run: str) -> tuple[bytes, dict[str, str]]:
+    """A post of ``kind`` ("webhook" or "whatsapp") and its signature headers."""
+    if kind == "whatsapp":
+        raw = whatsapp_body(index, run)
+        return raw, {SIGNATURE_HEADER: sign(APP_SECRET, raw), "Content-Type": "application/json"}
+    raw = body(index, run)
+    return raw, signed_headers(SECRET, raw)
+
+
+async def client_load(
+    url: str, requests: int, concurrency: int, run: str, kind: str = "webhook"
+) -> float:
     """Send ``requests`` signed posts, ``concurrency`` at a time; returns seconds taken."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(requests):
@@ -59,8 +97,8 @@ async def client_load(url: str, requests: int, concurrency: int, run: str) -> fl
         async def worker() -> None:
             while not queue.empty():
                 index = queue.get_nowait()
-                raw = body(index, run)
-                async with session.post(url, data=raw, headers=signed_headers(SECRET, raw)) as r:
+                raw, headers = signed_request(kind, index, run)
+                async with session.post(url, data=raw, headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"request {index}: HTTP {r.status}")
@@ -70,12 +108,12 @@ async def client_load(url: str, requests: int, concurrency: int, run: str) -> fl
         return time.perf_counter() - started
 
 
-def run_client(url: str, requests: int, concurrency: int, run: str) -> float:
+def run_client(url: str, requests: int, concurrency: int, run: str, kind: str = "webhook") -> float:
     """Run the load in a child process and read back its duration."""
     return seconds_in_child(
         "bench.webhook",
         *("--client-url", url, "--requests", str(requests)),
-        *("--concurrency", str(concurrency), "--run", run),
+        *("--concurrency", str(concurrency), "--run", run, "--kind", kind),
     )
 
 
@@ -96,14 +134,22 @@ async def measure_bare(requests: int, concurrency: int) -> float:
 
 
 async def measure_switchboard(
-    requests: int, concurrency: int, database_url: str, run: str = "switchboard"
+    requests: int,
+    concurrency: int,
+    database_url: str,
+    run: str = "switchboard",
+    kind: str = "webhook",
 ) -> float:
     settings = settings_from_toml(
-        """
+        f"""
 [service]
 http_port = 0
 [email]
 enabled = false
+[whatsapp]
+enabled = true
+phone_number_id = "{PHONE_NUMBER_ID}"
+api_url = "http://127.0.0.1:9/"
 [[webhooks]]
 name = "bench"
 callback_url = "http://127.0.0.1:9/callback"
@@ -117,13 +163,17 @@ channel = "support"
             "SLACK_SIGNING_SECRET": "x",
             "DATABASE_URL": database_url,
             "BENCH_WEBHOOK_SECRET": SECRET,
+            "WHATSAPP_TOKEN": "bench-token",
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": "bench-verify",
         },
     )
     # Jobs off: this measures intake (verify, parse, thread, commit, answer), not Slack.
     classifier = FixedSkillClassifier("general")
     async with Service(settings, run_jobs=False, classifier=classifier) as service:
-        url = f"http://127.0.0.1:{service.http_port}/webhooks/bench"
-        return await asyncio.to_thread(run_client, url, requests, concurrency, run)
+        path = "/whatsapp/webhook" if kind == "whatsapp" else "/webhooks/bench"
+        url = f"http://127.0.0.1:{service.http_port}{path}"
+        return await asyncio.to_thread(run_client, url, requests, concurrency, run, kind)
 
 
 async def main(
@@ -131,19 +181,28 @@ async def main(
 ) -> dict[str, object]:
     bare: list[float] = []
     switchboard: list[float] = []
+    whatsapp: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         for turn in range(rounds):
             # A new database (or new event ids) each round: every post is stored, none is a
             # duplicate answered from the dedup check.
             url = database_url or f"sqlite://{Path(folder) / f'bench-{turn}.sqlite3'}"
+            wa_url = database_url or f"sqlite://{Path(folder) / f'bench-wa-{turn}.sqlite3'}"
             run = f"switchboard-{turn}"
             if turn % 2:
                 switchboard.append(await measure_switchboard(requests, concurrency, url, run))
+                whatsapp.append(
+                    await measure_switchboard(requests, concurrency, wa_url, run, "whatsapp")
+                )
                 bare.append(await measure_bare(requests, concurrency))
             else:
                 bare.append(await measure_bare(requests, concurrency))
+                whatsapp.append(
+                    await measure_switchboard(requests, concurrency, wa_url, run, "whatsapp")
+                )
                 switchboard.append(await measure_switchboard(requests, concurrency, url, run))
     ratios = [b / s for b, s in zip(bare, switchboard, strict=True)]
+    wa_ratios = [b / w for b, w in zip(bare, whatsapp, strict=True)]
     return {
         "benchmark": "webhook_intake",
         "requests": requests,
@@ -154,6 +213,9 @@ async def main(
         "switchboard_per_second": round(requests / statistics.median(switchboard), 1),
         "ratio": round(statistics.median(ratios), 3),
         "ratio_per_round": [round(ratio, 3) for ratio in ratios],
+        "whatsapp_per_second": round(requests / statistics.median(whatsapp), 1),
+        "whatsapp_ratio": round(statistics.median(wa_ratios), 3),
+        "whatsapp_ratio_per_round": [round(ratio, 3) for ratio in wa_ratios],
     }
 
 
@@ -165,10 +227,11 @@ def cli() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--client-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--run", default="x", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="webhook", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client_url:
         seconds = asyncio.run(
-            client_load(args.client_url, args.requests, args.concurrency, args.run)
+            client_load(args.client_url, args.requests, args.concurrency, args.run, args.kind)
         )
         print(seconds)
         return

@@ -2,7 +2,7 @@
 
 The small form of ``python -m bench.chaos``: the real service as a subprocess on this test's
 database (SQLite, or PostgreSQL when the suite runs on it), killed at random moments while
-customers write by e-mail and Telegram and agents answer. For a few seconds in the middle Slack
+customers write by e-mail, Telegram and WhatsApp and agents answer. For a few seconds in the middle Slack
 answers every call with ``invalid_auth``: the work parks, and all of it reaches Slack in order
 once the token works again.
 """
@@ -23,8 +23,10 @@ async def test_kills_flaky_slack_and_a_refused_token_lose_nothing_and_show_nothi
     plan = ChaosPlan(
         mails=100,
         telegram=20,
+        whatsapp=15,
         kills=3,
         telegram_users=5,
+        whatsapp_users=5,
         settle_seconds=240,
         auth_outage_seconds=5,
         park_retry_seconds=1,
@@ -33,7 +35,7 @@ async def test_kills_flaky_slack_and_a_refused_token_lose_nothing_and_show_nothi
     report = await run_chaos(plan, database_url, tmp_path)
 
     assert report.kills == 3
-    assert_nothing_lost_or_twice(report, messages=120)
+    assert_nothing_lost_or_twice(report, messages=135)
 
 
 @pytest.mark.skipif(
@@ -48,8 +50,10 @@ async def test_two_replicas_share_the_work_and_handle_each_event_once(
     plan = ChaosPlan(
         mails=60,
         telegram=20,
+        whatsapp=15,
         kills=2,
         telegram_users=5,
+        whatsapp_users=5,
         replicas=2,
         redelivery_rate=0.3,
         settle_seconds=240,
@@ -61,7 +65,7 @@ async def test_two_replicas_share_the_work_and_handle_each_event_once(
 
     assert report.redeliveries > 0
     assert report.kills == 2
-    assert_nothing_lost_or_twice(report, messages=80)
+    assert_nothing_lost_or_twice(report, messages=95)
 
 
 def assert_nothing_lost_or_twice(report: ChaosReport, *, messages: int) -> None:
