@@ -3,12 +3,11 @@
 The real service runs as a subprocess (``python -m adapters serve``) against loopback stand-ins
 for Slack (failing a share of Web API calls with 500 or 429 + Retry-After), Telegram (long
 polling), WhatsApp (signed webhooks, Graph API) and the mail relay. Customers send mail over
-SMTP and write on Telegram and WhatsApp, agents answer in the Slack threads, and meanwhile the service is killed with SIGKILL at random moments and
-started again. Then:
+SMTP and write on Telegram and WhatsApp, agents answer in the Slack threads, and meanwhile the
+service is killed with SIGKILL at random moments and started again. Then:
 
 - every message the service accepted (SMTP 250, a Telegram update it confirmed, a WhatsApp
-  webhook it answered 200) is in Slack
-  exactly once, in the one thread of its customer;
+  webhook it answered 200) is in Slack exactly once, in the one thread of its customer;
 - every agent reply the service acknowledged reached its customer exactly once;
 - each customer's messages are in their thread in the order the customer wrote them.
 

@@ -2,9 +2,9 @@
 
 The small form of ``python -m bench.chaos``: the real service as a subprocess on this test's
 database (SQLite, or PostgreSQL when the suite runs on it), killed at random moments while
-customers write by e-mail, Telegram and WhatsApp and agents answer. For a few seconds in the middle Slack
-answers every call with ``invalid_auth``: the work parks, and all of it reaches Slack in order
-once the token works again.
+customers write by e-mail, Telegram and WhatsApp and agents answer. For a few seconds in the
+middle Slack answers every call with ``invalid_auth``: the work parks, and all of it reaches
+Slack in order once the token works again.
 """
 
 from __future__ import annotations
