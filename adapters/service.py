@@ -59,6 +59,7 @@ from bot.jobs import Clock, JobHandler, JobKind, JobRunner, resume_parked, utcno
 from bot.learning import SharedLearning, newest_example_id
 from bot.lookups import Lookups
 from bot.metrics import count_job
+from bot.people import People
 from bot.pipeline import DeliverReply, PostInbound, ReplyGate
 from bot.ports import Classifier, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
@@ -148,6 +149,7 @@ class Service:
             self.roles,
             settings.slack.command,
             templates=self.templates,
+            people=People(clock=clock, on_queued=jobs_added.set),
         )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()

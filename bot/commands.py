@@ -23,7 +23,9 @@ from bot.lookups import (
     SkillsView,
     find_conversation,
     reference_of,
+    suggestion,
 )
+from bot.people import People
 from bot.roles import Actor, Role, Roles
 from bot.shapes import Priority
 from bot.whatsapp import Templates
@@ -125,6 +127,29 @@ class NameAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkCustomers:
+    first: str
+    second: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnlinkCustomer:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmDetail:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerOf:
+    """The card of the customer of a conversation (the button on its root message)."""
+
+    conversation: ConversationRef
+
+
+@dataclass(frozen=True, slots=True)
 class ListTemplates:
     pass
 
@@ -154,6 +179,10 @@ Command = (
     | NameAgent
     | ListTemplates
     | SendTemplate
+    | LinkCustomers
+    | UnlinkCustomer
+    | ConfirmDetail
+    | CustomerOf
 )
 
 
@@ -191,6 +220,9 @@ REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ('agent @user "<name>" | reset', Role.ADMIN, "the name an agent's replies go out under"),
     ("templates", Role.AGENT, "the WhatsApp templates for when the 24-hour window closed"),
     ("template <conversation> <name>", Role.AGENT, "send a WhatsApp template to the customer"),
+    ("customer link <customer> <customer>", Role.LEAD, "one person: join two customers"),
+    ("customer unlink <address>", Role.LEAD, "undo the link that joined that address"),
+    ("customer confirm <suggestion>", Role.AGENT, "store contact data suggested on the card"),
 )
 
 
@@ -212,6 +244,8 @@ def parse(text: str) -> Command:
     if name == "queue":
         _count(args, 0, 1, "queue [skill]")
         return ShowQueue(args[0].lower() if args else "")
+    if name == "customer" and args and args[0].lower() in ("link", "unlink", "confirm"):
+        return _parse_customer(args)
     if name == "customer":
         _count(args, 1, 1, "customer <e-mail | @telegram | id>")
         return FindCustomer(args[0])
@@ -323,6 +357,18 @@ def _parse_agent(args: list[str]) -> Command:
     return NameAgent(user, name[:255])
 
 
+def _parse_customer(args: list[str]) -> Command:
+    action, rest = args[0].lower(), args[1:]
+    if action == "link":
+        _count(rest, 2, 2, "customer link <customer> <customer>  (addresses, ids or conversations)")
+        return LinkCustomers(rest[0], rest[1])
+    if action == "unlink":
+        _count(rest, 1, 1, "customer unlink <address>")
+        return UnlinkCustomer(rest[0])
+    _count(rest, 1, 1, "customer confirm <suggestion>  (as the customer card shows it)")
+    return ConfirmDetail(rest[0])
+
+
 def _parse_templates(name: str, args: list[str]) -> Command:
     if name == "templates":
         _count(args, 0, 0, "templates")
@@ -339,6 +385,8 @@ def required_role(command: Command, actor: Actor) -> Role:
         return Role.LEAD
     if isinstance(command, MapSkill | AddSkill | AddExample | RemoveSkill | NameAgent):
         return Role.ADMIN
+    if isinstance(command, LinkCustomers | UnlinkCustomer):
+        return Role.LEAD
     return Role.AGENT
 
 
@@ -360,7 +408,9 @@ class Commands:
         command_name: str,
         *,
         templates: Templates | None = None,
+        people: People | None = None,
     ) -> None:
+        self.people = people or People()
         self.workflow = workflow
         self.lookups = lookups
         self.roles = roles
@@ -411,6 +461,23 @@ class Commands:
                 return Answer(await workflow.name_agent(actor, user_id, name))
             case ListTemplates() | SendTemplate():
                 return await self._templates(command, actor)
+            case LinkCustomers(first, second):
+                return Answer(
+                    await self.people.link(
+                        actor,
+                        await lookups.find_customer(first),
+                        await lookups.find_customer(second),
+                    )
+                )
+            case UnlinkCustomer(address):
+                return Answer(await self.people.unlink(actor, await lookups.identity(address)))
+            case ConfirmDetail(key):
+                customer_id, found = await suggestion(key)
+                return Answer(await self.people.confirm(actor, customer_id, found))
+            case CustomerOf(ref):
+                conversation = await find_conversation(ref)
+                customer_id = conversation.customer_id  # type: ignore[attr-defined]
+                return await lookups.customer(str(customer_id))
         assert isinstance(command, ConversationCommand)
         conversation = await find_conversation(command.conversation)
         match command:

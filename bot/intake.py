@@ -27,6 +27,7 @@ from bot.jobkinds import (
 )
 from bot.jobs import Clock, enqueue_jobs, start_queue, utcnow
 from bot.metrics import MESSAGES_IN
+from bot.people import recognise
 from bot.pipeline import inbound_of
 from bot.settings import ThreadingSettings
 from bot.shapes import ChannelKind, InboundMessage
@@ -267,6 +268,7 @@ def _unthreaded(message: InboundMessage, key: str) -> Message:
         raw_source=message.raw or None,
         is_automated=message.is_automated,
         automated_reason=message.automated_reason[:255],
+        claims=[list(claim) for claim in message.claims] or None,
     )
 
 
@@ -300,6 +302,7 @@ class ThreadInbound:
             inbound = inbound_of(message, ())
             received_at = message.created_at
             identity, new_sender = await _identity(inbound, conn)
+            await recognise(identity, message.claims or [], conn, new=new_sender)
             conversation = await find_conversation(
                 inbound,
                 identity,

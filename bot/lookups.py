@@ -19,11 +19,14 @@ from bot.errors import ActionRefused
 from bot.jobs import Clock, utcnow
 from bot.settings import Settings
 from bot.shapes import ChannelKind, Priority
+from bot.signatures import contact_data
 from models import (
     AuditEntry,
     Conversation,
     ConversationStatus,
     Customer,
+    CustomerDetail,
+    Direction,
     Identity,
     Message,
     Skill,
@@ -82,11 +85,32 @@ class QueueView:
 
 
 @dataclass(frozen=True, slots=True)
+class Suggestion:
+    """Contact data found in an e-mail signature, not stored until an agent confirms it.
+
+    ``key`` names it for the confirm button or command (``<message id>.<index>``).
+    """
+
+    kind: str
+    value: str
+    source: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerView:
     name: str
     identities: tuple[tuple[ChannelKind, str], ...]
     conversations: tuple[QueueEntry, ...]
     messages: int
+    customer_id: int = 0
+    #: How each conversation (in the order of ``conversations``) ended, or "open".
+    endings: tuple[str, ...] = ()
+    #: The sentiment of each conversation, oldest first: (when it began, sentiment).
+    sentiment: tuple[tuple[datetime, str], ...] = ()
+    #: Confirmed contact data: (kind, value, source).
+    details: tuple[tuple[str, str, str], ...] = ()
+    suggestions: tuple[Suggestion, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,16 +274,48 @@ class Lookups:
             .limit(20)
         )
         count = await Message.filter(conversation__customer_id=customer.id).count()
+        details = await CustomerDetail.filter(customer_id=customer.id).order_by("id")
         return CustomerView(
             name=customer.name,
             identities=tuple((i.channel, i.address) for i in identities),
             conversations=_entries(list(conversations)),
             messages=count,
+            customer_id=customer.id,
+            endings=tuple([await _ending(c) for c in conversations]),
+            sentiment=tuple(
+                (c.created_at, c.sentiment) for c in reversed(conversations) if c.sentiment
+            ),
+            details=tuple((d.kind, d.value, d.source) for d in details),
+            suggestions=await suggestions_for(customer.id, {(d.kind, d.value) for d in details}),
         )
+
+    async def find_customer(self, query: str) -> Customer:
+        """The customer ``query`` names (an address, a handle, a number or a conversation)."""
+        customer = await self._customer(query.strip())
+        if customer is None:
+            raise ActionRefused(
+                f"No customer `{query}`: give an e-mail address, a Telegram handle (@name), "
+                "whatsapp:+49..., a customer number or a conversation id."
+            )
+        return customer
+
+    async def identity(self, query: str) -> Identity:
+        """The identity ``query`` names by its address."""
+        names = {query, query.removeprefix("@"), "@" + query.removeprefix("@")}
+        for prefix in ("whatsapp:", "telegram:", "webhook:"):
+            if query.startswith(prefix):
+                names.add(query.removeprefix(prefix))
+        identity = await Identity.filter(address__in=names).first()
+        if identity is None and "@" in query.strip("@"):
+            identity = await Identity.filter(address__iexact=query).first()
+        if identity is None:
+            raise ActionRefused(f"No customer writes as `{query}`: give the address they use.")
+        return identity
 
     async def _customer(self, query: str) -> Customer | None:
         if not query:
             return None
+        query = query.removeprefix("whatsapp:")
         names = {query, query.removeprefix("@"), "@" + query.removeprefix("@")}
         identity = await Identity.filter(address__in=names).first()
         if identity is None and "@" in query.strip("@"):
@@ -332,3 +388,61 @@ class Lookups:
             .prefetch_related("identity")
         )
         return HomeView(user_id, _entries([shown[i] for i in mine]), queues, _entries(snoozed))
+
+
+async def _ending(conversation: Conversation) -> str:
+    """How a conversation ended: who closed it and when, or "open"."""
+    if conversation.status is not ConversationStatus.CLOSED:
+        return "open"
+    closed = (
+        await AuditEntry.filter(conversation_id=conversation.id, action="close")
+        .order_by("-id")
+        .first()
+    )
+    if closed is None:
+        return "closed"
+    return f"closed by {closed.actor_name or closed.actor_id} on {closed.created_at:%Y-%m-%d}"
+
+
+#: How many of a customer's latest e-mails are read for signature data.
+_SIGNATURE_MAILS = 5
+
+
+async def suggestions_for(customer_id: int, known: set[tuple[str, str]]) -> tuple[Suggestion, ...]:
+    """Contact data in the signatures of the customer's latest e-mails, not yet confirmed."""
+    mails = (
+        await Message.filter(
+            conversation__customer_id=customer_id,
+            channel=ChannelKind.EMAIL,
+            direction=Direction.INBOUND,
+            is_automated=False,
+        )
+        .order_by("-id")
+        .limit(_SIGNATURE_MAILS)
+        .only("id", "full_text", "created_at")
+    )
+    found: list[Suggestion] = []
+    seen = set(known)
+    for mail in mails:
+        for index, item in enumerate(contact_data(mail.full_text)):
+            if (item.kind, item.value) in seen:
+                continue
+            seen.add((item.kind, item.value))
+            source = f"signature of the e-mail of {mail.created_at:%Y-%m-%d}"
+            found.append(Suggestion(item.kind, item.value, source, f"{mail.id}.{index}"))
+    return tuple(found)
+
+
+async def suggestion(key: str) -> tuple[int, Suggestion]:
+    """The customer and the suggestion ``key`` names, read again from its e-mail."""
+    message_text, _, index_text = key.partition(".")
+    if not (message_text.isdigit() and index_text.isdigit()):
+        raise ActionRefused(f"`{key}` names no suggestion; use the one on the customer card.")
+    mail = await Message.get_or_none(id=int(message_text)).prefetch_related("conversation")
+    found = contact_data(mail.full_text) if mail is not None else []
+    if mail is None or mail.conversation is None or int(index_text) >= len(found):
+        raise ActionRefused("That suggestion is gone (the e-mail was removed).")
+    item = found[int(index_text)]
+    source = f"signature of the e-mail of {mail.created_at:%Y-%m-%d}"
+    customer_id: int = mail.conversation.customer_id  # type: ignore[attr-defined]
+    return customer_id, Suggestion(item.kind, item.value, source, key)

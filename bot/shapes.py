@@ -72,6 +72,8 @@ class InboundMessage:
     is_automated: bool = False
     automated_reason: str = ""
     raw: bytes = b""
+    #: Addresses the sender gives as their own: ``(("phone", "+49..."), ("email", "a@b"))``.
+    claims: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,8 @@ class Message(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     #: An outbound template message (WhatsApp): ``{"name", "language", "parameters"}``.
     template = fields.JSONField[dict[str, object]](null=True)
+    #: What the sender says is theirs (``[["phone", "+49..."], ["email", "a@b.example"]]``).
+    claims = fields.JSONField[list[list[str]]](null=True)
 
     attachments: fields.ReverseRelation[StoredAttachment]
 
@@ -320,3 +322,54 @@ class SentPart(Model):
         table = "sent_parts"
         unique_together = (("channel", "external_id"),)
         indexes = (Index(fields=("message_id",), name="idx_sent_parts_message"),)
+
+
+class CustomerDetail(Model):
+    """A fact about a customer beyond the ways they wrote: a phone number, a company, ...
+
+    ``evidence`` facts came from the customer themselves (their own Telegram contact, the
+    e-mail a widget sent): they link identities. Others were confirmed by an agent from a
+    suggestion (an e-mail signature); ``source`` says where each came from.
+    """
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="details", on_delete=fields.CASCADE
+    )
+    kind = fields.CharField(max_length=32)
+    value = fields.CharField(max_length=512)
+    source = fields.CharField(max_length=255, default="")
+    evidence = fields.BooleanField(default=False)
+    confirmed_by = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "customer_details"
+        indexes = (
+            Index(fields=("customer_id",), name="idx_customer_details_customer"),
+            Index(fields=("kind", "value"), name="idx_customer_details_value"),
+        )
+
+
+class CustomerLink(Model):
+    """Two customers joined into one person, by evidence or by a lead, undone by ``unlink``.
+
+    ``identity_ids`` and ``conversation_ids`` are what moved into ``customer``, from the
+    customer that was called ``former_name``.
+    """
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="links", on_delete=fields.CASCADE
+    )
+    identity_ids = fields.JSONField[list[int]](default=list)
+    conversation_ids = fields.JSONField[list[int]](default=list)
+    former_name = fields.CharField(max_length=255, default="")
+    reason = fields.CharField(max_length=255, default="")
+    actor_id = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    undone_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "customer_links"
+        indexes = (Index(fields=("customer_id",), name="idx_customer_links_customer"),)

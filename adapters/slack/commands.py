@@ -37,6 +37,7 @@ from bot.commands import (
     Close,
     Command,
     Commands,
+    CustomerOf,
     Reassign,
     Reopen,
     SetPriority,
@@ -53,7 +54,7 @@ from bot.shapes import Priority
 
 log = logging.getLogger(__name__)
 
-CARD_ACTIONS = re.compile(r"^switchboard_(assign_me|skill|priority|snooze|close|reopen)$")
+CARD_ACTIONS = re.compile(r"^switchboard_(assign_me|skill|priority|snooze|close|reopen|customer)$")
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _GROUP = re.compile(r"<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>")
 _CHANNEL = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
@@ -144,6 +145,8 @@ def card_command(action: dict[str, Any], ref: ByMessage) -> Command:
         return Snooze(ref, parse_duration(value))
     if action_id == "switchboard_close":
         return Close(ref)
+    if action_id == "switchboard_customer":
+        return CustomerOf(ref)
     return Reopen(ref)
 
 
@@ -195,8 +198,8 @@ def register_team_workflow(
                 await answer(respond, "That choice is not one Switchboard offers.")
                 return
             reply = await commands.run(command, actor)
-            # The card and the thread show a change; only a refusal needs words.
-            if isinstance(reply, Answer) and reply.refused:
+            # The card and the thread show a change; only a refusal or a look-up needs words.
+            if not isinstance(reply, Answer) or reply.refused:
                 await answer(respond, answer_text(reply, clock()))
         except Exception:
             log.exception("a card action failed")

@@ -201,6 +201,7 @@ def _card_actions(card: ConversationCard) -> Block:
         elements.append(_button("switchboard_reopen", "Reopen"))
     else:
         elements.append(_button("switchboard_close", "Close", "danger"))
+    elements.append(_button("switchboard_customer", "Customer"))
     return {"type": "actions", "block_id": "switchboard_card_actions", "elements": elements}
 
 

@@ -72,7 +72,23 @@ def _customer(view: CustomerView, now: datetime) -> str:
         f"*{escape(view.name or 'Customer')}*: {reached}",
         f"{len(view.conversations)} conversations, {view.messages} messages:",
     ]
-    lines += [_entry_line(e, now) for e in view.conversations]
+    endings = view.endings or ("",) * len(view.conversations)
+    lines += [
+        _entry_line(e, now) + (f" · {ending}" if ending and ending != "open" else "")
+        for e, ending in zip(view.conversations, endings, strict=False)
+    ]
+    if view.sentiment:
+        moods = " → ".join(f"{when:%Y-%m-%d} {mood}" for when, mood in view.sentiment)
+        lines.append(f"*Sentiment over time*: {moods}")
+    for kind, value, source in view.details:
+        lines.append(f"• {kind}: {escape(value)} ({escape(source)})")
+    if view.suggestions:
+        lines.append("*Suggested* (found in signatures, not stored until someone confirms):")
+    for found in view.suggestions:
+        lines.append(
+            f"• {found.kind}: {escape(found.value)} ({found.source}): "
+            f"`customer confirm {found.key}`"
+        )
     return _clip(lines)
 
 

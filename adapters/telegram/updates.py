@@ -21,6 +21,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.errors import TransientDeliveryError
 from bot.intake import Accepted, Intake
+from bot.phones import e164
 from bot.shapes import Attachment, ChannelKind, InboundMessage
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ async def to_inbound(
     sent_at = (message.edit_date if edited else None) or message.date
     user = message.from_user
     return InboundMessage(
+        claims=own_phone(message),
         channel=ChannelKind.TELEGRAM,
         external_id=f"{bot_id}:{update.update_id}",
         sender_address=str(user.id if user is not None else message.chat.id),
@@ -183,6 +185,15 @@ async def to_inbound(
         thread_key=str(message.chat.id),
         raw=raw,
     )
+
+
+def own_phone(message: Message) -> tuple[tuple[str, str], ...]:
+    """The sender's phone number, when they shared their own contact (Telegram says whose)."""
+    contact, user = message.contact, message.from_user
+    if contact is None or user is None or contact.user_id != user.id:
+        return ()
+    number = e164(contact.phone_number)
+    return (("phone", number),) if number else ()
 
 
 async def _fetch(ref: FileRef, download: Download) -> bytes | None:

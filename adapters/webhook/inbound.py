@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ ROUTE = "/webhooks/{source}"
 _MAX_ID_LENGTH = 200
 _MAX_ATTACHMENTS = 10
 _SUBJECT_LENGTH = 80
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 class FieldError(ValueError):
@@ -140,7 +142,9 @@ def to_inbound(
         name = f"{name} ({event.sender_email})"
     first_line = next((line.strip() for line in event.text.splitlines() if line.strip()), "")
     subject = event.subject or first_line[:_SUBJECT_LENGTH] or "Web message"
+    email = event.sender_email.lower()
     return InboundMessage(
+        claims=(("email", email),) if _EMAIL.match(email) else (),
         channel=ChannelKind.WEBHOOK,
         external_id=f"{source}:{event.event_id}",
         sender_address=f"{source}:{event.sender_id}",
