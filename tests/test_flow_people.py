@@ -208,9 +208,13 @@ async def test_the_customer_card_shows_every_channel_and_suggests_signature_data
     assert "position: Leiterin Einkauf" in card
     assert not await CustomerDetail.exists()
 
-    key = card.split("customer confirm ")[1].split("`")[0]
-    answer = await people.command(f"customer confirm {key}", user=AGENT)
-    assert answer.startswith("Stored")
+    # The card's button stores the first suggestion.
+    shown = people.slack.ephemeral_messages(AGENT)
+    await people.h.events.click_button(
+        "support", shown[-1]["ts"], AGENT, "switchboard_confirm_detail_0"
+    )
+    await people.slack.wait_until(lambda: len(people.slack.ephemeral_messages(AGENT)) > len(shown))
+    assert str(people.slack.ephemeral_messages(AGENT)[-1]["text"]).startswith("Stored")
     detail = await CustomerDetail.get()
     assert detail.confirmed_by == AGENT
     card = await people.command("customer anna@kunde.example", user=AGENT)

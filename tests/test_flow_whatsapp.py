@@ -47,13 +47,13 @@ def payload(name: str) -> dict[str, Any]:
 
 
 class Clock:
-    """The service's clock, moved on by the test (the window is 24 hours)."""
+    """The service's clock: real time, moved on by the test (the window is 24 hours)."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC)
+        self.ahead = timedelta()
 
     def __call__(self) -> datetime:
-        return self.now
+        return datetime.now(UTC) + self.ahead
 
 
 @pytest.fixture
@@ -426,7 +426,7 @@ async def test_after_the_window_a_reply_is_held_and_a_template_goes_instead(
     await wa.text("Wo bleibt mein Paket?")
     await wa.harness.settled()
     conversation = await Conversation.get()
-    wa.clock.now += timedelta(hours=25)
+    wa.clock.ahead += timedelta(hours=25)
 
     ts = await wa.agent_replies("Es kommt morgen.")
     await wa.harness.settled()
@@ -497,10 +497,23 @@ async def test_rate_limits_are_retried_and_then_delivered(wa: WhatsAppHarness) -
     wa.wa.fail_next("messages", 131000, status=500, count=1)
     ts = await wa.agent_replies("Kommt gleich")
 
+    for attempts, pause in ((1, 60), (2, 5), (3, 0)):
+
+        async def tried(attempts: int = attempts) -> bool:
+            job = await Job.get(kind=DELIVER_REPLY.name)
+            return job.attempts == attempts and job.state is JobState.PENDING
+
+        await eventually(tried)
+        job = await Job.get(kind=DELIVER_REPLY.name)
+        # Meta's pause is kept: the pair limit 60 s, the throughput limit 5 s.
+        assert job.run_at - wa.clock() >= timedelta(seconds=pause * 0.9)
+        assert await state_of(ts) is DeliveryState.PENDING
+        wa.clock.ahead += timedelta(seconds=pause + 1)
+
     async def sent() -> bool:
         return await state_of(ts) is DeliveryState.SENT
 
-    await eventually(sent, timeout=200)
+    await eventually(sent)
     assert len(wa.wa.sent) == 1
     assert [w for w, _ in wa.wa.calls].count("messages") == 4
 

@@ -23,10 +23,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.views import (
+    CONFIRM_DETAIL,
     REASSIGN_CALLBACK,
     REASSIGN_MODAL,
     SKILL_ACTION,
     SKILL_BLOCK,
+    answer_blocks,
     answer_text,
     home_view,
     reassign_modal,
@@ -37,9 +39,11 @@ from bot.commands import (
     Close,
     Command,
     Commands,
+    ConfirmDetail,
     CustomerOf,
     Reassign,
     Reopen,
+    Reply,
     SetPriority,
     Snooze,
     parse_duration,
@@ -167,14 +171,20 @@ def register_team_workflow(
     async def actor_of(user_id: str) -> Actor:
         return Actor(user_id, await name_of(user_id), await groups.groups_of(user_id, roles.groups))
 
-    async def answer(respond: AsyncRespond, text: str) -> None:
+    async def answer(respond: AsyncRespond, text: str, reply: Reply | None = None) -> None:
+        blocks = answer_blocks(reply, clock()) if reply is not None else None
+        if blocks:
+            await respond(
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+            )
+            return
         await respond(text=text, response_type="ephemeral", replace_original=False)
 
     async def run_command(body: dict[str, Any], respond: AsyncRespond) -> None:
         try:
             actor = await actor_of(str(body["user_id"]))
             reply = await commands.run_text(command_text(str(body.get("text") or "")), actor)
-            await answer(respond, answer_text(reply, clock()))
+            await answer(respond, answer_text(reply, clock()), reply)
         except Exception:
             log.exception("a slash command failed")
             await answer(respond, "Something went wrong on Switchboard's side; try again.")
@@ -200,7 +210,7 @@ def register_team_workflow(
             reply = await commands.run(command, actor)
             # The card and the thread show a change; only a refusal or a look-up needs words.
             if not isinstance(reply, Answer) or reply.refused:
-                await answer(respond, answer_text(reply, clock()))
+                await answer(respond, answer_text(reply, clock()), reply)
         except Exception:
             log.exception("a card action failed")
             await answer(respond, "Something went wrong on Switchboard's side; try again.")
@@ -209,6 +219,21 @@ def register_team_workflow(
     async def on_card_action(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         background.spawn(run_card_action(body, respond))
+
+    async def run_confirm(body: dict[str, Any], respond: AsyncRespond) -> None:
+        try:
+            actor = await actor_of(str(body["user"]["id"]))
+            key = str(body["actions"][0].get("value") or "")
+            reply = await commands.run(ConfirmDetail(key), actor)
+            await answer(respond, answer_text(reply, clock()))
+        except Exception:
+            log.exception("a confirmation failed")
+            await answer(respond, "Something went wrong on Switchboard's side; try again.")
+
+    @app.action(re.compile(f"^{CONFIRM_DETAIL}_[0-9]+$"))
+    async def on_confirm(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        background.spawn(run_confirm(body, respond))
 
     @app.shortcut(REASSIGN_CALLBACK)
     async def on_reassign_shortcut(

@@ -92,6 +92,25 @@ def _customer(view: CustomerView, now: datetime) -> str:
     return _clip(lines)
 
 
+CONFIRM_DETAIL = "switchboard_confirm_detail"
+
+
+def answer_blocks(reply: Reply, now: datetime) -> list[Block] | None:
+    """Blocks for an answer that offers buttons (a customer card's suggestions), else None."""
+    if not isinstance(reply, CustomerView) or not reply.suggestions:
+        return None
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{CONFIRM_DETAIL}_{index}",
+            "text": {"type": "plain_text", "text": f"Confirm {found.kind}"[:75]},
+            "value": found.key,
+        }
+        for index, found in enumerate(reply.suggestions[:5])
+    ]
+    return [_section(_customer(reply, now)), {"type": "actions", "elements": buttons}]
+
+
 def _skills(view: SkillsView) -> str:
     lines = ["*Skills*"]
     for row in view.skills:
