@@ -27,6 +27,7 @@ from standins.telegram import TelegramSandbox
 from standins.whatsapp import WhatsAppSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, eventually, running
 from tests.test_flow_email_to_slack import mail
+from tests.test_privacy import backdate
 
 LEAD = "U0LEAD01"
 ANNA_PHONE = "4915112345678"
@@ -305,4 +306,33 @@ async def test_forgetting_a_linked_person_forgets_every_identity(people: People)
     assert not await Identity.exists()
     assert not await Customer.exists()
     assert not await CustomerDetail.exists()
+    assert not await CustomerLink.exists()
+
+
+async def test_retention_keeps_a_linked_person_while_any_conversation_of_theirs_is_kept(
+    people: People,
+) -> None:
+    await people.email()
+    await people.whatsapp("Hallo, hier nochmal Anna.")
+    await people.command(f"customer link anna@kunde.example whatsapp:+{ANNA_PHONE}")
+    by_mail, by_whatsapp = await conversations()
+    await people.command(f"close {by_mail.token[:6]}")
+    await backdate(by_mail, days=35)
+    privacy = Privacy(RetentionSettings(closed_conversations_days=30))
+
+    removal = await privacy.purge_closed()
+
+    assert removal.conversations == 1
+    assert [c.id for c in await conversations()] == [by_whatsapp.id]
+    # One person: both identities stay with the conversation that is kept.
+    assert await Customer.all().count() == 1
+    assert await Identity.all().count() == 2
+
+    await people.command(f"close {by_whatsapp.token[:6]}")
+    await backdate(by_whatsapp, days=35)
+    removal = await privacy.purge_closed()
+
+    assert removal.conversations == 1
+    assert not await Customer.exists()
+    assert not await Identity.exists()
     assert not await CustomerLink.exists()

@@ -554,3 +554,20 @@ async def test_a_refused_token_parks_the_reply_until_it_works(wa: WhatsAppHarnes
     job = await Job.get(kind=DELIVER_REPLY.name)
     assert "WHATSAPP_TOKEN" in job.last_error
     assert await state_of(ts) is DeliveryState.PENDING
+
+
+async def test_a_failed_status_for_the_closed_window_offers_the_templates(
+    wa: WhatsAppHarness,
+) -> None:
+    await wa.text("Hallo?")
+    await wa.harness.settled()
+    ts = await wa.agent_replies("Antwort")
+    (sent,) = await wa.sent(1)
+
+    assert await wa.deliver(wa.wa.status(sent.wamid, "failed", MARIA, error_code=131047)) == 200
+    await wa.harness.settled()
+
+    assert await state_of(ts) is DeliveryState.FAILED
+    text = await wa.thread_text()
+    assert "24-hour window closed" in text
+    assert "`order_follow_up`, `hello`" in text
