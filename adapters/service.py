@@ -51,6 +51,7 @@ from bot.jobkinds import (
     POST_INBOUND,
     PURGE_CLOSED,
     SHOW_CHANGE,
+    SHOW_OTHERS,
     SHOW_STATUS,
     THREAD_INBOUND,
     WAKE_SNOOZED,
@@ -59,7 +60,7 @@ from bot.jobs import Clock, JobHandler, JobKind, JobRunner, resume_parked, utcno
 from bot.learning import SharedLearning, newest_example_id
 from bot.lookups import Lookups
 from bot.metrics import count_job
-from bot.people import People
+from bot.people import People, ShowOthers
 from bot.pipeline import DeliverReply, PostInbound, ReplyGate
 from bot.ports import Classifier, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
@@ -177,6 +178,7 @@ class Service:
             ERASE_THREAD: EraseThread(chat),
             PURGE_CLOSED: PurgeClosed(self.privacy),
             SHOW_STATUS: ShowStatus(chat, self.reply_window),
+            SHOW_OTHERS: ShowOthers(chat),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"

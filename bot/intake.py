@@ -302,7 +302,7 @@ class ThreadInbound:
             inbound = inbound_of(message, ())
             received_at = message.created_at
             identity, new_sender = await _identity(inbound, conn)
-            await recognise(identity, message.claims or [], conn, new=new_sender)
+            await recognise(identity, message.claims or [], conn, new=new_sender, now=self.clock())
             conversation = await find_conversation(
                 inbound,
                 identity,

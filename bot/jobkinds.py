@@ -124,6 +124,16 @@ class StatusPayload:
     window_closed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class OthersPayload:
+    """A thread to point to its customer's other threads, after link ``link_id``."""
+
+    conversation_id: int
+    link_id: int
+
+
+SHOW_OTHERS = JobKind("show_others", OthersPayload, lambda p: f"conversation:{p.conversation_id}")
+
 # A status only moves its reply's state forward, so repeats and any order are harmless.
 SHOW_STATUS = JobKind("show_status", StatusPayload, lambda p: f"status:{p.external_id}")
 
@@ -141,5 +151,6 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         ERASE_THREAD,
         PURGE_CLOSED,
         SHOW_STATUS,
+        SHOW_OTHERS,
     )
 }

@@ -13,18 +13,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
 from bot.errors import ActionRefused
-from bot.jobkinds import SHOW_CHANGE, ChangePayload
-from bot.jobs import Clock, utcnow
+from bot.jobkinds import SHOW_CHANGE, SHOW_OTHERS, ChangePayload, OthersPayload
+from bot.jobs import Clock, enqueue_jobs, utcnow
 from bot.lookups import Suggestion
+from bot.ports import ChatPort
 from bot.roles import Actor
 from bot.shapes import ChannelKind
-from models import AuditEntry, Conversation, Customer, CustomerDetail, CustomerLink, Identity
+from models import (
+    AuditEntry,
+    Conversation,
+    Customer,
+    CustomerDetail,
+    CustomerLink,
+    Identity,
+    Job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ async def recognise(
     conn: BaseDBAsyncClient,
     *,
     new: bool,
+    now: datetime,
 ) -> list[int]:
     """Keep what ``identity``'s sender claims, and join the customers the evidence names.
 
@@ -101,12 +112,28 @@ async def recognise(
             )
     moved: list[int] = []
     for other_id, reason in found.items():
-        customer_id, conversations = await merge(
+        customer_id, conversations, link_id = await merge(
             customer_id, other_id, reason=f"the same person: {reason}", actor=None, conn=conn
         )
         moved += conversations
+        await point_threads(customer_id, link_id, conn, now=now)
     identity.customer_id = customer_id
     return moved
+
+
+async def point_threads(
+    customer_id: int, link_id: int, conn: BaseDBAsyncClient, *, now: datetime
+) -> None:
+    """Queue, for each thread of the person, links to their other threads."""
+    shown = (
+        await Conversation.filter(customer_id=customer_id, chat_thread_ts__isnull=False)
+        .using_db(conn)
+        .values("id")
+    )
+    await enqueue_jobs(
+        [SHOW_OTHERS.new(OthersPayload(int(row["id"]), link_id), run_at=now) for row in shown],
+        conn,
+    )
 
 
 async def merge(
@@ -116,12 +143,13 @@ async def merge(
     reason: str,
     actor: Actor | None,
     conn: BaseDBAsyncClient,
-) -> tuple[int, list[int]]:
-    """Join two customers into the older one; returns its id and the conversations moved."""
+) -> tuple[int, list[int], int]:
+    """Join two customers into the older one; returns its id, the conversations moved and
+    the link's id."""
     keep_id, gone_id = sorted((first_id, second_id))
     gone = await Customer.filter(id=gone_id).using_db(conn).first()
     if gone is None or keep_id == gone_id:
-        return keep_id, []
+        return keep_id, [], 0
     identities = await Identity.filter(customer_id=gone_id).using_db(conn).values("id")
     identity_ids = [int(row["id"]) for row in identities]
     conversations = await Conversation.filter(customer_id=gone_id).using_db(conn).values("id")
@@ -130,7 +158,7 @@ async def merge(
     await Conversation.filter(customer_id=gone_id).using_db(conn).update(customer_id=keep_id)
     await CustomerDetail.filter(customer_id=gone_id).using_db(conn).update(customer_id=keep_id)
     await CustomerLink.filter(customer_id=gone_id).using_db(conn).update(customer_id=keep_id)
-    await CustomerLink.create(
+    link = await CustomerLink.create(
         customer_id=keep_id,
         identity_ids=identity_ids,
         conversation_ids=conversation_ids,
@@ -151,7 +179,7 @@ async def merge(
     )
     await Customer.filter(id=gone_id).using_db(conn).delete()
     log.info("customers linked", extra={"customer": keep_id, "joined": gone_id})
-    return keep_id, conversation_ids
+    return keep_id, conversation_ids, link.id
 
 
 class People:
@@ -169,8 +197,11 @@ class People:
             raise ActionRefused(f"Those are already one customer ({first.id}).")
         reason = f"linked by {actor.label}"
         async with in_transaction() as conn:
-            keep_id, _ = await merge(first.id, second.id, reason=reason, actor=actor, conn=conn)
+            keep_id, _, link_id = await merge(
+                first.id, second.id, reason=reason, actor=actor, conn=conn
+            )
             await self._tell_threads(actor, keep_id, conn)
+            await point_threads(keep_id, link_id, conn, now=self.clock())
         self._woken()
         return (
             f"Linked: customers {first.id} and {second.id} are one customer now ({keep_id}). "
@@ -237,15 +268,11 @@ class People:
         conversations = await Conversation.filter(
             customer_id=customer_id, chat_thread_ts__isnull=False
         ).using_db(conn)
-        sids = ", ".join(f"`{short_id(c)}`" for c in conversations)
         for conversation in conversations:
             if unlinked:
                 summary = f"{actor.label} unlinked this customer from another one."
             else:
-                summary = (
-                    f"{actor.label} linked this customer's identities into one customer: "
-                    f"their conversations are {sids}."
-                )
+                summary = f"{actor.label} linked this customer's identities into one customer."
             entry = await AuditEntry.create(
                 conversation=conversation,
                 actor_id=actor.user_id,
@@ -287,3 +314,59 @@ class People:
     def _woken(self) -> None:
         if self.on_queued is not None:
             self.on_queued()
+
+
+async def point_to_others(
+    chat: ChatPort, conversation: Conversation, *, marker: str, lead_in: str, retrying: bool
+) -> None:
+    """Post links to the customer's other threads, on any channel, in ``conversation``'s."""
+    others = (
+        await Conversation.filter(
+            customer_id=conversation.customer_id,  # type: ignore[attr-defined]
+            chat_thread_ts__isnull=False,
+        )
+        .exclude(id=conversation.id)
+        .order_by("-id")
+        .limit(5)
+    )
+    if not others or not (conversation.chat_channel and conversation.chat_thread_ts):
+        return
+    if retrying and await chat.find_post(
+        conversation.chat_channel, conversation.chat_thread_ts, marker
+    ):
+        return
+    links = []
+    for other in others:
+        assert other.chat_channel is not None
+        assert other.chat_thread_ts is not None
+        url = await chat.permalink(other.chat_channel, other.chat_thread_ts)
+        links.append(f"<{url}|{short_id(other)}> ({other.channel.value}, {other.status.value})")
+    await chat.post_notice(
+        conversation.chat_channel,
+        conversation.chat_thread_ts,
+        f"{lead_in}: " + ", ".join(links),
+        marker=marker,
+    )
+
+
+class ShowOthers:
+    """Job: after a link, point each thread of the person to their other threads."""
+
+    def __init__(self, chat: ChatPort) -> None:
+        self.chat = chat
+
+    async def run(self, job: Job) -> None:
+        payload = SHOW_OTHERS.payload_of(job)
+        conversation = await Conversation.get_or_none(id=payload.conversation_id)
+        if conversation is None:
+            return
+        await point_to_others(
+            self.chat,
+            conversation,
+            marker=f"others-{conversation.id}-{payload.link_id}",
+            lead_in="Other conversations of this customer",
+            retrying=job.attempts > 1,
+        )
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        log.warning("could not point a thread to its customer's others", extra={"reason": reason})

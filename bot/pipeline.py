@@ -16,6 +16,7 @@ from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError, W
 from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
 from bot.jobs import JobKind
 from bot.metrics import MESSAGES_OUT
+from bot.people import point_to_others
 from bot.ports import ChatPort, Classifier, ReplySender
 from bot.routing import oncall_for, route, stored_skills
 from bot.settings import Settings
@@ -193,39 +194,12 @@ class PostInbound:
         conversation.chat_channel = chat_channel
         conversation.chat_thread_ts = ts
         await conversation.save()
-        await self._point_to_earlier(conversation, retrying)
-
-    async def _point_to_earlier(self, conversation: Conversation, retrying: bool) -> None:
-        """Link a new thread to the customer's earlier ones, on any channel."""
-        earlier = (
-            await Conversation.filter(
-                customer_id=conversation.customer_id,  # type: ignore[attr-defined]
-                chat_thread_ts__isnull=False,
-            )
-            .exclude(id=conversation.id)
-            .order_by("-id")
-            .limit(5)
-        )
-        if not earlier:
-            return
-        assert conversation.chat_channel is not None
-        assert conversation.chat_thread_ts is not None
-        marker = f"earlier-{conversation.id}"
-        if retrying and await self.chat.find_post(
-            conversation.chat_channel, conversation.chat_thread_ts, marker
-        ):
-            return
-        links = []
-        for other in earlier:
-            assert other.chat_channel is not None
-            assert other.chat_thread_ts is not None
-            url = await self.chat.permalink(other.chat_channel, other.chat_thread_ts)
-            links.append(f"<{url}|{short_id(other)}> ({other.channel.value}, {other.status.value})")
-        await self.chat.post_notice(
-            conversation.chat_channel,
-            conversation.chat_thread_ts,
-            "This customer wrote before: " + ", ".join(links),
-            marker=marker,
+        await point_to_others(
+            self.chat,
+            conversation,
+            marker=f"earlier-{conversation.id}",
+            lead_in="This customer wrote before",
+            retrying=retrying,
         )
 
     async def give_up(self, job: Job, reason: str) -> None:

@@ -159,8 +159,14 @@ async def test_a_lead_links_e_mail_and_whatsapp_and_replies_go_where_each_was_wr
     assert answer.startswith("Linked")
     assert await Customer.all().count() == 1
     assert {c.customer_id for c in await conversations()} == {first.customer_id}  # type: ignore[attr-defined]
-    for conversation in (first, second):
-        assert any("linked this customer" in text for text in people.thread_of(conversation))
+    for conversation, other in ((first, second), (second, first)):
+        thread = people.thread_of(conversation)
+        assert any("linked this customer" in text for text in thread)
+        # Each thread links to the other.
+        assert any(
+            "Other conversations of this customer" in text and other.token[:6] in text
+            for text in thread
+        )
     link = await CustomerLink.get()
     assert link.actor_id == LEAD
     assert await AuditEntry.filter(action="link", conversation=None).exists()
