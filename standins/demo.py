@@ -4,6 +4,9 @@ It starts Switchboard on a fresh SQLite file with the bundled triage model, a lo
 (the sandbox the tests use) and a loopback mail relay; sends sample customer e-mails in German
 and English through the SMTP port with a real SMTP client; prints the channels and threads that
 result; then plays an agent's reply in a thread and prints the e-mail the customer receives.
+Then a Telegram customer writes and is answered, and Anna, who wrote by e-mail, writes again on
+WhatsApp: a lead links the two, her WhatsApp thread links to her e-mail thread, the customer
+card shows both, and the reply in the WhatsApp thread goes out over WhatsApp.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from models import Conversation
 from standins.mail import SmtpSink
 from standins.slack import SlackEvents, SlackSandbox
 from standins.telegram import TelegramSandbox
+from standins.whatsapp import WhatsAppSandbox
 
 SIGNING_SECRET = "demo-signing-secret"
 BOT_TOKEN = "xoxb-demo"
@@ -62,6 +66,11 @@ triage_channel = "support-triage"
 [telegram]
 enabled = true
 api_url = "{telegram_url}"
+
+{whatsapp}
+
+[roles]
+leads = ["{agent}"]
 
 [triage]
 default_skill = "general"
@@ -180,10 +189,21 @@ async def settle(timeout: float = 60.0) -> None:
 
 
 def demo_settings(
-    folder: Path, api_url: str, relay_port: int, telegram: TelegramSandbox
+    folder: Path,
+    api_url: str,
+    relay_port: int,
+    telegram: TelegramSandbox,
+    whatsapp: WhatsAppSandbox,
 ) -> Settings:
-    text = DEMO_TOML.format(api_url=api_url, relay_port=relay_port, telegram_url=telegram.url)
+    text = DEMO_TOML.format(
+        api_url=api_url,
+        relay_port=relay_port,
+        telegram_url=telegram.url,
+        whatsapp=whatsapp.settings_toml(),
+        agent=AGENT,
+    )
     env = {
+        **whatsapp.env(),
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "DATABASE_URL": f"sqlite://{folder / 'demo.sqlite3'}",
@@ -202,11 +222,12 @@ async def run_demo(*, keep_running: bool = False) -> int:
             SlackSandbox(bot_token=BOT_TOKEN) as slack,
             SmtpSink() as relay,
             TelegramSandbox() as telegram,
+            WhatsAppSandbox() as whatsapp,
         ):
             for channel in DEMO_CHANNELS:
                 slack.add_channel(channel)
             slack.add_user(AGENT, "lena", real_name="Lena Berger", display_name="Lena")
-            settings = demo_settings(Path(folder), slack.api_url, relay.port, telegram)
+            settings = demo_settings(Path(folder), slack.api_url, relay.port, telegram, whatsapp)
             heading("Starting Switchboard")
             say("SQLite in a temporary folder, the bundled triage model, a local Slack sandbox.")
             say("Loading the triage model (the first run builds an optimised copy: ~15 s)...")
@@ -217,10 +238,11 @@ async def run_demo(*, keep_running: bool = False) -> int:
                 )
                 await play(service, slack, relay)
                 await play_telegram(service, slack, telegram)
+                await play_whatsapp(service, slack, whatsapp)
                 say()
                 say(
                     "Done. `make test` runs the test suite; README.md explains the set-up for a "
-                    "real Slack and Telegram."
+                    "real Slack, Telegram and WhatsApp."
                 )
                 if keep_running:
                     say()
@@ -336,6 +358,66 @@ async def play_telegram(service: Service, slack: SlackSandbox, telegram: Telegra
     await settle()
     heading("What the Telegram Bot API sandbox received (sendMessage)")
     say(f"  chat {sent.chat_id}, plain text (no parse_mode): {sent.text}")
+
+
+async def play_whatsapp(service: Service, slack: SlackSandbox, whatsapp: WhatsAppSandbox) -> None:
+    """Anna, who wrote by e-mail, writes on WhatsApp; Lena links her; the reply goes by WhatsApp."""
+    heading("Anna writes again, now on WhatsApp (Cloud API webhook, signed with the app secret)")
+    url = f"http://127.0.0.1:{service.http_port}/whatsapp/webhook"
+    body = whatsapp.text(
+        "4915112345678", "Anna Schmidt", "Hallo, ist die Erstattung für RE-2211 schon unterwegs?"
+    )
+    forged, _ = await whatsapp.deliver(url, body, signature="sha256=" + "0" * 64)
+    say(f"  {forged} for a webhook with a wrong X-Hub-Signature-256 (nothing stored)")
+    status, _ = await whatsapp.deliver(url, body)
+    say(f"  {status} for Meta's signed webhook")
+    await settle()
+
+    events = SlackEvents(
+        slack,
+        events_url=f"http://127.0.0.1:{service.http_port}/slack/events",
+        signing_secret=SIGNING_SECRET,
+    )
+    heading("Lena links the two: /switchboard customer link <e-mail> whatsapp:+49...")
+    for command in (
+        "customer link anna.schmidt@kunde.example whatsapp:+4915112345678",
+        "customer anna.schmidt@kunde.example",
+    ):
+        await _ask(slack, events, command)
+        say(f"  /switchboard {command}")
+        for line in str(slack.ephemeral_messages(AGENT)[-1]["text"]).splitlines():
+            say(f"    {line}")
+    await settle()
+
+    conversation = await Conversation.filter(channel=ChannelKind.WHATSAPP).first()
+    if conversation is None or conversation.chat_thread_ts is None:
+        say("The WhatsApp conversation did not reach Slack; see the log above.")
+        raise SystemExit(1)
+    channel = next(
+        name for name in DEMO_CHANNELS if slack.channel_id(name) == conversation.chat_channel
+    )
+    heading(f"The WhatsApp thread in #{channel}, linked to Anna's e-mail thread")
+    for message in slack.thread(channel, conversation.chat_thread_ts):
+        say(f"  {message.get('text', '')[:110]}")
+    await events.post_agent_reply(
+        channel,
+        conversation.chat_thread_ts,
+        AGENT,
+        "Hallo Frau Schmidt, ja: die Erstattung ist seit heute unterwegs.",
+    )
+    say("  Lena answers in the WhatsApp thread (after the 2 s undo window it goes out)")
+    # Sent, then shown as sent on Lena's message in Slack.
+    await slack.wait_until(lambda: bool(whatsapp.sent), timeout=30)
+    await settle()
+    heading("What the WhatsApp Cloud API sandbox received (POST /{phone-number-id}/messages)")
+    for sent in whatsapp.sent:
+        say(f"  to {sent.to}, {sent.kind}: {sent.text}")
+
+
+async def _ask(slack: SlackSandbox, events: SlackEvents, command: str) -> None:
+    shown = len(slack.ephemeral_messages(AGENT))
+    await events.send_slash_command("/switchboard", command, user=AGENT, channel="support")
+    await slack.wait_until(lambda: len(slack.ephemeral_messages(AGENT)) > shown, timeout=30)
 
 
 if __name__ == "__main__":
