@@ -19,6 +19,8 @@ from bot.jobkinds import (
     MessagePayload,
     MovePayload,
     NoPayload,
+    OthersPayload,
+    StatusPayload,
     ThreadPayload,
     WaitingPayload,
     WakePayload,
@@ -43,6 +45,8 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "check_waiting": lambda: WaitingPayload(conversation, message),
         "erase_thread": lambda: ErasePayload("C0SUPPORT", "1700000000.000100", "erased"),
         "purge_closed": lambda: NoPayload(),
+        "show_status": lambda: StatusPayload("whatsapp", "wamid.HBgLMTY0Njcw", "delivered"),
+        "show_others": lambda: OthersPayload(conversation, 1),
     }
 
 
@@ -76,8 +80,9 @@ async def test_forget_removes_the_jobs_of_every_kind_about_the_customer() -> Non
             f":{conversation.id}"
         )
         assert not names_it, f"{job.kind} job still names the forgotten conversation"
-    # Only kinds that name no conversation stay: the thread erasure and the purge.
-    assert {job.kind for job in left} <= {"erase_thread", "purge_closed"}
+    # Only kinds that name no conversation stay: the thread erasure, the purge and a status
+    # (a message id of WhatsApp's; it finds nothing of theirs any more).
+    assert {job.kind for job in left} <= {"erase_thread", "purge_closed", "show_status"}
 
 
 @pytest.mark.usefixtures("db")
