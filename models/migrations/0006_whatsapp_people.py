@@ -10,7 +10,7 @@ from bot.shapes import ChannelKind, DeliveryState
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0005_history_indexes')]
+    dependencies = [('models', '0006_end_job_function')]
 
     initial = False
 
