@@ -410,17 +410,28 @@ _SIGNATURE_MAILS = 5
 
 async def suggestions_for(customer_id: int, known: set[tuple[str, str]]) -> tuple[Suggestion, ...]:
     """Contact data in the signatures of the customer's latest e-mails, not yet confirmed."""
-    mails = (
-        await Message.filter(
-            conversation__customer_id=customer_id,
-            channel=ChannelKind.EMAIL,
-            direction=Direction.INBOUND,
-            is_automated=False,
-        )
+    # The newest e-mail of each of the newest e-mail conversations: each read off the
+    # (conversation_id, id) index, never a walk over every message.
+    conversations = (
+        await Conversation.filter(customer_id=customer_id, channel=ChannelKind.EMAIL)
         .order_by("-id")
         .limit(_SIGNATURE_MAILS)
-        .only("id", "full_text", "created_at")
+        .values_list("id", flat=True)
     )
+    mails = []
+    for conversation_id in conversations:
+        mail = (
+            await Message.filter(
+                conversation_id=conversation_id,
+                direction=Direction.INBOUND,
+                is_automated=False,
+            )
+            .order_by("-id")
+            .only("id", "full_text", "created_at")
+            .first()
+        )
+        if mail is not None:
+            mails.append(mail)
     found: list[Suggestion] = []
     seen = set(known)
     for mail in mails:
