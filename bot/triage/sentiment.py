@@ -31,12 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.triage.classifier import Prediction, fit_softmax_regression
-from bot.triage.encoder import Embeddings, SentenceEncoder
+from bot.triage.encoder import Embeddings, SentenceEncoder, default_model_path
 from bot.triage.examples import Example
 
 log = logging.getLogger(__name__)
 
 HEADS_DIR = Path(__file__).with_name("heads")
+#: The name the bundled encoder's head goes by (its folder is just "model").
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
 #: The labels the card can show, each with its polarity.
 POLARITY = {
@@ -121,6 +123,8 @@ def base_model_name(model: str) -> str:
         base = json.loads(marker.read_text(encoding="utf-8")).get("base_model")
         if base:
             return base_model_name(str(base))
+    if not model or Path(model) == Path(default_model_path()):
+        return BUNDLED_MODEL
     return Path(model.rstrip("/")).name
 
 
@@ -300,3 +304,42 @@ def write_examples(path: Path, examples: Sequence[Example]) -> None:
         writer.writerow(["text", "sentiment", "polarity"])
         for example in examples:
             writer.writerow([example.text, example.label, polarity(example.label)])
+
+
+#: The card shows a reading from the confidence at which readings on the dev split had the
+#: right polarity this often.
+SHOWN_PRECISION = 0.8
+#: Regularisation of the head, chosen on the dev split (1, 3 and 10 tried).
+HEAD_C = 3.0
+
+
+def train_head(
+    encoder: SentenceEncoder,
+    data_dir: Path,
+    *,
+    embed: Callable[[Sequence[str]], Embeddings] | None = None,
+    holdout_dir: Path | None = None,
+) -> SentimentHead:
+    """A head for ``encoder`` from the corpora in ``data_dir``; writes the hold-out files.
+
+    The head learns from the train parts; its shown-threshold comes from the dev parts. The
+    hold-out parts are only written (one CSV per corpus, for ``triage eval --task sentiment``).
+    ``embed`` replaces ``encoder.encode`` (a cache of embeddings already computed).
+    """
+    splits = split_corpora(data_dir, sentiment_corpora())
+    train = [e for part in splits.train.values() for e in part]
+    dev = [e for part in splits.dev.values() for e in part]
+    encode = embed or encoder.encode
+    log.info("sentiment: encoding %d training and %d dev texts", len(train), len(dev))
+    head = fit_sentiment_head(
+        encoder, train, encode([e.text for e in train]), c=HEAD_C, threshold=1.0
+    )
+    readings = head.predict(encode([e.text for e in dev]))
+    threshold = shown_threshold(readings, [e.label for e in dev], precision=SHOWN_PRECISION)
+    if holdout_dir is not None:
+        for name, part in splits.holdout.items():
+            if part:
+                write_examples(holdout_dir / f"{name}.csv", part)
+    return SentimentHead(
+        head.labels, head.weights, head.bias, round(threshold, 4), head.probes, head.model
+    )
