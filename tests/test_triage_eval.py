@@ -116,8 +116,12 @@ def test_eval_scores_sentiment_by_polarity(
     )
 
     assert report["task"] == "sentiment"
-    assert set(report["per_label_f1"]) <= {"positive", "neutral", "negative"}
-    assert report["confusion"]["positive"] == {"positive": 1}
+    per_label = report["per_label_f1"]
+    confusion = report["confusion"]
+    assert isinstance(per_label, dict)
+    assert isinstance(confusion, dict)
+    assert set(per_label) <= {"positive", "neutral", "negative"}
+    assert confusion["positive"] == {"positive": 1}
     assert isinstance(report["shown_share"], float)
     assert report["majority_accuracy"] == 0.5
 

@@ -13,7 +13,7 @@ import pytest
 from bot.settings import TriageSettings
 from bot.triage import TriageEngine
 from bot.triage.classifier import Prediction
-from bot.triage.encoder import EncoderInfo, Feed, SentenceEncoder
+from bot.triage.encoder import Embeddings, EncoderInfo, Feed, SentenceEncoder
 from bot.triage.progress import Progress, duration
 from bot.triage.sentiment import (
     HEADS_DIR,
@@ -100,7 +100,7 @@ def test_a_head_is_not_used_with_an_encoder_it_does_not_fit() -> None:
     def tokenize(texts: list[str]) -> dict[str, list[list[int]]]:
         return {"input_ids": [[1, 2] for _ in texts], "attention_mask": [[1, 1] for _ in texts]}
 
-    def run(feed: Feed) -> np.ndarray:  # type: ignore[type-arg]
+    def run(feed: Feed) -> Embeddings:
         rows = np.zeros((len(feed["input_ids"]), 384), np.float32)
         rows[:, 0] = 1.0
         return rows
