@@ -110,10 +110,11 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
         f"*Priority*\n{priority}",
         f"*Status*\n{_status(card)}",
     ]
-    if triage.language or triage.sentiment:
-        fields.append(
-            f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment or '?'}"
-        )
+    if triage.sentiment:
+        fields.append(f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment}")
+    elif triage.language:
+        # Triage shows the mood only when it is sure of it.
+        fields.append(f"*Language*\n{triage.language}")
     blocks: list[Block] = [
         {
             "type": "section",
