@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,11 +27,13 @@ from adapters.email.server import IntakeHandler, start_smtp_server
 from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
 from adapters.slack.events import AgentDirectory, build_bolt_app
+from adapters.slack.suggest import register_suggestions
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
 from adapters.telegram.updates import TelegramIntake
 from adapters.telegram.webhook import TelegramWebhook
+from adapters.usearch_index import UsearchIndex
 from adapters.web import HealthCheck, build_web_app
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
@@ -56,13 +59,16 @@ from bot.learning import SharedLearning, newest_example_id
 from bot.lookups import Lookups
 from bot.metrics import count_job
 from bot.pipeline import DeliverReply, PostInbound
-from bot.ports import Classifier, Learner, ReplySender
+from bot.ports import Classifier, Embedder, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
-from bot.roles import Roles
+from bot.roles import Actor, Roles
 from bot.routing import sync_skills
 from bot.settings import Settings
 from bot.shapes import ChannelKind
+from bot.similar import Similar
+from bot.suggestions import Suggester
+from bot.vectors import MessageIndex, MessageVectors
 from bot.workflow import (
     MoveConversation,
     ShowChange,
@@ -95,9 +101,11 @@ class Service:
         clock: Clock = utcnow,
         run_jobs: bool = True,
         learning_sync_seconds: float = 30.0,
+        vector_poll_seconds: float = 5.0,
     ) -> None:
         self.settings = settings
         self.learning_sync_seconds = learning_sync_seconds
+        self.vector_poll_seconds = vector_poll_seconds
         self.clock = clock
         self.run_jobs = run_jobs
         self._given_classifier = classifier
@@ -127,10 +135,22 @@ class Service:
             senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
         if settings.webhooks:
             senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
-        self.workflow = Workflow(chat, settings, classifier, clock=clock, on_queued=jobs_added.set)
+        embedder = classifier if isinstance(classifier, Embedder) else None
+        self.vectors = MessageVectors(self.index, embedder)
+        self.similar = Similar(self.index, clock=clock)
+        self.suggester = Suggester(self.index, embedder)
+        self.workflow = Workflow(
+            chat, settings, classifier, clock=clock, on_queued=jobs_added.set, similar=self.similar
+        )
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
-        self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
+        self.commands = Commands(
+            self.workflow,
+            self.lookups,
+            self.roles,
+            settings.slack.command,
+            similar=self.similar,
+        )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()
         self.escalation = Escalation(self.workflow, settings.triage.priority, clock=clock)
@@ -146,7 +166,14 @@ class Service:
                 clock=clock,
                 on_threaded=jobs_added.set,
             ),
-            POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
+            POST_INBOUND: PostInbound(
+                chat,
+                classifier,
+                settings,
+                after_post=self._customer_wrote,
+                vectors=self.vectors,
+                similar=self.similar,
+            ),
             DELIVER_REPLY: DeliverReply(chat, senders),
             SHOW_CHANGE: ShowChange(self.workflow),
             MOVE_CONVERSATION: MoveConversation(self.workflow),
@@ -168,13 +195,16 @@ class Service:
         self.intake = Intake(clock=clock, on_stored=lambda _: jobs_added.set())
         self.relay = Relay(chat, settings.replies, clock=clock, on_queued=jobs_added.set)
         groups = UserGroups(self.client)
-        self.bolt = build_bolt_app(
-            client=self.client,
-            signing_secret=settings.slack.signing_secret,
-            relay=self.relay,
-            chat=chat,
-            directory=self.directory,
-            extend=lambda app: register_team_workflow(
+
+        async def actor_of(user_id: str) -> Actor:
+            return Actor(
+                user_id,
+                await self.directory.name_of(user_id),
+                await groups.groups_of(user_id, self.roles.groups),
+            )
+
+        def extend(app: AsyncApp) -> None:
+            register_team_workflow(
                 app,
                 commands=self.commands,
                 lookups=self.lookups,
@@ -184,7 +214,25 @@ class Service:
                 background=self.background,
                 command_name=settings.slack.command,
                 clock=clock,
-            ),
+            )
+            register_suggestions(
+                app,
+                suggester=self.suggester,
+                similar=self.similar,
+                relay=self.relay,
+                commands=self.commands,
+                actor_of=actor_of,
+                name_of=self.directory.name_of,
+                background=self.background,
+            )
+
+        self.bolt = build_bolt_app(
+            client=self.client,
+            signing_secret=settings.slack.signing_secret,
+            relay=self.relay,
+            chat=chat,
+            directory=self.directory,
+            extend=extend,
         )
 
     async def _slack_answers(self) -> bool:
@@ -238,6 +286,10 @@ class Service:
             await self._share_learning(classifier, await newest_example_id())
         if classifier is None:
             classifier = await self._load_triage()
+        # Loaded before the job runner starts, so the first post already finds similar ones.
+        self.index = MessageIndex(UsearchIndex, poll_seconds=self.vector_poll_seconds)
+        await self.index.start()
+        self._stack.push_async_callback(self.index.stop)
         self._wire(classifier, slack_session)
         await schedule_purge(self.privacy)
         if settings.slack.mode == "http":

@@ -487,6 +487,11 @@ class SilentChat:
     async def check(self) -> None:
         return None
 
+    async def post_agent_copy(
+        self, chat_channel: str, thread_ts: str, author_name: str, text: str
+    ) -> str:
+        return "1.0"
+
 
 class AcceptingSender:
     """Takes every reply, as a relay that answers at once would."""

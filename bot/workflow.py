@@ -47,6 +47,7 @@ from bot.shapes import (
     DeliveryState,
     Priority,
 )
+from bot.similar import Similar
 from models import (
     AgentName,
     AuditEntry,
@@ -96,9 +97,12 @@ class Workflow:
         *,
         clock: Clock = utcnow,
         on_queued: Callable[[], None] | None = None,
+        similar: Similar | None = None,
     ) -> None:
         self.chat = chat
         self.settings = settings
+        # What the card says about similar conversations and known problems.
+        self.similar = similar
         # Replaced by the service once the triage model is loaded.
         self.classifier = classifier
         self.clock = clock
@@ -108,7 +112,8 @@ class Workflow:
         """The root card of ``conversation`` as it is now."""
         await conversation.fetch_related("identity")
         oncall = oncall_for(conversation.skill, conversation.priority, self.settings)
-        return card_for(conversation, await skill_names(), oncall=oncall)
+        similar = await self.similar.summary(conversation) if self.similar else None
+        return card_for(conversation, await skill_names(), oncall=oncall, similar=similar)
 
     async def _record(
         self,

@@ -286,6 +286,7 @@ async def test_card_buttons_assign_prioritise_close_and_move(
             "switchboard_priority",
             "switchboard_snooze",
             "switchboard_close",
+            "switchboard_suggest",
         ]
         assert (
             await h.events.click_button("support", root_ts, AGENT, "switchboard_assign_me")

@@ -28,6 +28,7 @@ from adapters.slack.views import (
     SKILL_ACTION,
     SKILL_BLOCK,
     answer_text,
+    block_modal,
     home_view,
     reassign_modal,
 )
@@ -37,6 +38,7 @@ from bot.commands import (
     Close,
     Command,
     Commands,
+    OpenBlockEditor,
     Reassign,
     Reopen,
     SetPriority,
@@ -167,19 +169,27 @@ def register_team_workflow(
     async def answer(respond: AsyncRespond, text: str) -> None:
         await respond(text=text, response_type="ephemeral", replace_original=False)
 
-    async def run_command(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def run_command(
+        body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         try:
             actor = await actor_of(str(body["user_id"]))
             reply = await commands.run_text(command_text(str(body.get("text") or "")), actor)
+            if isinstance(reply, OpenBlockEditor):
+                view = block_modal(reply, str(body.get("channel_id") or ""))
+                await client.views_open(trigger_id=body["trigger_id"], view=view)
+                return
             await answer(respond, answer_text(reply, clock()))
         except Exception:
             log.exception("a slash command failed")
             await answer(respond, "Something went wrong on Switchboard's side; try again.")
 
     @app.command(command_name)
-    async def on_command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_command(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         await ack()
-        background.spawn(run_command(body, respond))
+        background.spawn(run_command(body, respond, client))
 
     async def run_card_action(body: dict[str, Any], respond: AsyncRespond) -> None:
         container = body.get("container") or {}
