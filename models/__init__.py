@@ -301,11 +301,14 @@ class MessageVector(Model):
     """A customer message's embedding (float32 bytes), stored once by the triage job.
 
     ``id`` orders the rows as they were added: each replica's index reads what is newer than
-    its high-water mark. The other columns are what a search filters on.
+    its high-water mark. The other columns are what a search filters on. The key to the
+    message makes a vector stored while its message is being forgotten go with it.
     """
 
     id = fields.BigIntField(primary_key=True)
-    message_id = fields.IntField(unique=True)
+    message: fields.OneToOneRelation[Message] = fields.OneToOneField(
+        "models.Message", related_name="vector", on_delete=fields.CASCADE
+    )
     conversation_id = fields.IntField()
     skill = fields.CharField(max_length=64, default="")
     language = fields.CharField(max_length=16, default="")

@@ -15,11 +15,16 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from adapters.service import Service
+from adapters.usearch_index import UsearchIndex
 from bot.conversations import short_id
+from bot.privacy import parse_address
+from bot.vectors import MessageIndex, store_vector
 from models import (
     AuditEntry,
     Conversation,
+    Customer,
     Direction,
+    Identity,
     KnownProblem,
     Message,
     MessageVector,
@@ -31,7 +36,7 @@ from standins.slack import SlackEvents, SlackSandbox
 from tests.conftest import AGENT, SIGNING_SECRET, Harness, SettingsFactory, eventually
 from tests.test_flow_commands import LEAD, ask, root_of, settle
 from tests.test_flow_email_to_slack import mail
-from tests.wordvectors import WordVectorClassifier
+from tests.wordvectors import WordVectorClassifier, word_vector
 
 REFUND_BLOCK = (
     'blocks add "Refund on its way" '
@@ -131,15 +136,18 @@ async def test_a_text_block_is_suggested_filled_in_and_sent_only_when_the_agent_
         (sent,) = relay.received
         assert "on its way: 3 days" in sent.message.get_content()
         reply = await outbound.get()
-        assert reply.author_id == AGENT and reply.text == edited
+        assert reply.author_id == AGENT
+        assert reply.text == edited
         assert reply.chat_ts is not None
         # Shown in the thread under the agent's name, with the delivery reaction of a reply.
         thread = slack.thread("support", conversation.chat_thread_ts or "")
         copy = next(m for m in thread if m["ts"] == reply.chat_ts)
-        assert "Anna" in copy["text"] and "3 days" in copy["text"]
+        assert "Anna" in copy["text"]
+        assert "3 days" in copy["text"]
         assert any(r["name"] == "white_check_mark" for r in copy.get("reactions", []))
         used = await SuggestionEvent.get(action="used")
-        assert used.used_message_id == reply.id and used.source.startswith("block:")
+        assert used.used_message_id == reply.id
+        assert used.source.startswith("block:")
         assert counter("block", "used") == used_before + 1
 
 
@@ -219,7 +227,8 @@ async def test_similar_conversations_and_a_known_problem_show_on_later_cards(
         await slack.wait_until(lambda: len(slack.ephemeral_messages(AGENT)) > shown)
         listing = slack.ephemeral_messages(AGENT)[-1]["text"]
         assert f"`{short_id(first)}`" in listing
-        assert "open" in listing and "known problem “payment provider outage”" in listing
+        assert "open" in listing
+        assert "known problem “payment provider outage”" in listing
         assert "problem" in await ask(h, AGENT, "problems")
 
         unrelated = await customer_writes(
@@ -270,9 +279,11 @@ async def test_blocks_are_kept_by_leads_in_a_modal_and_every_change_is_audited(
                 "text_de": "Entschuldigung",
             },
         )
-        assert ok.status == 200 and "errors" not in ok.body
+        assert ok.status == 200
+        assert "errors" not in ok.body
         block = await TextBlock.get(title="Delay")
-        assert block.text_en == long_text.strip() and block.skill == "general"
+        assert block.text_en == long_text.strip()
+        assert block.skill == "general"
 
         await h.events.send_slash_command(
             "/switchboard", "blocks edit Delay", user=LEAD, channel="support"
@@ -289,10 +300,9 @@ async def test_blocks_are_kept_by_leads_in_a_modal_and_every_change_is_audited(
         listing = await ask(h, AGENT, "blocks")
         assert "Delay" in listing
         assert await ask(h, LEAD, "blocks remove Delay") == "Text block `Delay` removed."
-        actions = await AuditEntry.filter(action__startswith="block_").values_list(
-            "action", flat=True
-        )
-        assert actions == ["block_add", "block_edit", "block_remove"]
+        entries = await AuditEntry.filter(action__startswith="block_").order_by("id")
+        assert [e.action for e in entries] == ["block_add", "block_edit", "block_remove"]
+        assert entries[1].detail["text_en"] == "Sorry, {customer_first_name}."
 
 
 async def test_each_customer_message_gets_one_stored_vector_follow_ups_too(
@@ -314,5 +324,68 @@ async def test_each_customer_message_gets_one_stored_vector_follow_ups_too(
         stored = await MessageVector.filter(conversation_id=conversation.id).values_list(
             "message_id", flat=True
         )
-        assert sorted(stored) == sorted(inbound) and len(stored) == 2
+        assert sorted(stored) == sorted(inbound)
+        assert len(stored) == 2
         assert len(h.service.index.index or []) == 2
+
+
+async def test_forgetting_a_customer_removes_their_vectors_from_every_replicas_index(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with team(make_settings, slack, relay) as h:
+        text = "My router keeps dropping the connection every evening"
+        first = await customer_writes(
+            h, text, sender="anna@kunde.example", subject="WLAN", message_id="<f1@kunde.example>"
+        )
+        await customer_writes(
+            h, text, sender="bob@example.org", subject="WLAN", message_id="<f2@example.org>"
+        )
+        # Another replica: its own index, loaded from the same database.
+        other = MessageIndex(UsearchIndex)
+        await other.load()
+        query = word_vector(f"WLAN\n{text}")
+        assert len(await other.nearest(query, 5)) == 2
+        (anna_message,) = await MessageVector.filter(conversation_id=first.id).values_list(
+            "message_id", flat=True
+        )
+
+        await h.service.privacy.forget(parse_address("anna@kunde.example"))
+
+        assert not await MessageVector.filter(conversation_id=first.id).exists()
+        # Unfindable at once, before the other replica has looked for removals...
+        found = await other.nearest(query, 5)
+        assert [n.message_id for n in found] != []
+        assert anna_message not in [n.message_id for n in found]
+        assert other.index is not None
+        assert anna_message in other.index
+        # ...and gone from its index at its next look.
+        await other.refresh()
+        assert anna_message not in other.index
+        assert len(other.index) == 1
+        await eventually(lambda: _not_in(h.service.index, anna_message))
+
+
+async def _not_in(index: MessageIndex, message_id: int) -> bool:
+    return index.index is not None and message_id not in index.index
+
+
+async def test_an_index_catches_up_with_vectors_other_replicas_store(db: str) -> None:
+    replica = MessageIndex(UsearchIndex)
+    await replica.load()
+    assert replica.index is None
+    customer = await Customer.create(name="x")
+    identity = await Identity.create(customer=customer, channel="email", address="x@example.org")
+    conversation = await Conversation.create(
+        token="t1", customer=customer, identity=identity, channel="email"
+    )
+    ids = []
+    for number in range(3):
+        message = await Message.create(
+            conversation=conversation, direction=Direction.INBOUND, channel="email"
+        )
+        ids.append(message.id)
+        assert await store_vector(message.id, conversation.id, word_vector(f"text {number}"))
+    assert not await store_vector(ids[0], conversation.id, word_vector("again"))
+    assert await replica.refresh() == 3
+    assert await replica.refresh() == 0
+    assert sorted(n.message_id for n in await replica.nearest(word_vector("text 1"), 5)) == ids

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
             name='MessageVector',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('message_id', fields.IntField(unique=True)),
+                ('message', fields.OneToOneField('models.Message', source_field='message_id', db_constraint=True, to_field='id', related_name='vector', on_delete=OnDelete.CASCADE)),
                 ('conversation_id', fields.IntField()),
                 ('skill', fields.CharField(default='', max_length=64)),
                 ('language', fields.CharField(default='', max_length=16)),
