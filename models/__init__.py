@@ -309,6 +309,7 @@ class MessageVector(Model):
     message: fields.OneToOneRelation[Message] = fields.OneToOneField(
         "models.Message", related_name="vector", on_delete=fields.CASCADE
     )
+    message_id: int
     conversation_id = fields.IntField()
     skill = fields.CharField(max_length=64, default="")
     language = fields.CharField(max_length=16, default="")

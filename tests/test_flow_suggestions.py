@@ -345,9 +345,7 @@ async def test_forgetting_a_customer_removes_their_vectors_from_every_replicas_i
         await other.load()
         query = word_vector(f"WLAN\n{text}")
         assert len(await other.nearest(query, 5)) == 2
-        (anna_message,) = await MessageVector.filter(conversation_id=first.id).values_list(
-            "message_id", flat=True
-        )
+        anna_message = (await MessageVector.get(conversation_id=first.id)).message_id
 
         await h.service.privacy.forget(parse_address("anna@kunde.example"))
 
