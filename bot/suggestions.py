@@ -40,7 +40,7 @@ _ORDER = re.compile(
 _HASH_NUMBER = re.compile(r"(?<![\w&])#(\d{4,})\b")
 _GREETING = re.compile(
     r"(?im)^((?:hi|hello|hey|dear|hallo|liebe|lieber|guten tag|sehr geehrte|sehr geehrter)"
-    r"(?:\s+(?:frau|herr|mr\.?|mrs\.?|ms\.?))?\s+)([A-ZÄÖÜ][\w'-]+)"
+    r"(?:\s+(?:frau|herr|mr\.?|mrs\.?|ms\.?))?\s+)(?!(?:frau|herr|mrs?|ms)\b)([A-ZÄÖÜ][\w'-]+)"
 )
 _SIGN_OFF = re.compile(
     r"(?im)^((?:best|kind|warm)?\s*regards|best|thanks|cheers|viele grüße|beste grüße|"

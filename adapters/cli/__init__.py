@@ -18,6 +18,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
+    from adapters.cli.blocks import register as register_blocks
     from adapters.cli.customers import register as register_customers
     from adapters.cli.jobs import register as register_jobs
     from adapters.cli.replay import register as register_replay
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_telegram,
         register_customers,
         register_jobs,
+        register_blocks,
     ):
         register(subparsers)
     return parser
