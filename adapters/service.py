@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
+from adapters.hnsw_index import HnswIndex
 from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
 from adapters.slack.events import AgentDirectory, build_bolt_app
@@ -33,7 +34,6 @@ from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
 from adapters.telegram.updates import TelegramIntake
 from adapters.telegram.webhook import TelegramWebhook
-from adapters.usearch_index import UsearchIndex
 from adapters.web import HealthCheck, build_web_app
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
@@ -287,7 +287,7 @@ class Service:
         if classifier is None:
             classifier = await self._load_triage()
         # Loaded before the job runner starts, so the first post already finds similar ones.
-        self.index = MessageIndex(UsearchIndex, poll_seconds=self.vector_poll_seconds)
+        self.index = MessageIndex(HnswIndex, poll_seconds=self.vector_poll_seconds)
         await self.index.start()
         self._stack.push_async_callback(self.index.stop)
         self._wire(classifier, slack_session)

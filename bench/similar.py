@@ -32,7 +32,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from adapters.usearch_index import UsearchIndex
+from adapters.hnsw_index import HnswIndex
 from bench.fill import fill_history
 from bot.database import open_database
 from bot.shapes import ChannelKind
@@ -133,7 +133,7 @@ async def run(admin_url: str, vectors: int, queries: int, keep: bool) -> dict[st
         stored, ids = await store_vectors(url, topics, vectors)
         async with open_database(url, migrate_first=False):
             threads = os.cpu_count() or 1
-            index = MessageIndex(lambda d: UsearchIndex(d, threads=threads))
+            index = MessageIndex(lambda d: HnswIndex(d, threads=threads))
             started = time.perf_counter()
             await index.load(
                 progress=lambda n: (
@@ -176,7 +176,7 @@ async def run(admin_url: str, vectors: int, queries: int, keep: bool) -> dict[st
             "vectors": len(stored),
             "dimensions": DIMENSIONS,
             "synthetic": f"{CLUSTERS} clusters of unit vectors, spread {SPREAD}",
-            "library": "usearch (HNSW, f16, connectivity 16)",
+            "library": "hnswlib (HNSW, M 16, ef 64)",
             "startup_seconds": round(startup, 1),
             "query_p50_ms": percentile_ms(latencies, 50),
             "query_p99_ms": percentile_ms(latencies, 99),

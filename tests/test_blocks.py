@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from adapters.cli import main
+from adapters.hnsw_index import HnswIndex
 from bot.blocks import PLACEHOLDERS, BlockDraft, BlockRefused, check, fill
 from bot.database import open_database
+from bot.suggest_eval import Row, evaluate_suggestions, split
 from bot.suggestions import anonymise, find_order
 from models import AuditEntry, TextBlock
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, toml_for
+from tests.wordvectors import WordVectorClassifier
 
 BLOCKS_TOML = '''
 [[blocks]]
@@ -114,3 +117,23 @@ def test_a_past_reply_loses_the_customers_data() -> None:
     )
     assert find_order(["Where is order #88123?", "And my Bestellung: AB-1234?"]) == "AB-1234"
     assert find_order(["no number here"]) == ""
+
+
+async def test_suggest_eval_counts_a_hit_when_the_answered_message_has_the_label() -> None:
+    history = [
+        Row("my card was declined at the shop", "card_declined", "Sorry, we will check it."),
+        Row("card declined again when paying", "card_declined", "We are on it."),
+        Row("how do I change my address", "change_address", "Go to settings."),
+        Row("where can I update my home address", "change_address", "Settings, then profile."),
+    ]
+    test = [
+        Row("the shop declined my card", "card_declined"),
+        Row("update my address please", "change_address"),
+        Row("completely unrelated words here", "card_declined"),
+    ]
+    report = await evaluate_suggestions(history, test, WordVectorClassifier("x"), HnswIndex)
+    assert report["hit@1"] == round(2 / 3, 4)
+    assert report["hit@3"] == round(2 / 3, 4)
+    assert report["with_a_suggestion"] == round(2 / 3, 4)
+    assert split(history, 0.5, seed=1)[1] == split(history, 0.5, seed=1)[1]
+    assert len(split(history, 0.5, seed=1)[1]) == 2

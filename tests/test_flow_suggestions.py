@@ -14,8 +14,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from adapters.hnsw_index import HnswIndex
 from adapters.service import Service
-from adapters.usearch_index import UsearchIndex
 from bot.conversations import short_id
 from bot.privacy import parse_address
 from bot.vectors import MessageIndex, store_vector
@@ -341,7 +341,7 @@ async def test_forgetting_a_customer_removes_their_vectors_from_every_replicas_i
             h, text, sender="bob@example.org", subject="WLAN", message_id="<f2@example.org>"
         )
         # Another replica: its own index, loaded from the same database.
-        other = MessageIndex(UsearchIndex)
+        other = MessageIndex(HnswIndex)
         await other.load()
         query = word_vector(f"WLAN\n{text}")
         assert len(await other.nearest(query, 5)) == 2
@@ -368,7 +368,7 @@ async def _not_in(index: MessageIndex, message_id: int) -> bool:
 
 
 async def test_an_index_catches_up_with_vectors_other_replicas_store(db: str) -> None:
-    replica = MessageIndex(UsearchIndex)
+    replica = MessageIndex(HnswIndex)
     await replica.load()
     assert replica.index is None
     customer = await Customer.create(name="x")

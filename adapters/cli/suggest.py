@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from adapters.usearch_index import UsearchIndex
+from adapters.hnsw_index import HnswIndex
 from bot.settings import config_path, load_settings
 from bot.suggest_eval import evaluate_suggestions, read_rows, split
 from bot.triage.encoder import EncoderEmbedder, SentenceEncoder
@@ -56,6 +56,6 @@ def _eval(args: argparse.Namespace) -> int:
 
     say(f"{len(history):,} history rows, {len(test):,} test rows; loading the encoder")
     embedder = EncoderEmbedder(SentenceEncoder.load(model))
-    report = asyncio.run(evaluate_suggestions(history, test, embedder, UsearchIndex, progress=say))
+    report = asyncio.run(evaluate_suggestions(history, test, embedder, HnswIndex, progress=say))
     print(json.dumps(report, indent=2))
     return 0
