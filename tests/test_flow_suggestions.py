@@ -387,3 +387,22 @@ async def test_an_index_catches_up_with_vectors_other_replicas_store(db: str) ->
     assert await replica.refresh() == 3
     assert await replica.refresh() == 0
     assert sorted(n.message_id for n in await replica.nearest(word_vector("text 1"), 5)) == ids
+
+
+async def test_a_german_customer_is_offered_the_german_text(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    async with team(make_settings, slack, relay) as h:
+        await ask(h, LEAD, REFUND_BLOCK)
+        conversation = await customer_writes(
+            h,
+            "Wo ist die Erstattung für meine Bestellung 4711? Ich habe die Ware zurückgeschickt.",
+            sender="Anna Kunde <anna@kunde.example>",
+            subject="Erstattung",
+            message_id="<de-1@kunde.example>",
+        )
+        assert conversation.language == "de"
+        note = await suggestions_for(h, conversation, AGENT)
+        shown = json.dumps(note["blocks"], ensure_ascii=False)
+        assert "Hallo Anna, die Erstattung für Bestellung 4711 ist unterwegs. Anna" in shown
+        assert "the refund" not in shown
