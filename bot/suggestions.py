@@ -90,6 +90,9 @@ def anonymise(
     text = _PHONE.sub("[phone number]", text)
     names = customer_name.split()
     if names:
+        # "Frau Weber" names a gender the next customer may not share: the full name does not.
+        title = rf"\b(?:frau|herr|mr|mrs|ms|dr)\.?\s+{re.escape(names[-1])}\b"
+        text = re.sub(title, "{customer_name}", text, flags=re.I)
         text = re.sub(re.escape(customer_name), "{customer_name}", text, flags=re.I)
         text = re.sub(rf"\b{re.escape(names[0])}\b", "{customer_first_name}", text, flags=re.I)
         if len(names) > 1:

@@ -112,7 +112,7 @@ def test_a_past_reply_loses_the_customers_data() -> None:
     )
     out = anonymise(reply, customer_name="Maria Weber", agent_name="Tom Tester")
     assert out == (
-        "Hallo Frau {customer_name},\n\ndie Bestellung {order} ist storniert. Bei Fragen: "
+        "Hallo {customer_name},\n\ndie Bestellung {order} ist storniert. Bei Fragen: "
         "[phone number] oder {customer_email}, IBAN [IBAN].\n\nViele Grüße\n{agent_name}"
     )
     assert find_order(["Where is order #88123?", "And my Bestellung: AB-1234?"]) == "AB-1234"
