@@ -36,6 +36,8 @@ LOAD_BATCH = 20_000
 #: A gap in the ids (a transaction that had not committed yet when we read past it) is looked
 #: at again for this long before it is taken for a rollback.
 GAP_SECONDS = 120.0
+#: How far below the newest id a gap is looked at again.
+MAX_GAPS = 1000
 #: Removals older than this were seen by every running replica (they poll every few seconds);
 #: a replica that starts later loads the table as it is.
 KEEP_REMOVALS = timedelta(days=1)
@@ -136,20 +138,22 @@ class MessageIndex:
                 .values_list("id", "message_id", "vector")
             )
             if not rows:
-                return added
+                break
             expected = self.high_water + 1
             for row_id, _, _ in rows:
                 # Ids are handed out before commit: a lower one may still appear.
-                for missing in range(expected, int(row_id)):
-                    if self.high_water:
-                        self._gaps[missing] = now
+                self._gaps.update(dict.fromkeys(range(expected, int(row_id)), now))
                 expected = int(row_id) + 1
             self.high_water = int(rows[-1][0])
             added += await self._add_rows(rows)
             if progress is not None:
                 progress(added)
             if len(rows) < LOAD_BATCH:
-                return added
+                break
+        # Only the newest ids can belong to a transaction still running; older gaps are rows
+        # deleted (forgotten) before we read them.
+        self._gaps = {k: t for k, t in self._gaps.items() if k > self.high_water - MAX_GAPS}
+        return added
 
     async def _add_rows(self, rows: Sequence[tuple[Any, Any, Any]]) -> int:
         if not rows:

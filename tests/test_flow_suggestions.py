@@ -406,3 +406,29 @@ async def test_a_german_customer_is_offered_the_german_text(
         shown = json.dumps(note["blocks"], ensure_ascii=False)
         assert "Hallo Anna, die Erstattung für Bestellung 4711 ist unterwegs. Anna" in shown
         assert "the refund" not in shown
+
+
+async def test_a_vector_committed_after_a_newer_one_is_still_picked_up(db: str) -> None:
+    """Ids are handed out before commit: a lower id can appear after the index read past it."""
+    replica = MessageIndex(HnswIndex)
+    customer = await Customer.create(name="x")
+    identity = await Identity.create(customer=customer, channel="email", address="x@example.org")
+    conversation = await Conversation.create(
+        token="t1", customer=customer, identity=identity, channel="email"
+    )
+    early, late = [
+        await Message.create(
+            conversation=conversation, direction=Direction.INBOUND, channel="email"
+        )
+        for _ in range(2)
+    ]
+    await MessageVector.create(
+        id=10, message=late, conversation_id=conversation.id, vector=word_vector("late")
+    )
+    assert await replica.refresh() == 1
+    await MessageVector.create(
+        id=7, message=early, conversation_id=conversation.id, vector=word_vector("early")
+    )
+    assert await replica.refresh() == 1
+    assert replica.index is not None
+    assert early.id in replica.index
