@@ -36,6 +36,7 @@ from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
 from bot.commands import Commands
 from bot.database import is_postgres, open_database
+from bot.deadlines import Deadlines, PostAlert, RedrawCard, SlaCheck
 from bot.errors import ConfigError, DeliveryError
 from bot.escalation import CheckWaiting, Escalation
 from bot.intake import Intake, ThreadInbound
@@ -45,9 +46,12 @@ from bot.jobkinds import (
     DELIVER_REPLY,
     ERASE_THREAD,
     MOVE_CONVERSATION,
+    POST_ALERT,
     POST_INBOUND,
     PURGE_CLOSED,
+    REDRAW_CARD,
     SHOW_CHANGE,
+    SLA_CHECK,
     THREAD_INBOUND,
     WAKE_SNOOZED,
 )
@@ -127,7 +131,16 @@ class Service:
             senders[ChannelKind.TELEGRAM] = TelegramReplySender(self.telegram_bot)
         if settings.webhooks:
             senders[ChannelKind.WEBHOOK] = CallbackReplySender(settings.webhooks)
-        self.workflow = Workflow(chat, settings, classifier, clock=clock, on_queued=jobs_added.set)
+        self.deadlines = Deadlines(chat, settings, clock=clock, on_queued=jobs_added.set)
+        self.workflow = Workflow(
+            chat,
+            settings,
+            classifier,
+            clock=clock,
+            on_queued=jobs_added.set,
+            deadlines_of=self.deadlines.views,
+            after_change=self.deadlines.reconcile,
+        )
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
         self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
@@ -147,13 +160,16 @@ class Service:
                 on_threaded=jobs_added.set,
             ),
             POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
-            DELIVER_REPLY: DeliverReply(chat, senders),
+            DELIVER_REPLY: DeliverReply(chat, senders, after_send=self.deadlines.reply_sent),
             SHOW_CHANGE: ShowChange(self.workflow),
             MOVE_CONVERSATION: MoveConversation(self.workflow),
             WAKE_SNOOZED: WakeSnoozed(self.workflow),
             CHECK_WAITING: CheckWaiting(self.escalation),
             ERASE_THREAD: EraseThread(chat),
             PURGE_CLOSED: PurgeClosed(self.privacy),
+            REDRAW_CARD: RedrawCard(chat, self.workflow.card),
+            SLA_CHECK: SlaCheck(self.deadlines),
+            POST_ALERT: PostAlert(chat),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -207,6 +223,7 @@ class Service:
         await conversation.refresh_from_db()
         await self.workflow.customer_wrote(conversation, message)
         await self.escalation.customer_wrote(conversation, message)
+        await self.deadlines.customer_wrote(conversation, message)
 
     async def __aenter__(self) -> Service:
         try:

@@ -85,11 +85,35 @@ class ErasePayload:
 
 
 @dataclass(frozen=True, slots=True)
+class CardPayload:
+    """A conversation whose root card shows something new (a deadline started or was met)."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlaCheckPayload:
+    """A look at a conversation's deadlines when the next of them reaches a threshold."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPayload:
+    """Our own text for a person (``to`` is a user id: a direct message) or a channel."""
+
+    conversation_id: int
+    to: str
+    text: str
+    marker: str
+
+
+@dataclass(frozen=True, slots=True)
 class NoPayload:
     """A job that needs nothing but its kind."""
 
 
-def conversation_key(payload: MessagePayload | ChangePayload | MovePayload) -> str:
+def conversation_key(payload: MessagePayload | ChangePayload | MovePayload | CardPayload) -> str:
     """The key of what is shown in a conversation's thread: its posts, changes and moves."""
     return f"conversation:{payload.conversation_id}"
 
@@ -111,6 +135,10 @@ ERASE_THREAD = JobKind(
     "erase_thread", ErasePayload, lambda p: f"erase:{p.chat_channel}:{p.thread_ts}", may_park=True
 )
 PURGE_CLOSED = JobKind("purge_closed", NoPayload, lambda p: "retention")
+REDRAW_CARD = JobKind("redraw_card", CardPayload, conversation_key)
+# Its own key, like the waiting checks: due in hours, it must not hold up the messages.
+SLA_CHECK = JobKind("sla_check", SlaCheckPayload, lambda p: f"sla:{p.conversation_id}")
+POST_ALERT = JobKind("post_alert", AlertPayload, lambda p: f"alert:{p.marker}")
 
 #: Every kind of job, by name.
 CATALOGUE: dict[str, JobKind[Any]] = {
@@ -125,5 +153,8 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         CHECK_WAITING,
         ERASE_THREAD,
         PURGE_CLOSED,
+        REDRAW_CARD,
+        SLA_CHECK,
+        POST_ALERT,
     )
 }

@@ -23,6 +23,7 @@ from bot.shapes import (
     ChannelKind,
     ConversationCard,
     CustomerPost,
+    DeadlineView,
     DeliveryState,
     InboundMessage,
     OutboundReply,
@@ -57,11 +58,16 @@ async def _has_files(message: Message) -> bool:
 
 
 def card_for(
-    conversation: Conversation, skills: tuple[str, ...] = (), *, oncall: str = ""
+    conversation: Conversation,
+    skills: tuple[str, ...] = (),
+    *,
+    oncall: str = "",
+    deadlines: tuple[DeadlineView, ...] = (),
 ) -> ConversationCard:
     """What the root message of ``conversation`` shows; ``skills`` are offered to pick from.
 
-    ``oncall`` is the user group the card alerts (``routing.oncall_for``).
+    ``oncall`` is the user group the card alerts (``routing.oncall_for``); ``deadlines`` what
+    is due (bot/deadlines.py).
     """
     identity = conversation.identity
     return ConversationCard(
@@ -83,6 +89,7 @@ def card_for(
         snoozed_until=conversation.snoozed_until,
         skills=skills,
         oncall=oncall,
+        deadlines=deadlines,
     )
 
 
@@ -216,9 +223,17 @@ class PostInbound:
 class DeliverReply:
     """Sends an agent's reply through the channel the customer used, then shows the outcome."""
 
-    def __init__(self, chat: ChatPort, senders: Mapping[ChannelKind, ReplySender]) -> None:
+    def __init__(
+        self,
+        chat: ChatPort,
+        senders: Mapping[ChannelKind, ReplySender],
+        *,
+        after_send: Callable[[Conversation], Awaitable[None]] | None = None,
+    ) -> None:
         self.chat = chat
         self.senders = senders
+        # Told once a reply is sent (again on a retry): it meets the conversation's deadline.
+        self.after_send = after_send
 
     async def run(self, job: Job) -> None:
         message = await _message_of(job, DELIVER_REPLY)
@@ -237,6 +252,8 @@ class DeliverReply:
             message.delivery_error = ""
             await message.save(update_fields=["external_id", "delivery_state", "delivery_error"])
             MESSAGES_OUT.labels(conversation.channel.value, "sent").inc()
+        if self.after_send is not None:
+            await self.after_send(conversation)
         if conversation.chat_channel and message.chat_ts:
             await self.chat.show_delivery(
                 conversation.chat_channel, message.chat_ts, DeliveryState.SENT

@@ -99,6 +99,17 @@ class ChatPort(Protocol):
         """Raise ``DeliveryError`` if the chat service is not reachable."""
         ...
 
+    async def direct_channel(self, user_id: str) -> str:
+        """The id of the app's direct-message channel with ``user_id`` (opened if need be)."""
+        ...
+
+    async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
+        """Post our own text at the top of a channel (an alert); returns its ts.
+
+        A retry can find it with ``find_post(chat_channel, None, marker)``.
+        """
+        ...
+
 
 class ReplySender(Protocol):
     """Sends an agent's reply to a customer over one channel.

@@ -13,10 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.businesstime import ALWAYS, BusinessHours, CalendarError, parse_week
 from bot.errors import ConfigError
+from bot.shapes import Priority
 
 T = TypeVar("T")
 
@@ -257,6 +260,7 @@ class Settings:
     skills: tuple[SkillSettings, ...] = ()
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     webhooks: tuple[WebhookSourceSettings, ...] = ()
+    sla: SlaSettings = field(default_factory=lambda: SlaSettings())
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -551,6 +555,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
                 "(like postgres://user@127.0.0.1:5432/switchboard)",
             )
         )
+    sla = _read_sla(root, skills)
     # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
     root.unknown_keys()
 
@@ -568,6 +573,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         skills=tuple(skills),
         telegram=telegram,
         webhooks=tuple(webhooks),
+        sla=sla,
     )
     return settings, problems
 
@@ -800,4 +806,201 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise problems[0]
     assert settings is not None
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTargets:
+    """Working time allowed for the first reply, each next reply, and resolving."""
+
+    first_response: timedelta
+    next_response: timedelta
+    resolution: timedelta
+    #: Page the skill's on-call group (``[[skills]] oncall``) when one of these is breached.
+    page_oncall_on_breach: bool = False
+
+
+#: Targets per priority where no ``[[sla.policies]]`` entry says otherwise.
+DEFAULT_SLA_TARGETS = {
+    Priority.URGENT: SlaTargets(timedelta(hours=1), timedelta(hours=2), timedelta(hours=8)),
+    Priority.HIGH: SlaTargets(timedelta(hours=2), timedelta(hours=4), timedelta(hours=16)),
+    Priority.NORMAL: SlaTargets(timedelta(hours=4), timedelta(hours=8), timedelta(hours=40)),
+    Priority.LOW: SlaTargets(timedelta(hours=8), timedelta(hours=16), timedelta(hours=80)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SlaPolicy:
+    """A ``[[sla.policies]]`` entry: targets for a skill and/or a priority ("" is any)."""
+
+    skill: str = ""
+    priority: str = ""
+    first_response: timedelta | None = None
+    next_response: timedelta | None = None
+    resolution: timedelta | None = None
+    page_oncall_on_breach: bool | None = None
+
+    def fits(self, skill: str, priority: Priority) -> bool:
+        return self.skill in ("", skill) and self.priority in ("", priority.value)
+
+    @property
+    def specificity(self) -> int:
+        return (2 if self.skill else 0) + (1 if self.priority else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTeam:
+    """A ``[[sla.teams]]`` entry: skills that keep other business hours than the default."""
+
+    name: str
+    skills: tuple[str, ...]
+    hours: BusinessHours
+    leads_channel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlaSettings:
+    """``[sla]``: deadlines in business time, alerts before and at a breach."""
+
+    enabled: bool = False
+    hours: BusinessHours = ALWAYS
+    #: A warning goes out when this share of a target's time is used up.
+    warning_percent: int = 75
+    #: Where warnings go for conversations without an owner, and every breach.
+    leads_channel: str = ""
+    page_oncall_on_breach: bool = False
+    policies: tuple[SlaPolicy, ...] = ()
+    teams: tuple[SlaTeam, ...] = ()
+
+    def team_of(self, skill: str) -> SlaTeam | None:
+        return next((t for t in self.teams if skill in t.skills), None)
+
+    def hours_for(self, skill: str) -> BusinessHours:
+        """The business hours deadlines of ``skill`` are counted in."""
+        team = self.team_of(skill)
+        return team.hours if team is not None else self.hours
+
+    def leads_channel_for(self, skill: str) -> str:
+        team = self.team_of(skill)
+        return (team.leads_channel if team is not None else "") or self.leads_channel
+
+    def targets_for(self, skill: str, priority: Priority) -> SlaTargets:
+        """The targets of a conversation: the most specific policy's, then the defaults."""
+        default = DEFAULT_SLA_TARGETS[priority]
+        found = SlaTargets(
+            default.first_response,
+            default.next_response,
+            default.resolution,
+            self.page_oncall_on_breach,
+        )
+        fitting = sorted(
+            (p for p in self.policies if p.fits(skill, priority)), key=lambda p: p.specificity
+        )
+        for policy in fitting:  # least specific first, so the most specific wins
+            found = SlaTargets(
+                policy.first_response or found.first_response,
+                policy.next_response or found.next_response,
+                policy.resolution or found.resolution,
+                found.page_oncall_on_breach
+                if policy.page_oncall_on_breach is None
+                else policy.page_oncall_on_breach,
+            )
+        return found
+
+
+_WORKING_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?:in)?)?$")
+
+
+def _working_duration(reader: _Reader, key: str) -> timedelta | None:
+    text = reader.get(key, str, "", '"4h", "30m" or "1h30m"').replace(" ", "").lower()
+    if not text:
+        return None
+    match = _WORKING_DURATION.match(text)
+    if match is None or not any(match.groups()):
+        reader.fail(key, 'must be working time in hours and minutes, like "4h", "30m" or "1h30m"')
+        return None
+    hours, minutes = (int(g or 0) for g in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes)
+    reader.check(key, duration > timedelta(), "must be more than 0")
+    return duration if duration > timedelta() else None
+
+
+def _business_hours(reader: _Reader) -> BusinessHours:
+    timezone = reader.get("timezone", str, "UTC", '"Europe/Berlin"')
+    week_text = reader.get("week", str, "24/7", '"mon-fri 09:00-12:30,13:30-18:00"')
+    country = reader.get("holidays", str, "", '"DE/BY"')
+    extra: set[date] = set()
+    for text in reader.get("extra_holidays", tuple, (), '["2026-12-24", "2026-12-31"]'):
+        try:
+            extra.add(date.fromisoformat(text))
+        except ValueError:
+            reader.fail("extra_holidays", f"{text!r} is not a date; write it like 2026-12-24")
+    try:
+        week = parse_week(week_text)
+    except CalendarError as exc:
+        reader.fail("week", str(exc))
+        week = ALWAYS.week
+    try:
+        return BusinessHours(timezone, week, holidays=country, extra_holidays=frozenset(extra))
+    except CalendarError as exc:
+        reader.fail("timezone" if "time zone" in str(exc) else "holidays", str(exc))
+        return ALWAYS
+
+
+def _read_sla(root: _Reader, skills: list[SkillSettings]) -> SlaSettings:
+    configured = "sla" in root.table
+    sl = root.table_at("sla")
+    names = {s.name for s in skills}
+    policies: list[SlaPolicy] = []
+    raw = sl.raw("policies", [])
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = sl.entry(entry if isinstance(entry, dict) else {}, f"sla.policies[{index}]")
+        policy = SlaPolicy(
+            skill=reader.get("skill", str, ""),
+            priority=reader.get("priority", str, "").lower(),
+            first_response=_working_duration(reader, "first_response"),
+            next_response=_working_duration(reader, "next_response"),
+            resolution=_working_duration(reader, "resolution"),
+            page_oncall_on_breach=(
+                reader.get("page_oncall_on_breach", bool, False)
+                if "page_oncall_on_breach" in reader.table
+                else None
+            ),
+        )
+        reader.check(
+            "skill",
+            not policy.skill or policy.skill in names,
+            f"names no configured skill ({', '.join(sorted(names))}); leave it out for every skill",
+        )
+        reader.check(
+            "priority",
+            policy.priority in ("", *(p.value for p in Priority)),
+            'must be "urgent", "high", "normal" or "low"; leave it out for every priority',
+        )
+        policies.append(policy)
+    if not isinstance(raw, list):
+        sl.fail("policies", "must be [[sla.policies]] entries with skill, priority and targets")
+    teams: list[SlaTeam] = []
+    raw_teams = sl.raw("teams", [])
+    for index, entry in enumerate(raw_teams if isinstance(raw_teams, list) else []):
+        reader = sl.entry(entry if isinstance(entry, dict) else {}, f"sla.teams[{index}]")
+        team = SlaTeam(
+            name=reader.get("name", str, f"team {index + 1}"),
+            skills=reader.get("skills", tuple, (), '["billing"]'),
+            hours=_business_hours(reader),
+            leads_channel=reader.get("leads_channel", str, "").lstrip("#"),
+        )
+        unknown = [s for s in team.skills if s not in names]
+        reader.check("skills", not unknown, f"names skills that are not configured: {unknown}")
+        teams.append(team)
+    settings = SlaSettings(
+        enabled=sl.get("enabled", bool, configured),
+        hours=_business_hours(sl),
+        warning_percent=sl.get("warning_percent", int, 75, "75"),
+        leads_channel=sl.get("leads_channel", str, "", '"support-leads"').lstrip("#"),
+        page_oncall_on_breach=sl.get("page_oncall_on_breach", bool, False),
+        policies=tuple(policies),
+        teams=tuple(teams),
+    )
+    sl.check("warning_percent", 1 <= settings.warning_percent <= 99, "must be from 1 to 99")
     return settings

@@ -44,6 +44,7 @@ from bot.shapes import (
     Attachment,
     ConversationCard,
     CustomerPost,
+    DeadlineView,
     DeliveryState,
     Priority,
 )
@@ -96,6 +97,8 @@ class Workflow:
         *,
         clock: Clock = utcnow,
         on_queued: Callable[[], None] | None = None,
+        deadlines_of: Callable[[Conversation], Awaitable[tuple[DeadlineView, ...]]] | None = None,
+        after_change: Callable[[Conversation, BaseDBAsyncClient], Awaitable[object]] | None = None,
     ) -> None:
         self.chat = chat
         self.settings = settings
@@ -103,12 +106,17 @@ class Workflow:
         self.classifier = classifier
         self.clock = clock
         self.on_queued = on_queued
+        # What the card shows as due (bot/deadlines.py).
+        self.deadlines_of = deadlines_of
+        # Runs in the transaction of every change to a conversation (its deadlines follow).
+        self.after_change = after_change
 
     async def card(self, conversation: Conversation) -> ConversationCard:
         """The root card of ``conversation`` as it is now."""
         await conversation.fetch_related("identity")
         oncall = oncall_for(conversation.skill, conversation.priority, self.settings)
-        return card_for(conversation, await skill_names(), oncall=oncall)
+        deadlines = await self.deadlines_of(conversation) if self.deadlines_of else ()
+        return card_for(conversation, await skill_names(), oncall=oncall, deadlines=deadlines)
 
     async def _record(
         self,
@@ -145,6 +153,8 @@ class Workflow:
                 )
             if also is not None:
                 await also(conn)
+            if conversation is not None and self.after_change is not None:
+                await self.after_change(conversation, conn)
         if conversation is not None and self.on_queued is not None:
             self.on_queued()
         return entry
