@@ -7,8 +7,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapters.slack.chat import SlackChat
+from adapters.slack.views import answer_text
+from bot.conversations import short_id
 from bot.deadlines import FIRST_RESPONSE, NEXT_RESPONSE, RESOLUTION, Deadlines
 from bot.roles import Actor
+from bot.shapes import Priority
 from models import AuditEntry, Conversation, Job, JobState, SlaClock
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -58,7 +61,7 @@ async def wait(h: Harness, clock: FakeClock, **delta: float) -> Conversation:
     clock.advance(timedelta(**delta))
     h.service.runner.notify()
     await settle(h)
-    return await Conversation.get()
+    return await Conversation.all().order_by("id").first()  # type: ignore[return-value]
 
 
 async def test_friday_evening_is_due_monday_and_the_card_says_so(
@@ -282,3 +285,30 @@ async def test_closing_ends_the_clocks_and_their_checks(
         alerts = await AuditEntry.filter(action__startswith="sla").count()
 
     assert (left, checks, alerts) == (0, 0, 0)
+
+
+async def test_the_queue_puts_the_least_time_left_first(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    clock = at(2026, 12, 7, 9, 0)
+    async with running(make_settings, slack, relay, clock=clock, extra=SLA) as h:
+        await h.send_mail(mail("Kein Eile.", subject="Older, low", message_id="<a@kunde.example>"))
+        await settle(h)
+        older = await Conversation.get(subject="Older, low")
+        await h.service.workflow.set_priority(Actor(AGENT, "Anna"), older, Priority.LOW)
+        await wait(h, clock, hours=1)
+        await h.send_mail(mail("Wichtig.", subject="Newer, high", message_id="<b@kunde.example>"))
+        await settle(h)
+        newer = await Conversation.get(subject="Newer, high")
+        await h.service.workflow.set_priority(Actor(AGENT, "Anna"), newer, Priority.HIGH)
+        await wait(h, clock, hours=1)
+        queue = await h.service.lookups.queue()
+        shown = answer_text(queue, clock())
+
+    assert [e.short_id for e in queue.entries] == [short_id(older), short_id(newer)]
+    assert [e.deadline.left if e.deadline else None for e in queue.entries] == [
+        timedelta(hours=2),
+        timedelta(hours=3),
+    ]
+    assert "least time left first" in shown
+    assert ":large_green_square: first reply due in 2 h" in shown
