@@ -179,6 +179,7 @@ class Deadlines:
             if target not in wanted:
                 if clock is not None:
                     await self._end(clock, hours, now, conn)
+                    del clocks[target]
                     changed = True
                 continue
             running = not snoozed and (target != RESOLUTION or waiting_since is not None)

@@ -279,6 +279,7 @@ async def test_closing_ends_the_clocks_and_their_checks(
         conversation = await write(h, "Hat sich erledigt.", first=True)
         assert await SlaClock.all().count() == 2
         await h.service.workflow.close(Actor(AGENT, "Anna"), conversation)
+        assert not await Job.filter(kind="sla_check", state=JobState.PENDING).exists()
         await wait(h, clock, hours=30)
         left = await SlaClock.all().count()
         checks = await Job.filter(kind="sla_check", state=JobState.PENDING).count()
