@@ -20,6 +20,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
@@ -32,6 +33,7 @@ from adapters.telegram.sender import TelegramReplySender
 from adapters.telegram.updates import TelegramIntake
 from adapters.telegram.webhook import TelegramWebhook
 from adapters.web import HealthCheck, build_web_app
+from adapters.webhook.events import SignedEventSender
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
 from bot.commands import Commands
@@ -41,6 +43,7 @@ from bot.errors import ConfigError, DeliveryError
 from bot.escalation import CheckWaiting, Escalation
 from bot.intake import Intake, ThreadInbound
 from bot.jobkinds import (
+    CALL_WEBHOOK,
     CATALOGUE,
     CHECK_WAITING,
     DELIVER_REPLY,
@@ -50,6 +53,7 @@ from bot.jobkinds import (
     POST_INBOUND,
     PURGE_CLOSED,
     REDRAW_CARD,
+    RUN_RULES,
     SHOW_CHANGE,
     SLA_CHECK,
     THREAD_INBOUND,
@@ -65,6 +69,7 @@ from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
 from bot.roles import Roles
 from bot.routing import sync_skills
+from bot.rules import CallWebhook, Rules, RunRules
 from bot.settings import Settings
 from bot.shapes import ChannelKind
 from bot.workflow import (
@@ -139,8 +144,9 @@ class Service:
             clock=clock,
             on_queued=jobs_added.set,
             deadlines_of=self.deadlines.views,
-            after_change=self.deadlines.reconcile,
+            after_change=self._conversation_changed,
         )
+        self.rules = Rules(self.workflow, settings, clock=clock, on_queued=jobs_added.set)
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
         self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
@@ -170,6 +176,8 @@ class Service:
             REDRAW_CARD: RedrawCard(chat, self.workflow.card),
             SLA_CHECK: SlaCheck(self.deadlines),
             POST_ALERT: PostAlert(chat),
+            RUN_RULES: RunRules(self.rules),
+            CALL_WEBHOOK: CallWebhook(SignedEventSender(), settings),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -224,6 +232,14 @@ class Service:
         await self.workflow.customer_wrote(conversation, message)
         await self.escalation.customer_wrote(conversation, message)
         await self.deadlines.customer_wrote(conversation, message)
+        await self.rules.customer_wrote(conversation, message)
+
+    async def _conversation_changed(
+        self, conversation: Conversation, conn: BaseDBAsyncClient
+    ) -> None:
+        """In the transaction of a change: the deadlines follow it, the rules hear of it."""
+        await self.deadlines.reconcile(conversation, conn)
+        await self.rules.changed(conversation, conn)
 
     async def __aenter__(self) -> Service:
         try:

@@ -25,6 +25,7 @@ from bot.lookups import (
     reference_of,
 )
 from bot.roles import Actor, Role, Roles
+from bot.rules import describe
 from bot.shapes import Priority
 from bot.workflow import Workflow
 
@@ -118,6 +119,11 @@ class FindCustomer:
 
 
 @dataclass(frozen=True, slots=True)
+class ListRules:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class NameAgent:
     user_id: str
     name: str  # "" goes back to the Slack profile name
@@ -140,6 +146,7 @@ Command = (
     | ShowQueue
     | FindCustomer
     | NameAgent
+    | ListRules
 )
 
 
@@ -175,6 +182,7 @@ REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ('skills example <skill> "<text>"', Role.ADMIN, "teach triage an example"),
     ("skills remove <skill>", Role.ADMIN, "remove a skill without open conversations"),
     ('agent @user "<name>" | reset', Role.ADMIN, "the name an agent's replies go out under"),
+    ("rules", Role.AGENT, "the event rules: when they fire and what they do"),
 )
 
 
@@ -201,6 +209,9 @@ def parse(text: str) -> Command:
         return FindCustomer(args[0])
     if name == "agent":
         return _parse_agent(args)
+    if name == "rules":
+        _count(args, 0, 0, "rules")
+        return ListRules()
     conversation_commands = {
         "reassign": "reassign <conversation> <skill>",
         "assign": "assign <conversation> @user",
@@ -376,6 +387,8 @@ class Commands:
                 return Answer(await workflow.remove_skill(actor, skill))
             case NameAgent(user_id, name):
                 return Answer(await workflow.name_agent(actor, user_id, name))
+            case ListRules():
+                return Answer(describe(workflow.settings.rules))
         assert isinstance(command, ConversationCommand)
         conversation = await find_conversation(command.conversation)
         match command:

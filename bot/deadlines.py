@@ -38,11 +38,13 @@ from bot.conversations import short_id
 from bot.jobkinds import (
     POST_ALERT,
     REDRAW_CARD,
+    RUN_RULES,
     SHOW_CHANGE,
     SLA_CHECK,
     AlertPayload,
     CardPayload,
     ChangePayload,
+    RulesPayload,
     SlaCheckPayload,
 )
 from bot.jobs import Clock, cancel_about, hold_claim, utcnow
@@ -365,6 +367,11 @@ class Deadlines:
             using_db=conn,
         )
         await SHOW_CHANGE.enqueue(ChangePayload(entry.id, conversation.id), now=now, conn=conn)
+        if self.settings.rules:
+            event = "sla_warning" if action == "sla warning" else "sla_breach"
+            await RUN_RULES.enqueue(
+                RulesPayload(conversation.id, event, f"audit-{entry.id}"), now=now, conn=conn
+            )
         return entry
 
     async def _alert(

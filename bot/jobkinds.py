@@ -109,6 +109,28 @@ class AlertPayload:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesPayload:
+    """An event of a conversation for the rules; ``key`` names it (a message, an audit entry).
+
+    ``rule`` narrows it to one rule (a rule's own timer, like "unassigned for 30 minutes").
+    """
+
+    conversation_id: int
+    event: str
+    key: str
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCallPayload:
+    """A signed POST of ``body`` to an outgoing webhook; ``body`` carries its event id."""
+
+    conversation_id: int
+    webhook: str
+    body: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class NoPayload:
     """A job that needs nothing but its kind."""
 
@@ -139,6 +161,8 @@ REDRAW_CARD = JobKind("redraw_card", CardPayload, conversation_key)
 # Its own key, like the waiting checks: due in hours, it must not hold up the messages.
 SLA_CHECK = JobKind("sla_check", SlaCheckPayload, lambda p: f"sla:{p.conversation_id}")
 POST_ALERT = JobKind("post_alert", AlertPayload, lambda p: f"alert:{p.marker}")
+RUN_RULES = JobKind("run_rules", RulesPayload, lambda p: f"rules:{p.conversation_id}")
+CALL_WEBHOOK = JobKind("call_webhook", WebhookCallPayload, lambda p: f"webhook:{p.webhook}")
 
 #: Every kind of job, by name.
 CATALOGUE: dict[str, JobKind[Any]] = {
@@ -156,5 +180,7 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         REDRAW_CARD,
         SLA_CHECK,
         POST_ALERT,
+        RUN_RULES,
+        CALL_WEBHOOK,
     )
 }

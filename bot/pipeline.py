@@ -90,6 +90,7 @@ def card_for(
         skills=skills,
         oncall=oncall,
         deadlines=deadlines,
+        tags=tuple(t for t in conversation.tags.split(",") if t),
     )
 
 

@@ -123,6 +123,15 @@ class ReplySender(Protocol):
     async def send(self, reply: OutboundReply) -> str: ...
 
 
+class EventSender(Protocol):
+    """Posts an event (a rule's call) to an outside system as signed JSON.
+
+    Raises ``TransientDeliveryError`` (retried with backoff) or ``PermanentDeliveryError``.
+    """
+
+    async def send_event(self, url: str, secret: str, body: dict[str, object]) -> None: ...
+
+
 class Classifier(Protocol):
     """Tags a message with skill, priority, language and sentiment."""
 

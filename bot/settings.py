@@ -261,6 +261,8 @@ class Settings:
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     webhooks: tuple[WebhookSourceSettings, ...] = ()
     sla: SlaSettings = field(default_factory=lambda: SlaSettings())
+    rules: tuple[RuleSettings, ...] = ()
+    outgoing_webhooks: tuple[OutgoingWebhookSettings, ...] = ()
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -556,6 +558,8 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
             )
         )
     sla = _read_sla(root, skills)
+    outgoing_webhooks = _read_outgoing_webhooks(root, env)
+    rules = _read_rules(root, skills, outgoing_webhooks)
     # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
     root.unknown_keys()
 
@@ -574,6 +578,8 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         telegram=telegram,
         webhooks=tuple(webhooks),
         sla=sla,
+        rules=rules,
+        outgoing_webhooks=outgoing_webhooks,
     )
     return settings, problems
 
@@ -1004,3 +1010,161 @@ def _read_sla(root: _Reader, skills: list[SkillSettings]) -> SlaSettings:
     )
     sl.check("warning_percent", 1 <= settings.warning_percent <= 99, "must be from 1 to 99")
     return settings
+
+
+#: What a rule can react to (``[[rules]] when.event``).
+RULE_EVENTS = {
+    "message_in": "a customer's message is in its thread",
+    "negative": "a customer's message in a conversation whose sentiment is negative or angry",
+    "vip": "a message from a VIP (triage.priority.vip_domains, vip_customers)",
+    "keyword": "a message containing one of when.keywords",
+    "sla_warning": "a deadline's warning",
+    "sla_breach": "a deadline's breach",
+    "reopened": "a conversation reopened (when.times: at least that many times)",
+    "unassigned": "a new conversation still without an owner after when.minutes",
+    "moved": "a conversation moved to another skill",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """A ``[[rules]]`` entry: ``when`` an event and its conditions hold, ``then`` act."""
+
+    name: str
+    event: str
+    skills: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    customer_domains: tuple[str, ...] = ()
+    #: True: only in the skill's business hours; False: only outside them; None: always.
+    business_hours: bool | None = None
+    keywords: tuple[str, ...] = ()
+    times: int = 1
+    minutes: int = 0
+    set_priority: str = ""
+    assign: str = ""
+    move_to: str = ""
+    page_oncall: bool = False
+    post_to: str = ""
+    add_tag: str = ""
+    webhook: str = ""
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions in words, for listings."""
+        return tuple(
+            text
+            for text, present in (
+                (f"set priority {self.set_priority}", self.set_priority),
+                (f"assign to {self.assign}", self.assign),
+                (f"move to {self.move_to}", self.move_to),
+                ("page on-call", self.page_oncall),
+                (f"post to #{self.post_to}", self.post_to),
+                (f"tag {self.add_tag}", self.add_tag),
+                (f"call webhook {self.webhook}", self.webhook),
+            )
+            if present
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingWebhookSettings:
+    """An ``[[outgoing_webhooks]]`` entry: a CRM or ERP that rules can call (signed POST)."""
+
+    name: str
+    url: str
+    secret_env: str
+    secret: str = field(default="", repr=False)
+
+
+def _read_outgoing_webhooks(
+    root: _Reader, env: Mapping[str, str]
+) -> tuple[OutgoingWebhookSettings, ...]:
+    raw = root.raw("outgoing_webhooks", [])
+    found: list[OutgoingWebhookSettings] = []
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"outgoing_webhooks[{index}]")
+        hook = OutgoingWebhookSettings(
+            name=reader.get("name", str, ""),
+            url=reader.get("url", str, "", '"https://crm.example.com/switchboard"'),
+            secret_env=reader.get("secret_env", str, "", '"CRM_WEBHOOK_SECRET"'),
+        )
+        reader.check("name", bool(_SKILL_RE.match(hook.name)), 'must be a word, like "crm"')
+        reader.check("url", hook.url.startswith(("http://", "https://")), "must be an http(s) URL")
+        secret = env.get(hook.secret_env, "") if hook.secret_env else ""
+        reader.check(
+            "secret_env",
+            len(secret) >= 16,
+            "must name an environment variable holding a secret of at least 16 characters "
+            "(for example the output of `openssl rand -hex 32`)",
+        )
+        found.append(OutgoingWebhookSettings(hook.name, hook.url, hook.secret_env, secret))
+    return tuple(found)
+
+
+def _read_rules(
+    root: _Reader,
+    skills: list[SkillSettings],
+    webhooks: tuple[OutgoingWebhookSettings, ...],
+) -> tuple[RuleSettings, ...]:
+    raw = root.raw("rules", [])
+    names = {s.name for s in skills}
+    priorities = {p.value for p in Priority}
+    rules: list[RuleSettings] = []
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"rules[{index}]")
+        when, then = reader.table_at("when"), reader.table_at("then")
+        rule = RuleSettings(
+            name=reader.get("name", str, f"rule {index + 1}"),
+            event=when.get("event", str, "", '"message_in"'),
+            skills=when.get("skills", tuple, (), '["billing"]'),
+            channels=when.get("channels", tuple, (), '["email", "telegram", "webhook"]'),
+            priorities=tuple(p.lower() for p in when.get("priorities", tuple, (), '["urgent"]')),
+            languages=tuple(x.lower() for x in when.get("languages", tuple, (), '["de"]')),
+            customer_domains=tuple(
+                d.lower().lstrip("@") for d in when.get("customer_domains", tuple, ())
+            ),
+            business_hours=(
+                when.get("business_hours", bool, True) if "business_hours" in when.table else None
+            ),
+            keywords=tuple(k.lower() for k in when.get("keywords", tuple, (), '["refund"]')),
+            times=when.get("times", int, 1, "3"),
+            minutes=when.get("minutes", int, 0, "30"),
+            set_priority=then.get("set_priority", str, "", '"urgent"').lower(),
+            assign=then.get("assign", str, "", '"U0123ABCD"'),
+            move_to=then.get("move_to", str, "", '"billing"'),
+            page_oncall=then.get("page_oncall", bool, False),
+            post_to=then.get("post_to", str, "", '"support-leads"').lstrip("#"),
+            add_tag=then.get("add_tag", str, "", '"vip"'),
+            webhook=then.get("webhook", str, "", '"crm"'),
+        )
+        when.check(
+            "event",
+            rule.event in RULE_EVENTS,
+            f"must be one of {', '.join(RULE_EVENTS)}",
+        )
+        unknown = [s for s in (*rule.skills, rule.move_to) if s and s not in names]
+        reader.check("when", not unknown, f"names skills that are not configured: {unknown}")
+        bad = [p for p in (*rule.priorities, rule.set_priority) if p and p not in priorities]
+        reader.check("then", not bad, f"priorities are urgent, high, normal or low; not {bad}")
+        when.check("keywords", rule.event != "keyword" or bool(rule.keywords), "must list words")
+        when.check("minutes", rule.event != "unassigned" or rule.minutes > 0, "must be 1 or more")
+        then.check(
+            "webhook",
+            not rule.webhook or any(w.name == rule.webhook for w in webhooks),
+            "must name an [[outgoing_webhooks]] entry",
+        )
+        then.check(
+            "assign",
+            not rule.assign or bool(_USER_ID_RE.match(rule.assign)),
+            'must be a Slack user id, like "U0123ABCD"',
+        )
+        reader.check("then", bool(rule.actions), "has no action: give at least one")
+        if any(r.name == rule.name for r in rules):
+            reader.fail("name", f"{rule.name!r} is used twice")
+        rules.append(rule)
+    return tuple(rules)
+
+
+_USER_ID_RE = re.compile(r"^[UW][A-Z0-9]+$")

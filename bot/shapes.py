@@ -124,6 +124,8 @@ class ConversationCard:
     oncall: str = ""
     #: What is due and when (bot/deadlines.py), most pressing first.
     deadlines: tuple[DeadlineView, ...] = ()
+    #: Tags rules added (bot/rules.py).
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,8 @@ class Conversation(Model):
     updated_at = fields.DatetimeField(auto_now=True)
     last_inbound_at = fields.DatetimeField(null=True)
     snoozed_until = fields.DatetimeField(null=True)
+    #: Tags a rule added, comma-separated.
+    tags = fields.CharField(max_length=255, default="")
 
     messages: fields.ReverseRelation[Message]
 

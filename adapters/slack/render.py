@@ -122,6 +122,8 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
     ]
     if card.deadlines and not card.moved_to:
         fields.append(deadlines_field(card.deadlines))
+    if card.tags:
+        fields.append("*Tags*\n" + ", ".join(f"`{escape(tag)}`" for tag in card.tags))
     if triage.language or triage.sentiment:
         fields.append(
             f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment or '?'}"

@@ -30,4 +30,10 @@ class Migration(migrations.Migration):
             options={'table': 'sla_clocks', 'app': 'models', 'unique_together': (('conversation_id', 'target'),), 'indexes': [Index(fields=['due_at'], name='idx_sla_clocks_due')], 'pk_attr': 'id', 'table_description': 'A deadline running for an open conversation: its first reply, next reply or resolution.'},
             bases=['Model'],
         ),
+        # A constant default: PostgreSQL adds the column without rewriting the table.
+        ops.AddField(
+            model_name='Conversation',
+            name='tags',
+            field=fields.CharField(default='', max_length=255),
+        ),
     ]
