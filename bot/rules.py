@@ -40,7 +40,7 @@ from bot.jobs import Clock, hold_claim, utcnow
 from bot.ports import EventSender
 from bot.roles import Actor
 from bot.settings import RULE_EVENTS, RuleSettings, Settings
-from bot.shapes import Priority
+from bot.shapes import InboundMessage, Priority, Triage
 from bot.workflow import Workflow
 from models import AuditEntry, Conversation, ConversationStatus, Job, Message
 
@@ -432,3 +432,23 @@ class CallWebhook:
 
     async def give_up(self, job: Job, reason: str) -> None:
         log.error("an outgoing webhook failed", extra={"job": job.id, "reason": reason})
+
+
+def message_facts(
+    message: InboundMessage, triage: Triage, settings: Settings, now: datetime
+) -> Facts:
+    """The facts of a new message as its conversation would start (``rules test``)."""
+    sender = message.sender_address.lower()
+    vip_rules = settings.triage.priority
+    return Facts(
+        event="message_in",
+        skill=triage.skill,
+        channel=message.channel.value,
+        priority=triage.priority.value,
+        language=triage.language,
+        sentiment=triage.sentiment,
+        sender=sender,
+        text=f"{message.subject}\n{message.text}",
+        vip=sender in vip_rules.vip_customers or sender.rpartition("@")[2] in vip_rules.vip_domains,
+        in_business_hours=settings.sla.hours_for(triage.skill).is_working(now),
+    )
