@@ -26,6 +26,7 @@ from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
 from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
+from adapters.slack.directory import SlackTeamDirectory
 from adapters.slack.events import AgentDirectory, build_bolt_app
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
@@ -36,6 +37,7 @@ from adapters.web import HealthCheck, build_web_app
 from adapters.webhook.events import SignedEventSender
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
+from bot.assignment import AssignFairly, FairAssignment
 from bot.commands import Commands
 from bot.database import is_postgres, open_database
 from bot.deadlines import Deadlines, PostAlert, RedrawCard, SlaCheck
@@ -43,6 +45,7 @@ from bot.errors import ConfigError, DeliveryError
 from bot.escalation import CheckWaiting, Escalation
 from bot.intake import Intake, ThreadInbound
 from bot.jobkinds import (
+    ASSIGN_FAIRLY,
     CALL_WEBHOOK,
     CATALOGUE,
     CHECK_WAITING,
@@ -147,6 +150,13 @@ class Service:
             after_change=self._conversation_changed,
         )
         self.rules = Rules(self.workflow, settings, clock=clock, on_queued=jobs_added.set)
+        self.assignment = FairAssignment(
+            self.workflow,
+            SlackTeamDirectory(self.client),
+            settings,
+            clock=clock,
+            on_queued=jobs_added.set,
+        )
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
         self.commands = Commands(self.workflow, self.lookups, self.roles, settings.slack.command)
@@ -178,6 +188,7 @@ class Service:
             POST_ALERT: PostAlert(chat),
             RUN_RULES: RunRules(self.rules),
             CALL_WEBHOOK: CallWebhook(SignedEventSender(), settings),
+            ASSIGN_FAIRLY: AssignFairly(self.assignment),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -233,6 +244,7 @@ class Service:
         await self.escalation.customer_wrote(conversation, message)
         await self.deadlines.customer_wrote(conversation, message)
         await self.rules.customer_wrote(conversation, message)
+        await self.assignment.customer_wrote(conversation, message)
 
     async def _conversation_changed(
         self, conversation: Conversation, conn: BaseDBAsyncClient

@@ -161,6 +161,7 @@ REDRAW_CARD = JobKind("redraw_card", CardPayload, conversation_key)
 # Its own key, like the waiting checks: due in hours, it must not hold up the messages.
 SLA_CHECK = JobKind("sla_check", SlaCheckPayload, lambda p: f"sla:{p.conversation_id}")
 POST_ALERT = JobKind("post_alert", AlertPayload, lambda p: f"alert:{p.marker}")
+ASSIGN_FAIRLY = JobKind("assign_fairly", CardPayload, lambda p: f"assign:{p.conversation_id}")
 RUN_RULES = JobKind("run_rules", RulesPayload, lambda p: f"rules:{p.conversation_id}")
 CALL_WEBHOOK = JobKind("call_webhook", WebhookCallPayload, lambda p: f"webhook:{p.webhook}")
 
@@ -182,5 +183,6 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         POST_ALERT,
         RUN_RULES,
         CALL_WEBHOOK,
+        ASSIGN_FAIRLY,
     )
 }

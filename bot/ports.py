@@ -132,6 +132,22 @@ class EventSender(Protocol):
     async def send_event(self, url: str, secret: str, body: dict[str, object]) -> None: ...
 
 
+class TeamDirectory(Protocol):
+    """Who is in a team and whether they can take a conversation now (Slack)."""
+
+    async def group_members(self, usergroup: str) -> tuple[str, ...]:
+        """The user ids of a user group (``S…``), in the group's order."""
+        ...
+
+    async def is_away(self, user_id: str) -> bool:
+        """Whether the person's presence is away."""
+        ...
+
+    async def status(self, user_id: str) -> tuple[str, str]:
+        """The person's custom status: its text and emoji (``":palm_tree:"``)."""
+        ...
+
+
 class Classifier(Protocol):
     """Tags a message with skill, priority, language and sentiment."""
 

@@ -263,6 +263,7 @@ class Settings:
     sla: SlaSettings = field(default_factory=lambda: SlaSettings())
     rules: tuple[RuleSettings, ...] = ()
     outgoing_webhooks: tuple[OutgoingWebhookSettings, ...] = ()
+    assignment: tuple[AssignmentSettings, ...] = ()
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -560,6 +561,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
     sla = _read_sla(root, skills)
     outgoing_webhooks = _read_outgoing_webhooks(root, env)
     rules = _read_rules(root, skills, outgoing_webhooks)
+    assignment = _read_assignment(root, skills)
     # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
     root.unknown_keys()
 
@@ -580,6 +582,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         sla=sla,
         rules=rules,
         outgoing_webhooks=outgoing_webhooks,
+        assignment=assignment,
     )
     return settings, problems
 
@@ -1168,3 +1171,50 @@ def _read_rules(
 
 
 _USER_ID_RE = re.compile(r"^[UW][A-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentSettings:
+    """An ``[[assignment]]`` entry: new conversations of ``skill`` go round-robin to its team."""
+
+    skill: str
+    #: The Slack user group (``S…``) of the agents who take the skill's conversations.
+    usergroup: str
+    #: Nobody gets more open conversations than this from the round (0: no limit).
+    max_open: int = 0
+    #: A status with one of these emoji or containing one of these words: not taking any.
+    away_emoji: tuple[str, ...] = (":palm_tree:", ":no_entry:", ":face_with_thermometer:")
+    away_words: tuple[str, ...] = ("not taking", "vacation", "out of office", "urlaub")
+
+
+def _read_assignment(root: _Reader, skills: list[SkillSettings]) -> tuple[AssignmentSettings, ...]:
+    raw = root.raw("assignment", [])
+    names = {s.name for s in skills}
+    found: list[AssignmentSettings] = []
+    built_in = AssignmentSettings("", "")
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"assignment[{index}]")
+        item = AssignmentSettings(
+            skill=reader.get("skill", str, "", '"billing"'),
+            usergroup=reader.get("usergroup", str, "", '"S0123ABCD"').strip(),
+            max_open=reader.get("max_open", int, 0, "8"),
+            away_emoji=reader.get("away_emoji", tuple, built_in.away_emoji, '[":palm_tree:"]'),
+            away_words=tuple(
+                w.lower()
+                for w in reader.get("away_words", tuple, built_in.away_words, '["vacation"]')
+            ),
+        )
+        reader.check(
+            "skill", item.skill in names, f"must name a configured skill ({sorted(names)})"
+        )
+        reader.check(
+            "usergroup",
+            bool(_USERGROUP_RE.match(item.usergroup)),
+            'must be the id of a Slack user group, like "S0123ABCD" (People > User groups > '
+            "the group > Copy group ID)",
+        )
+        reader.check("max_open", item.max_open >= 0, "must be 0 (no limit) or more")
+        if any(a.skill == item.skill for a in found):
+            reader.fail("skill", f"{item.skill!r} has two [[assignment]] entries")
+        found.append(item)
+    return tuple(found)

@@ -159,8 +159,13 @@ class Workflow:
             self.on_queued()
         return entry
 
-    async def assign(self, actor: Actor, conversation: Conversation, user_id: str) -> str:
-        """Make ``user_id`` the owner ("" leaves the conversation without one)."""
+    async def assign(
+        self, actor: Actor, conversation: Conversation, user_id: str, *, why: str = ""
+    ) -> str:
+        """Make ``user_id`` the owner ("" leaves the conversation without one).
+
+        ``why`` explains an automatic assignment in the audit ("next in turn, 3 of 8 open").
+        """
         sid = short_id(conversation)
         if conversation.owner == user_id:
             if not user_id:
@@ -176,8 +181,12 @@ class Workflow:
         else:
             summary = f"{actor.label} assigned this to {self.chat.mention(user_id)}."
             answer = f"Conversation `{sid}` is {self.chat.mention(user_id)}'s now."
+        detail: dict[str, object] = {"owner": user_id}
+        if why:
+            summary = f"{summary[:-1]}: {why}."
+            detail["why"] = why
         await self._record(
-            conversation, actor, "assign", summary, changed=("owner",), detail={"owner": user_id}
+            conversation, actor, "assign", summary, changed=("owner",), detail=detail
         )
         return answer
 
@@ -234,6 +243,10 @@ class Workflow:
             changed=("priority", "priority_reason"),
             detail={"from": before.value, "to": priority.value},
         )
+
+    async def note(self, conversation: Conversation, action: str, summary: str) -> None:
+        """Record and show something Switchboard found by itself (nobody free to assign)."""
+        await self._record(conversation, SYSTEM, action, summary)
 
     async def close(self, actor: Actor, conversation: Conversation) -> str:
         sid = short_id(conversation)
