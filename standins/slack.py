@@ -256,6 +256,7 @@ class SlackSandbox(Served):
         self._users: dict[str, Payload] = {}
         self._usergroups: dict[str, Payload] = {}
         self._dm_ids: dict[str, str] = {}
+        self._presence: dict[str, str] = {}
         self._ephemeral: dict[str, list[Payload]] = {}
         self._files: dict[str, _File] = {}
         self._uploads: dict[str, str] = {}
@@ -288,6 +289,8 @@ class SlackSandbox(Served):
             "reactions.remove": self._reactions_remove,
             "reactions.get": self._reactions_get,
             "users.info": self._users_info,
+            "users.getPresence": self._users_get_presence,
+            "users.profile.get": self._users_profile_get,
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "files.getUploadURLExternal": self._files_get_upload_url,
@@ -993,6 +996,34 @@ class SlackSandbox(Served):
         if user is None:
             raise _SlackError("user_not_found")
         return {"user": copy.deepcopy(user)}
+
+    def _users_get_presence(self, params: _Params) -> Payload:
+        user = self._users.get(params.text("user"))
+        if user is None:
+            raise _SlackError("user_not_found")
+        presence = self._presence.get(user["id"], "active")
+        return {"presence": presence, "online": presence == "active"}
+
+    def _users_profile_get(self, params: _Params) -> Payload:
+        user = self._users.get(params.text("user"))
+        if user is None:
+            raise _SlackError("user_not_found")
+        profile = copy.deepcopy(user["profile"])
+        profile.setdefault("status_text", "")
+        profile.setdefault("status_emoji", "")
+        return {"profile": profile}
+
+    def set_presence(self, user_id: str, presence: str) -> None:
+        """What users.getPresence says of ``user_id``: "active" (the default) or "away"."""
+        if presence not in ("active", "away"):
+            raise ValueError("presence is 'active' or 'away'")
+        self._presence[user_id] = presence
+
+    def set_status(self, user_id: str, text: str, emoji: str = "") -> None:
+        """A user's custom status, as users.profile.get shows it."""
+        profile = self._users[user_id]["profile"]
+        profile["status_text"] = text
+        profile["status_emoji"] = emoji
 
     def _usergroups_list(self, params: _Params) -> Payload:
         groups = copy.deepcopy(list(self._usergroups.values()))
