@@ -162,7 +162,13 @@ REDRAW_CARD = JobKind("redraw_card", CardPayload, conversation_key)
 SLA_CHECK = JobKind("sla_check", SlaCheckPayload, lambda p: f"sla:{p.conversation_id}")
 POST_ALERT = JobKind("post_alert", AlertPayload, lambda p: f"alert:{p.marker}")
 ASSIGN_FAIRLY = JobKind("assign_fairly", CardPayload, lambda p: f"assign:{p.conversation_id}")
-RUN_RULES = JobKind("run_rules", RulesPayload, lambda p: f"rules:{p.conversation_id}")
+# A rule's own timer ("unassigned for 30 minutes") has a key of its own: due later, it must
+# not hold up the conversation's other events.
+RUN_RULES = JobKind(
+    "run_rules",
+    RulesPayload,
+    lambda p: f"rules:{p.conversation_id}" + (f":{p.rule}" if p.rule else ""),
+)
 CALL_WEBHOOK = JobKind("call_webhook", WebhookCallPayload, lambda p: f"webhook:{p.webhook}")
 
 #: Every kind of job, by name.

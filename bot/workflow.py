@@ -398,7 +398,8 @@ class Workflow:
             detail={"from": before, "to": skill.name},
             move_to=skill.name,
         )
-        await self._teach(skill.name, await first_words(conversation.id), "reassignment")
+        if actor.user_id:  # a person's choice teaches triage; a rule's does not
+            await self._teach(skill.name, await first_words(conversation.id), "reassignment")
         if moves:
             return f"Moving `{sid}` to #{skill.chat_channel}; its history goes with it."
         return f"Conversation `{sid}` is in {skill.name} now."

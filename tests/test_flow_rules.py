@@ -106,10 +106,15 @@ async def test_a_conversation_nobody_took_is_assigned_after_its_minutes(
     clock = at(2026, 12, 7, 9, 0)
     async with running(make_settings, slack, relay, clock=clock, **settings_of(crm)) as h:
         await write(h, "Die Rechnung ist falsch.", first=True)
-        early = await wait(h, clock, minutes=29)
+        await wait(h, clock, minutes=5)
+        # The rule's timer, due in 25 minutes, holds up none of the conversation's events.
+        await write(h, "Und die Mahnung auch.")
+        vip_fired = await AuditEntry.filter(action="rule").count()
+        early = await wait(h, clock, minutes=24)
         assigned = await wait(h, clock, minutes=1)
         card = card_text(root_of(h, assigned))
 
+    assert vip_fired == 2  # once per message: the VIP rule fires on each
     assert early.owner == ""
     assert assigned.owner == AGENT
     assert f"owner <@{AGENT}>" in card
