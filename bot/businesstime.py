@@ -199,12 +199,11 @@ def _ranges(text: str, part: str) -> tuple[Range, ...]:
 
 
 def format_working(duration: timedelta) -> str:
-    """``3 h 20 min``, ``45 min``, ``2 d 1 h`` (days of 24 hours of working time)."""
+    """``3 h 20 min``, ``45 min``, ``40 h``: working time, in hours (a "day" would be unclear)."""
     minutes = max(int(duration.total_seconds() // 60), 0)
-    days, minutes = divmod(minutes, 24 * 60)
     hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours >= 10:
+        return f"{hours} h"
     if hours:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{minutes} min"

@@ -118,7 +118,7 @@ def test_a_wrong_time_zone_or_country_is_named() -> None:
 def test_format_working() -> None:
     assert format_working(timedelta(hours=3, minutes=20)) == "3 h 20 min"
     assert format_working(timedelta(minutes=40)) == "40 min"
-    assert format_working(timedelta(days=2, hours=1)) == "2 d 1 h"
+    assert format_working(timedelta(days=2, hours=1, minutes=5)) == "49 h"
     assert format_working(timedelta(hours=5)) == "5 h"
 
 
