@@ -336,7 +336,6 @@ def facts_of(
 ) -> Facts:
     """The facts of ``conversation`` (its identity fetched) for ``event`` at ``now``."""
     sender = conversation.identity.address.lower()
-    vip_rules = settings.triage.priority
     return Facts(
         event=event,
         skill=conversation.skill,
@@ -346,11 +345,17 @@ def facts_of(
         sentiment=conversation.sentiment,
         sender=sender,
         text=text,
-        vip=sender in vip_rules.vip_customers or sender.rpartition("@")[2] in vip_rules.vip_domains,
+        vip=is_vip(sender, settings),
         in_business_hours=settings.sla.hours_for(conversation.skill).is_working(now),
         reopened=reopened,
         rule=rule,
     )
+
+
+def is_vip(sender: str, settings: Settings) -> bool:
+    """Whether the sender is a VIP by ``[triage.priority]`` vip_customers or vip_domains."""
+    rules = settings.triage.priority
+    return sender in rules.vip_customers or sender.rpartition("@")[2] in rules.vip_domains
 
 
 def event_body(
@@ -439,7 +444,6 @@ def message_facts(
 ) -> Facts:
     """The facts of a new message as its conversation would start (``rules test``)."""
     sender = message.sender_address.lower()
-    vip_rules = settings.triage.priority
     return Facts(
         event="message_in",
         skill=triage.skill,
@@ -449,6 +453,6 @@ def message_facts(
         sentiment=triage.sentiment,
         sender=sender,
         text=f"{message.subject}\n{message.text}",
-        vip=sender in vip_rules.vip_customers or sender.rpartition("@")[2] in vip_rules.vip_domains,
+        vip=is_vip(sender, settings),
         in_business_hours=settings.sla.hours_for(triage.skill).is_working(now),
     )

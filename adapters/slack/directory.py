@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -15,30 +17,24 @@ class SlackTeamDirectory:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
 
-    async def group_members(self, usergroup: str) -> tuple[str, ...]:
+    async def _ask(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self.client.usergroups_users_list(usergroup=usergroup)
+            response = await self.client.api_call(method, params=kwargs)
         except SlackApiError as exc:
+            # Retried by the job: a group or person Slack cannot tell about now.
             raise TransientDeliveryError(
-                f"Slack did not list the user group {usergroup}: {exc.response.get('error')}"
+                f"Slack refused {method} ({exc.response.get('error')})"
             ) from exc
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    async def group_members(self, usergroup: str) -> tuple[str, ...]:
+        response = await self._ask("usergroups.users.list", usergroup=usergroup)
         return tuple(str(user) for user in response.get("users") or [])
 
     async def is_away(self, user_id: str) -> bool:
-        try:
-            response = await self.client.users_getPresence(user=user_id)
-        except SlackApiError as exc:
-            raise TransientDeliveryError(
-                f"Slack did not tell the presence of {user_id}: {exc.response.get('error')}"
-            ) from exc
+        response = await self._ask("users.getPresence", user=user_id)
         return response.get("presence") != "active"
 
     async def status(self, user_id: str) -> tuple[str, str]:
-        try:
-            response = await self.client.users_profile_get(user=user_id)
-        except SlackApiError as exc:
-            raise TransientDeliveryError(
-                f"Slack did not give the profile of {user_id}: {exc.response.get('error')}"
-            ) from exc
-        profile = response.get("profile") or {}
+        profile = (await self._ask("users.profile.get", user=user_id)).get("profile") or {}
         return str(profile.get("status_text") or ""), str(profile.get("status_emoji") or "")
