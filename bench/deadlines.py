@@ -29,6 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -136,21 +137,37 @@ class FakeClock:
         return self.now
 
 
-def _postgres_cpu_seconds() -> float:
-    """CPU seconds used so far by every PostgreSQL process on this machine (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)
-            if not fields[0].endswith("(postgres"):
-                continue
-            values = fields[1].split()
-            total += int(values[11]) + int(values[12])  # utime, stime
-        except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
-            continue
-    return total / ticks
+async def _backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving ``url``'s database (Linux /proc).
+
+    Only this database's backends: other work on the same server does not count.
+    """
+    db = await asyncpg.connect(url)
+    try:
+        pids = [
+            int(pid)
+            for pid in await db.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            for pid in pid.values()
+        ]
+    finally:
+        await db.close()
+    return {pid: seconds for pid in pids if (seconds := _cpu_of(pid)) is not None}
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds (user and system) a process has used, or None once it is gone."""
+    try:
+        values = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
+        return None
+    return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 async def _fill(url: str, population: int) -> None:
@@ -226,7 +243,7 @@ async def run_population(
     async with open_database(url, migrate_first=False):
         next_to_close = 1
         for minute in range(1, minutes + 1):
-            cpu, pg_cpu = time.process_time(), _postgres_cpu_seconds()
+            cpu, pg_cpu = time.process_time(), await _backend_cpu(url)
             clock.now = START + timedelta(minutes=minute)
             to_close = (
                 await Conversation.filter(id__gte=next_to_close, status=ConversationStatus.OPEN)
@@ -244,7 +261,7 @@ async def run_population(
                 Minute(
                     minute,
                     round(time.process_time() - cpu, 2),
-                    round(_postgres_cpu_seconds() - pg_cpu, 2),
+                    round(_spent(pg_cpu, await _backend_cpu(url)), 2),
                     done,
                     len(to_close),
                     await _rows(url),

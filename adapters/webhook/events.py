@@ -11,35 +11,19 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
-
-from adapters.webhook.signing import signed_headers
+from adapters.webhook.sender import post_signed
 from bot.errors import PermanentDeliveryError, TransientDeliveryError
-
-_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 
 
 class SignedEventSender:
     """Implements ``bot.ports.EventSender``."""
 
     async def send_event(self, url: str, secret: str, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=_TIMEOUT) as session,
-                session.post(url, data=data, headers=signed_headers(secret, data)) as answer,
-            ):
-                text = (await answer.text(errors="replace"))[:300]
-                status = answer.status
-                retry_after = answer.headers.get("Retry-After", "")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientDeliveryError(
-                f"the webhook {url} is unreachable ({type(exc).__name__}: {exc})"
-            ) from exc
+        status, text, retry_after = await post_signed(
+            url, secret, json.dumps(body).encode(), f"the webhook {url}"
+        )
         reason = f"the webhook {url} answered {status}: {text or '(no body)'}"
         if status >= 500 or status in (408, 429):
-            raise TransientDeliveryError(
-                reason, float(retry_after) if retry_after.isdigit() else None
-            )
+            raise TransientDeliveryError(reason, retry_after)
         if status >= 400:
             raise PermanentDeliveryError(reason)
