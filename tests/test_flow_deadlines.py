@@ -18,6 +18,7 @@ from standins.slack import SlackSandbox
 from tests.conftest import AGENT, Harness, SettingsFactory, running
 from tests.test_flow_commands import FakeClock, card_text, root_of, settle, thread_texts
 from tests.test_flow_email_to_slack import mail
+from tests.test_flow_oncall import ONCALL, ONCALL_SETTINGS, PAGE, OutageTriage
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LEADS = "support-leads"
@@ -313,3 +314,34 @@ async def test_the_queue_puts_the_least_time_left_first(
     ]
     assert "least time left first" in shown
     assert ":large_green_square: first reply due in 2 h" in shown
+
+
+async def test_a_breach_pages_the_on_call_group_when_the_policy_says_so(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
+) -> None:
+    slack.add_channel(LEADS)
+    slack.add_channel("support-outages")
+    assert slack.add_usergroup("outages-oncall", ["U0ONCALL"]) == ONCALL
+    paging = SLA + '[[sla.policies]]\nskill = "outages"\npage_oncall_on_breach = true\n'
+    clock = at(2026, 12, 7, 9, 0)
+    async with running(
+        make_settings,
+        slack,
+        relay,
+        clock=clock,
+        classifier=OutageTriage(),
+        extra=ONCALL_SETTINGS + paging,
+    ) as h:
+        conversation = await write(h, "The checkout looks slow.", first=True)
+        await wait(h, clock, hours=4)
+        texts = thread_texts(h, conversation)
+        leads = slack.channel_messages(LEADS)
+
+    assert texts[-1] == (
+        f":large_red_square: First reply overdue: the 4 h target ran out. Paging {PAGE}."
+    )
+    assert [m["text"].split(" <")[0] for m in leads][-1] == (
+        ":large_red_square: Conversation "
+        f"`{short_id(conversation)}`: first reply overdue (4 h target). On-call is paged in "
+        "the thread."
+    )

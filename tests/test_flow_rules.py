@@ -212,3 +212,33 @@ def test_a_rule_says_why_it_fires_or_not() -> None:
     )
     assert evaluate(rule, night).fires
     assert not evaluate(rule, Facts("sla_breach", "billing", "email", "normal")).fires
+
+
+def on(event: str, **conditions: Any) -> RuleSettings:
+    return RuleSettings("r", event, add_tag="x", **conditions)
+
+
+def at_event(event: str, priority: str = "normal", **facts: Any) -> Facts:
+    return Facts(event, facts.pop("skill", "general"), "email", priority, **facts)
+
+
+@pytest.mark.parametrize(
+    ("rule", "facts", "fires"),
+    [
+        (on("negative"), at_event("message_in", sentiment="angry"), True),
+        (on("negative"), at_event("message_in", sentiment="neutral"), False),
+        (on("keyword", keywords=("refund",)), at_event("message_in", text="my refund?"), True),
+        (on("reopened", times=2), at_event("reopened", reopened=1), False),
+        (on("reopened", times=2), at_event("reopened", reopened=2), True),
+        (on("moved", skills=("billing",)), at_event("moved", skill="billing"), True),
+        (on("sla_warning", priorities=("urgent",)), at_event("sla_warning", "high"), False),
+        (
+            on("message_in", customer_domains=("kunde.example",)),
+            at_event("message_in", sender="a@kunde.example"),
+            True,
+        ),
+        (on("unassigned", minutes=5), at_event("unassigned", rule="another"), False),
+    ],
+)
+def test_each_event_and_condition(rule: RuleSettings, facts: Facts, fires: bool) -> None:
+    assert evaluate(rule, facts).fires is fires
