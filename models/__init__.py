@@ -132,7 +132,8 @@ class Conversation(Model):
     last_inbound_at = fields.DatetimeField(null=True)
     snoozed_until = fields.DatetimeField(null=True)
     #: Tags a rule added, comma-separated.
-    tags = fields.CharField(max_length=255, default="")
+    # db_default: the column is added to existing rows without rewriting the table.
+    tags = fields.CharField(max_length=255, default="", db_default="")
 
     messages: fields.ReverseRelation[Message]
 

@@ -30,10 +30,11 @@ class Migration(migrations.Migration):
             options={'table': 'sla_clocks', 'app': 'models', 'unique_together': (('conversation_id', 'target'),), 'indexes': [Index(fields=['due_at'], name='idx_sla_clocks_due')], 'pk_attr': 'id', 'table_description': 'A deadline running for an open conversation: its first reply, next reply or resolution.'},
             bases=['Model'],
         ),
-        # A constant default: PostgreSQL adds the column without rewriting the table.
+        # A constant default in the database: PostgreSQL adds the column to a filled table
+        # without rewriting it, and rows written by other code (bulk SQL) get it too.
         ops.AddField(
             model_name='Conversation',
             name='tags',
-            field=fields.CharField(default='', max_length=255),
+            field=fields.CharField(default='', db_default='', max_length=255),
         ),
     ]
