@@ -6,7 +6,7 @@ from tortoise.indexes import Index
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0005_history_indexes')]
+    dependencies = [('models', '0006_end_job_function')]
 
     initial = False
 
