@@ -238,13 +238,13 @@ class Service:
         if opened:
             # A new thread: nothing to wake or reopen, and the customer's streak is this message.
             await self.escalation.thread_opened(conversation.id, message.id)
-            return
-        await conversation.refresh_from_db()
-        await self.workflow.customer_wrote(conversation, message)
-        await self.escalation.customer_wrote(conversation, message)
+        else:
+            await conversation.refresh_from_db()
+            await self.workflow.customer_wrote(conversation, message)
+            await self.escalation.customer_wrote(conversation, message)
         await self.deadlines.customer_wrote(conversation, message)
-        await self.rules.customer_wrote(conversation, message)
-        await self.assignment.customer_wrote(conversation, message)
+        await self.rules.customer_wrote(conversation, message, opened)
+        await self.assignment.customer_wrote(conversation, message, opened)
 
     async def _conversation_changed(
         self, conversation: Conversation, conn: BaseDBAsyncClient

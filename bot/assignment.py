@@ -49,11 +49,13 @@ class FairAssignment:
         self.clock = clock
         self.on_queued = on_queued
 
-    async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        """A conversation's first message is in its thread: its turn comes."""
-        if conversation.skill not in self.teams or conversation.owner or message.is_automated:
+    async def customer_wrote(
+        self, conversation: Conversation, message: Message, opened: bool
+    ) -> None:
+        """A message is in its thread; one that ``opened`` it gives the conversation its turn."""
+        if not opened or conversation.skill not in self.teams or conversation.owner:
             return
-        if await Message.filter(conversation_id=conversation.id, id__lt=message.id).exists():
+        if message.is_automated:
             return
         await ASSIGN_FAIRLY.enqueue(CardPayload(conversation.id), now=self.clock())
         if self.on_queued is not None:

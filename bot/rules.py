@@ -153,8 +153,11 @@ class Rules:
         self.clock = clock
         self.on_queued = on_queued
 
-    async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        """A customer's message is in its thread: the message events, and no-owner timers."""
+    async def customer_wrote(
+        self, conversation: Conversation, message: Message, opened: bool
+    ) -> None:
+        """A customer's message is in its thread (``opened``: it opened the thread): the
+        message events, and for a new conversation the timers of "unassigned" rules."""
         if not self.rules or message.is_automated:
             return
         now = self.clock()
@@ -164,11 +167,8 @@ class Rules:
                 now=now,
                 conn=conn,
             )
-            first = not await Message.filter(
-                conversation_id=conversation.id, id__lt=message.id
-            ).exists()
             for rule in self.rules:
-                if rule.event == "unassigned" and first:
+                if rule.event == "unassigned" and opened:
                     await RUN_RULES.enqueue(
                         RulesPayload(
                             conversation.id, "unassigned", f"unassigned-{rule.name}", rule.name
