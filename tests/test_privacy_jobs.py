@@ -14,14 +14,19 @@ import pytest
 from bot.jobkinds import (
     CATALOGUE,
     THREAD_INBOUND,
+    AlertPayload,
+    CardPayload,
     ChangePayload,
     ErasePayload,
     MessagePayload,
     MovePayload,
     NoPayload,
+    RulesPayload,
+    SlaCheckPayload,
     ThreadPayload,
     WaitingPayload,
     WakePayload,
+    WebhookCallPayload,
 )
 from bot.privacy import CustomerAddress, Privacy
 from bot.settings import RetentionSettings
@@ -43,6 +48,12 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "check_waiting": lambda: WaitingPayload(conversation, message),
         "erase_thread": lambda: ErasePayload("C0SUPPORT", "1700000000.000100", "erased"),
         "purge_closed": lambda: NoPayload(),
+        "redraw_card": lambda: CardPayload(conversation),
+        "sla_check": lambda: SlaCheckPayload(conversation),
+        "post_alert": lambda: AlertPayload(conversation, "support-leads", "due", f"sla-{audit}"),
+        "run_rules": lambda: RulesPayload(conversation, "message_in", f"message-{message}"),
+        "call_webhook": lambda: WebhookCallPayload(conversation, "crm", {"event_id": "rule-1"}),
+        "assign_fairly": lambda: CardPayload(conversation),
     }
 
 
