@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Container, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -461,47 +461,44 @@ async def _post_whatsapp_until_acknowledged(
     run: _Run, whatsapp: WhatsAppSandbox, body: dict[str, object]
 ) -> None:
     """Post a webhook to a replica as Meta does: again until one answers 200."""
-    replica = run.fleet.any()
-    while True:
+
+    async def deliver(replica: ServiceProcess) -> int:
         url = f"http://127.0.0.1:{replica.http_port}{WHATSAPP_PATH}"
-        try:
-            status, _ = await whatsapp.deliver(url, body)
-            if status == 200:
-                break
-        except (OSError, TimeoutError, aiohttp.ClientError):
-            pass
-        await asyncio.sleep(0.3)
-        replica = run.fleet.any()
-    if run.redeliver():
-        url = f"http://127.0.0.1:{run.fleet.other_than(replica).http_port}{WHATSAPP_PATH}"
-        with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
-            await whatsapp.deliver(url, body)
+        status, _ = await whatsapp.deliver(url, body)
+        return status
+
+    await _until_acknowledged(run, deliver)
 
 
 async def _post_until_acknowledged(
     run: _Run, telegram: TelegramSandbox, update: dict[str, object]
 ) -> None:
     """Post an update to a replica's webhook as Telegram does: again until one answers 200."""
+
+    async def deliver(replica: ServiceProcess) -> int:
+        url = f"http://127.0.0.1:{replica.http_port}{WEBHOOK_PATH}"
+        return await telegram.deliver(url, update, secret=TELEGRAM_SECRET)
+
+    await _until_acknowledged(run, deliver)
+
+
+async def _until_acknowledged(
+    run: _Run, deliver: Callable[[ServiceProcess], Awaitable[int]]
+) -> None:
+    """Deliver to any replica until one answers 200; sometimes again to another, as senders
+    do when an answer got lost."""
     replica = run.fleet.any()
     while True:
-        url = f"http://127.0.0.1:{replica.http_port}{WEBHOOK_PATH}"
         try:
-            if await telegram.deliver(url, update, secret=TELEGRAM_SECRET) == 200:
+            if await deliver(replica) == 200:
                 break
         except (OSError, TimeoutError, aiohttp.ClientError):
             pass
         await asyncio.sleep(0.3)
         replica = run.fleet.any()
     if run.redeliver():
-        await _post_once(run, telegram, update, run.fleet.other_than(replica))
-
-
-async def _post_once(
-    run: _Run, telegram: TelegramSandbox, update: dict[str, object], replica: ServiceProcess
-) -> None:
-    url = f"http://127.0.0.1:{replica.http_port}{WEBHOOK_PATH}"
-    with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
-        await telegram.deliver(url, update, secret=TELEGRAM_SECRET)
+        with contextlib.suppress(OSError, TimeoutError, aiohttp.ClientError):
+            await deliver(run.fleet.other_than(replica))
 
 
 async def _deliver_until_acknowledged(run: _Run, events: SlackEvents, body: str) -> None:
