@@ -51,12 +51,7 @@ class Escalation:
         No check of the conversation can exist yet (checks follow posts), so the two are the
         first jobs of their key: one statement, no cancelling, no lock.
         """
-        now = self.clock()
-        payload = WaitingPayload(conversation_id, message_id)
-        hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
-        await start_queue(
-            [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
-        )
+        await start_queue(self._checks(conversation_id, message_id))
 
     async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
         """A customer's message is in its thread: schedule the waiting checks, or apply rules.
@@ -95,14 +90,17 @@ class Escalation:
             await self.workflow.raise_priority(conversation, priority, reason)
 
     async def _schedule(self, conversation_id: int, first_message_id: int) -> None:
-        now = self.clock()
-        payload = WaitingPayload(conversation_id, first_message_id)
         async with in_transaction() as conn:
             # The checks of an earlier streak are moot (it was answered) and would hold these up.
             await cancel_about(CHECK_WAITING, conversation_id, conn)
-            hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
-            checks = [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
-            await enqueue_jobs(checks, conn)
+            await enqueue_jobs(self._checks(conversation_id, first_message_id), conn)
+
+    def _checks(self, conversation_id: int, first_message_id: int) -> list[Job]:
+        """The two checks of a streak, due when the waiting rules would raise it."""
+        now = self.clock()
+        payload = WaitingPayload(conversation_id, first_message_id)
+        hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
+        return [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,7 @@ async def channel_for(skill: str, settings: Settings) -> tuple[str, str]:
 
 async def skill_names() -> tuple[str, ...]:
     """The stored skills' names, sorted."""
-    names = await Skill.all().order_by("name").values_list("name", flat=True)
-    return tuple(str(name) for name in names)
+    return tuple(await stored_skills())
 
 
 def oncall_for(skill: str, priority: Priority, settings: Settings) -> str:
