@@ -20,11 +20,13 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
 from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
+from adapters.slack.directory import SlackTeamDirectory
 from adapters.slack.events import AgentDirectory, build_bolt_app
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
@@ -32,27 +34,36 @@ from adapters.telegram.sender import TelegramReplySender
 from adapters.telegram.updates import TelegramIntake
 from adapters.telegram.webhook import TelegramWebhook
 from adapters.web import HealthCheck, build_web_app
+from adapters.webhook.events import SignedEventSender
 from adapters.webhook.inbound import WebhookIntake
 from adapters.webhook.sender import CallbackReplySender
 from adapters.whatsapp.graph import GraphClient
 from adapters.whatsapp.sender import WhatsAppReplySender
 from adapters.whatsapp.webhook import WhatsAppWebhook
+from bot.assignment import AssignFairly, FairAssignment
 from bot.commands import Commands
 from bot.database import is_postgres, open_database
+from bot.deadlines import Deadlines, PostAlert, RedrawCard, SlaCheck
 from bot.errors import ConfigError, DeliveryError
 from bot.escalation import CheckWaiting, Escalation
 from bot.intake import Intake, ThreadInbound
 from bot.jobkinds import (
+    ASSIGN_FAIRLY,
+    CALL_WEBHOOK,
     CATALOGUE,
     CHECK_WAITING,
     DELIVER_REPLY,
     ERASE_THREAD,
     MOVE_CONVERSATION,
+    POST_ALERT,
     POST_INBOUND,
     PURGE_CLOSED,
+    REDRAW_CARD,
+    RUN_RULES,
     SHOW_CHANGE,
     SHOW_OTHERS,
     SHOW_STATUS,
+    SLA_CHECK,
     THREAD_INBOUND,
     WAKE_SNOOZED,
 )
@@ -67,6 +78,7 @@ from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
 from bot.roles import Roles
 from bot.routing import sync_skills
+from bot.rules import CallWebhook, Rules, RunRules
 from bot.settings import Settings
 from bot.shapes import ChannelKind
 from bot.whatsapp import ReplyWindow, ShowStatus, Templates
@@ -141,7 +153,24 @@ class Service:
             senders[ChannelKind.WHATSAPP] = WhatsAppReplySender(self.whatsapp_graph)
             gates[ChannelKind.WHATSAPP] = self.reply_window
         self.templates = Templates(settings.whatsapp, clock=clock, on_queued=jobs_added.set)
-        self.workflow = Workflow(chat, settings, classifier, clock=clock, on_queued=jobs_added.set)
+        self.deadlines = Deadlines(chat, settings, clock=clock, on_queued=jobs_added.set)
+        self.workflow = Workflow(
+            chat,
+            settings,
+            classifier,
+            clock=clock,
+            on_queued=jobs_added.set,
+            deadlines_of=self.deadlines.views,
+            after_change=self._conversation_changed,
+        )
+        self.rules = Rules(self.workflow, settings, clock=clock, on_queued=jobs_added.set)
+        self.assignment = FairAssignment(
+            self.workflow,
+            SlackTeamDirectory(self.client),
+            settings,
+            clock=clock,
+            on_queued=jobs_added.set,
+        )
         self.lookups = Lookups(settings, clock=clock)
         self.roles = Roles(settings.roles)
         self.commands = Commands(
@@ -169,7 +198,11 @@ class Service:
             ),
             POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
             DELIVER_REPLY: DeliverReply(
-                chat, senders, gates=gates, reporting=frozenset({ChannelKind.WHATSAPP})
+                chat,
+                senders,
+                gates=gates,
+                reporting=frozenset({ChannelKind.WHATSAPP}),
+                after_send=self.deadlines.reply_sent,
             ),
             SHOW_CHANGE: ShowChange(self.workflow),
             MOVE_CONVERSATION: MoveConversation(self.workflow),
@@ -179,6 +212,12 @@ class Service:
             PURGE_CLOSED: PurgeClosed(self.privacy),
             SHOW_STATUS: ShowStatus(chat, self.reply_window),
             SHOW_OTHERS: ShowOthers(chat),
+            REDRAW_CARD: RedrawCard(chat, self.workflow.card),
+            SLA_CHECK: SlaCheck(self.deadlines),
+            POST_ALERT: PostAlert(chat),
+            RUN_RULES: RunRules(self.rules),
+            CALL_WEBHOOK: CallWebhook(SignedEventSender(), settings),
+            ASSIGN_FAIRLY: AssignFairly(self.assignment),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -228,10 +267,20 @@ class Service:
         if opened:
             # A new thread: nothing to wake or reopen, and the customer's streak is this message.
             await self.escalation.thread_opened(conversation.id, message.id)
-            return
-        await conversation.refresh_from_db()
-        await self.workflow.customer_wrote(conversation, message)
-        await self.escalation.customer_wrote(conversation, message)
+        else:
+            await conversation.refresh_from_db()
+            await self.workflow.customer_wrote(conversation, message)
+            await self.escalation.customer_wrote(conversation, message)
+        await self.deadlines.customer_wrote(conversation, message)
+        await self.rules.customer_wrote(conversation, message, opened)
+        await self.assignment.customer_wrote(conversation, message, opened)
+
+    async def _conversation_changed(
+        self, conversation: Conversation, conn: BaseDBAsyncClient
+    ) -> None:
+        """In the transaction of a change: the deadlines follow it, the rules hear of it."""
+        await self.deadlines.reconcile(conversation, conn)
+        await self.rules.changed(conversation, conn)
 
     async def __aenter__(self) -> Service:
         try:

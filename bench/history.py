@@ -487,6 +487,12 @@ class SilentChat:
     async def check(self) -> None:
         return None
 
+    async def direct_channel(self, user_id: str) -> str:
+        return user_id
+
+    async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
+        return "1.0"
+
 
 class AcceptingSender:
     """Takes every reply, as a relay that answers at once would."""

@@ -27,6 +27,7 @@ from bot.lookups import (
 )
 from bot.people import People
 from bot.roles import Actor, Role, Roles
+from bot.rules import describe
 from bot.shapes import Priority
 from bot.whatsapp import Templates
 from bot.workflow import Workflow
@@ -121,6 +122,11 @@ class FindCustomer:
 
 
 @dataclass(frozen=True, slots=True)
+class ListRules:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class NameAgent:
     user_id: str
     name: str  # "" goes back to the Slack profile name
@@ -183,6 +189,7 @@ Command = (
     | UnlinkCustomer
     | ConfirmDetail
     | CustomerOf
+    | ListRules
 )
 
 
@@ -223,6 +230,7 @@ REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ("customer link <customer> <customer>", Role.LEAD, "one person: join two customers"),
     ("customer unlink <address>", Role.LEAD, "undo the link that joined that address"),
     ("customer confirm <suggestion>", Role.AGENT, "store contact data suggested on the card"),
+    ("rules", Role.AGENT, "the event rules: when they fire and what they do"),
 )
 
 
@@ -253,6 +261,9 @@ def parse(text: str) -> Command:
         return _parse_agent(args)
     if name in ("templates", "template"):
         return _parse_templates(name, args)
+    if name == "rules":
+        _count(args, 0, 0, "rules")
+        return ListRules()
     conversation_commands = {
         "reassign": "reassign <conversation> <skill>",
         "assign": "assign <conversation> @user",
@@ -478,6 +489,8 @@ class Commands:
                 conversation = await find_conversation(ref)
                 customer_id = conversation.customer_id  # type: ignore[attr-defined]
                 return await lookups.customer(str(customer_id))
+            case ListRules():
+                return Answer(describe(workflow.settings.rules))
         assert isinstance(command, ConversationCommand)
         conversation = await find_conversation(command.conversation)
         match command:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
@@ -150,7 +151,8 @@ class Intake:
                 fresh.setdefault(key, message)
         if fresh:
             await Message.bulk_create(
-                [_unthreaded(message, key) for key, message in fresh.items()], using_db=conn
+                [_unthreaded(message, key, self.clock()) for key, message in fresh.items()],
+                using_db=conn,
             )
             ids.update(
                 await Message.filter(dedup_key__in=list(fresh))
@@ -249,9 +251,10 @@ async def _dedup_keys(
     return keys, ids
 
 
-def _unthreaded(message: InboundMessage, key: str) -> Message:
-    """The row of an inbound message that has no conversation yet."""
+def _unthreaded(message: InboundMessage, key: str, received_at: datetime) -> Message:
+    """The row of an inbound message that has no conversation yet, received by our clock."""
     return Message(
+        created_at=received_at,
         conversation=None,
         direction=Direction.INBOUND,
         channel=message.channel,

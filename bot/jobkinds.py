@@ -85,11 +85,57 @@ class ErasePayload:
 
 
 @dataclass(frozen=True, slots=True)
+class CardPayload:
+    """A conversation whose root card shows something new (a deadline started or was met)."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlaCheckPayload:
+    """A look at a conversation's deadlines when the next of them reaches a threshold."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPayload:
+    """Our own text for a person (``to`` is a user id: a direct message) or a channel."""
+
+    conversation_id: int
+    to: str
+    text: str
+    marker: str
+
+
+@dataclass(frozen=True, slots=True)
+class RulesPayload:
+    """An event of a conversation for the rules; ``key`` names it (a message, an audit entry).
+
+    ``rule`` narrows it to one rule (a rule's own timer, like "unassigned for 30 minutes").
+    """
+
+    conversation_id: int
+    event: str
+    key: str
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCallPayload:
+    """A signed POST of ``body`` to an outgoing webhook; ``body`` carries its event id."""
+
+    conversation_id: int
+    webhook: str
+    body: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class NoPayload:
     """A job that needs nothing but its kind."""
 
 
-def conversation_key(payload: MessagePayload | ChangePayload | MovePayload) -> str:
+def conversation_key(payload: MessagePayload | ChangePayload | MovePayload | CardPayload) -> str:
     """The key of what is shown in a conversation's thread: its posts, changes and moves."""
     return f"conversation:{payload.conversation_id}"
 
@@ -111,6 +157,19 @@ ERASE_THREAD = JobKind(
     "erase_thread", ErasePayload, lambda p: f"erase:{p.chat_channel}:{p.thread_ts}", may_park=True
 )
 PURGE_CLOSED = JobKind("purge_closed", NoPayload, lambda p: "retention")
+REDRAW_CARD = JobKind("redraw_card", CardPayload, conversation_key)
+# Its own key, like the waiting checks: due in hours, it must not hold up the messages.
+SLA_CHECK = JobKind("sla_check", SlaCheckPayload, lambda p: f"sla:{p.conversation_id}")
+POST_ALERT = JobKind("post_alert", AlertPayload, lambda p: f"alert:{p.marker}")
+ASSIGN_FAIRLY = JobKind("assign_fairly", CardPayload, lambda p: f"assign:{p.conversation_id}")
+# A rule's own timer ("unassigned for 30 minutes") has a key of its own: due later, it must
+# not hold up the conversation's other events.
+RUN_RULES = JobKind(
+    "run_rules",
+    RulesPayload,
+    lambda p: f"rules:{p.conversation_id}" + (f":{p.rule}" if p.rule else ""),
+)
+CALL_WEBHOOK = JobKind("call_webhook", WebhookCallPayload, lambda p: f"webhook:{p.webhook}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,5 +211,11 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         PURGE_CLOSED,
         SHOW_STATUS,
         SHOW_OTHERS,
+        REDRAW_CARD,
+        SLA_CHECK,
+        POST_ALERT,
+        RUN_RULES,
+        CALL_WEBHOOK,
+        ASSIGN_FAIRLY,
     )
 }

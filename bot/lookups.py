@@ -8,17 +8,18 @@ it was moved away from. Everything here only reads; the adapters render the resu
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from tortoise.expressions import Case, Q, When
+from tortoise.expressions import Case, Q, Subquery, When
 from tortoise.queryset import QuerySet
 
 from bot.conversations import short_id
+from bot.deadlines import LABELS
 from bot.errors import ActionRefused
 from bot.jobs import Clock, utcnow
 from bot.settings import Settings
-from bot.shapes import ChannelKind, Priority
+from bot.shapes import ChannelKind, DeadlineState, DeadlineView, Priority
 from bot.signatures import contact_data
 from models import (
     AuditEntry,
@@ -31,6 +32,7 @@ from models import (
     Message,
     Skill,
     SkillExample,
+    SlaClock,
 )
 
 PRIORITY_RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
@@ -75,6 +77,8 @@ class QueueEntry:
     snoozed_until: datetime | None
     chat_channel: str | None
     chat_thread_ts: str | None
+    #: The soonest running deadline, where the queue is sorted by time left.
+    deadline: DeadlineView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +260,56 @@ class Lookups:
         if skill and skill != "triage" and not await Skill.exists(name=skill):
             raise ActionRefused(f"There is no skill `{skill}`.")
         waiting = self._waiting().filter(skill=skill) if skill else self._waiting()
-        return QueueView(skill, await _first(waiting, limit), await waiting.count())
+        due = await self._soonest_due(waiting, limit)
+        rest = await _first(waiting.exclude(id__in=[d[0].id for d in due]), limit - len(due))
+        return QueueView(skill, (*self._due_entries(due), *rest), await waiting.count())
+
+    async def _soonest_due(
+        self, waiting: QuerySet[Conversation], limit: int
+    ) -> list[tuple[Conversation, str, datetime, int]]:
+        """The conversations of ``waiting`` whose running deadline runs out first.
+
+        Each with that deadline's target, due moment and length (working seconds).
+        """
+        if not self.settings.sla.enabled or limit <= 0:
+            return []
+        clocks = (
+            await SlaClock.filter(
+                due_at__isnull=False, conversation_id__in=Subquery(waiting.values("id"))
+            )
+            .order_by("due_at", "id")
+            .limit(limit * 3)  # a conversation has up to three clocks
+            .values_list("conversation_id", "target", "due_at", "target_seconds")
+        )
+        soonest: dict[int, tuple[str, datetime, int]] = {}
+        for conversation_id, target, due_at, target_seconds in clocks:
+            soonest.setdefault(int(conversation_id), (str(target), due_at, int(target_seconds)))
+        ids = list(soonest)[:limit]
+        found = {
+            c.id: c for c in await Conversation.filter(id__in=ids).prefetch_related("identity")
+        }
+        return [(found[i], *soonest[i]) for i in ids if i in found]
+
+    def _due_entries(
+        self, due: list[tuple[Conversation, str, datetime, int]]
+    ) -> tuple[QueueEntry, ...]:
+        """Queue lines with the time left on their soonest deadline, in business time."""
+        now = self.clock()
+        sla = self.settings.sla
+        entries = _entries([d[0] for d in due])
+        shown = []
+        for entry, (conversation, target, due_at, target_seconds) in zip(entries, due, strict=True):
+            left = sla.hours_for(conversation.skill).working_time_between(now, due_at)
+            warning = timedelta(seconds=target_seconds * (100 - sla.warning_percent) / 100)
+            if left <= timedelta():
+                state = DeadlineState.OVERDUE
+            elif left <= warning:
+                state = DeadlineState.WARNING
+            else:
+                state = DeadlineState.RUNNING
+            view = DeadlineView(LABELS[target], state, left, due_at)
+            shown.append(replace(entry, deadline=view))
+        return tuple(shown)
 
     async def customer(self, query: str) -> CustomerView:
         """A customer's conversations over every channel, by address, handle or id."""

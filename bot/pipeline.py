@@ -25,6 +25,7 @@ from bot.shapes import (
     ChannelKind,
     ConversationCard,
     CustomerPost,
+    DeadlineView,
     DeliveryState,
     InboundMessage,
     OutboundReply,
@@ -60,11 +61,16 @@ async def _has_files(message: Message) -> bool:
 
 
 def card_for(
-    conversation: Conversation, skills: tuple[str, ...] = (), *, oncall: str = ""
+    conversation: Conversation,
+    skills: tuple[str, ...] = (),
+    *,
+    oncall: str = "",
+    deadlines: tuple[DeadlineView, ...] = (),
 ) -> ConversationCard:
     """What the root message of ``conversation`` shows; ``skills`` are offered to pick from.
 
-    ``oncall`` is the user group the card alerts (``routing.oncall_for``).
+    ``oncall`` is the user group the card alerts (``routing.oncall_for``); ``deadlines`` what
+    is due (bot/deadlines.py).
     """
     identity = conversation.identity
     return ConversationCard(
@@ -86,6 +92,8 @@ def card_for(
         snoozed_until=conversation.snoozed_until,
         skills=skills,
         oncall=oncall,
+        deadlines=deadlines,
+        tags=tuple(t for t in conversation.tags.split(",") if t),
     )
 
 
@@ -249,11 +257,14 @@ class DeliverReply:
         *,
         gates: Mapping[ChannelKind, ReplyGate] | None = None,
         reporting: frozenset[ChannelKind] = frozenset(),
+        after_send: Callable[[Conversation], Awaitable[None]] | None = None,
     ) -> None:
         self.chat = chat
         self.senders = senders
         self.gates = gates or {}
         self.reporting = reporting
+        # Told once a reply is sent (again on a retry): it meets the conversation's deadline.
+        self.after_send = after_send
 
     async def run(self, job: Job) -> None:
         message = await _message_of(job, DELIVER_REPLY)
@@ -283,6 +294,8 @@ class DeliverReply:
             if conversation.channel in self.reporting:
                 await record_parts(message, conversation.channel, message.external_id)
             MESSAGES_OUT.labels(conversation.channel.value, "sent").inc()
+        if self.after_send is not None:
+            await self.after_send(conversation)
         if conversation.chat_channel and message.chat_ts:
             await self.chat.show_delivery(
                 conversation.chat_channel, message.chat_ts, DeliveryState.SENT

@@ -99,6 +99,17 @@ class ChatPort(Protocol):
         """Raise ``DeliveryError`` if the chat service is not reachable."""
         ...
 
+    async def direct_channel(self, user_id: str) -> str:
+        """The id of the app's direct-message channel with ``user_id`` (opened if need be)."""
+        ...
+
+    async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
+        """Post our own text at the top of a channel (an alert); returns its ts.
+
+        A retry can find it with ``find_post(chat_channel, None, marker)``.
+        """
+        ...
+
 
 class ReplySender(Protocol):
     """Sends an agent's reply to a customer over one channel.
@@ -110,6 +121,31 @@ class ReplySender(Protocol):
     """
 
     async def send(self, reply: OutboundReply) -> str: ...
+
+
+class EventSender(Protocol):
+    """Posts an event (a rule's call) to an outside system as signed JSON.
+
+    Raises ``TransientDeliveryError`` (retried with backoff) or ``PermanentDeliveryError``.
+    """
+
+    async def send_event(self, url: str, secret: str, body: dict[str, object]) -> None: ...
+
+
+class TeamDirectory(Protocol):
+    """Who is in a team and whether they can take a conversation now (Slack)."""
+
+    async def group_members(self, usergroup: str) -> tuple[str, ...]:
+        """The user ids of a user group (``S…``), in the group's order."""
+        ...
+
+    async def is_away(self, user_id: str) -> bool:
+        """Whether the person's presence is away."""
+        ...
+
+    async def status(self, user_id: str) -> tuple[str, str]:
+        """The person's custom status: its text and emoji (``":palm_tree:"``)."""
+        ...
 
 
 class Classifier(Protocol):

@@ -60,6 +60,7 @@ from models import (
     JobState,
     Message,
     SkillExample,
+    SlaClock,
     StoredAttachment,
 )
 
@@ -573,6 +574,7 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         messages += await Message.filter(conversation_id__in=ids).using_db(conn).delete()
         audit_entries += await AuditEntry.filter(conversation_id__in=ids).using_db(conn).delete()
         await FormerThread.filter(conversation_id__in=ids).using_db(conn).delete()
+        await SlaClock.filter(conversation_id__in=ids).using_db(conn).delete()
         await Conversation.filter(id__in=ids).using_db(conn).delete()
     await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()

@@ -13,10 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.businesstime import ALWAYS, BusinessHours, CalendarError, parse_week
 from bot.errors import ConfigError
+from bot.shapes import Priority
 
 T = TypeVar("T")
 
@@ -294,6 +297,10 @@ class Settings:
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     webhooks: tuple[WebhookSourceSettings, ...] = ()
     whatsapp: WhatsAppSettings = field(default_factory=WhatsAppSettings)
+    sla: SlaSettings = field(default_factory=lambda: SlaSettings())
+    rules: tuple[RuleSettings, ...] = ()
+    outgoing_webhooks: tuple[OutgoingWebhookSettings, ...] = ()
+    assignment: tuple[AssignmentSettings, ...] = ()
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -589,6 +596,10 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
                 "(like postgres://user@127.0.0.1:5432/switchboard)",
             )
         )
+    sla = _read_sla(root, skills)
+    outgoing_webhooks = _read_outgoing_webhooks(root, env)
+    rules = _read_rules(root, skills, outgoing_webhooks)
+    assignment = _read_assignment(root, skills)
     # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
     root.unknown_keys()
 
@@ -607,6 +618,10 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         telegram=telegram,
         webhooks=tuple(webhooks),
         whatsapp=whatsapp,
+        sla=sla,
+        rules=rules,
+        outgoing_webhooks=outgoing_webhooks,
+        assignment=assignment,
     )
     return settings, problems
 
@@ -925,3 +940,405 @@ def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
         raise problems[0]
     assert settings is not None
     return settings
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTargets:
+    """Working time allowed for the first reply, each next reply, and resolving."""
+
+    first_response: timedelta
+    next_response: timedelta
+    resolution: timedelta
+    #: Page the skill's on-call group (``[[skills]] oncall``) when one of these is breached.
+    page_oncall_on_breach: bool = False
+
+
+#: Targets per priority where no ``[[sla.policies]]`` entry says otherwise.
+DEFAULT_SLA_TARGETS = {
+    Priority.URGENT: SlaTargets(timedelta(hours=1), timedelta(hours=2), timedelta(hours=8)),
+    Priority.HIGH: SlaTargets(timedelta(hours=2), timedelta(hours=4), timedelta(hours=16)),
+    Priority.NORMAL: SlaTargets(timedelta(hours=4), timedelta(hours=8), timedelta(hours=40)),
+    Priority.LOW: SlaTargets(timedelta(hours=8), timedelta(hours=16), timedelta(hours=80)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SlaPolicy:
+    """A ``[[sla.policies]]`` entry: targets for a skill and/or a priority ("" is any)."""
+
+    skill: str = ""
+    priority: str = ""
+    first_response: timedelta | None = None
+    next_response: timedelta | None = None
+    resolution: timedelta | None = None
+    page_oncall_on_breach: bool | None = None
+
+    def fits(self, skill: str, priority: Priority) -> bool:
+        return self.skill in ("", skill) and self.priority in ("", priority.value)
+
+    @property
+    def specificity(self) -> int:
+        return (2 if self.skill else 0) + (1 if self.priority else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SlaTeam:
+    """A ``[[sla.teams]]`` entry: skills that keep other business hours than the default."""
+
+    name: str
+    skills: tuple[str, ...]
+    hours: BusinessHours
+    leads_channel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlaSettings:
+    """``[sla]``: deadlines in business time, alerts before and at a breach."""
+
+    enabled: bool = False
+    hours: BusinessHours = ALWAYS
+    #: A warning goes out when this share of a target's time is used up.
+    warning_percent: int = 75
+    #: Where warnings go for conversations without an owner, and every breach.
+    leads_channel: str = ""
+    page_oncall_on_breach: bool = False
+    policies: tuple[SlaPolicy, ...] = ()
+    teams: tuple[SlaTeam, ...] = ()
+
+    def team_of(self, skill: str) -> SlaTeam | None:
+        return next((t for t in self.teams if skill in t.skills), None)
+
+    def hours_for(self, skill: str) -> BusinessHours:
+        """The business hours deadlines of ``skill`` are counted in."""
+        team = self.team_of(skill)
+        return team.hours if team is not None else self.hours
+
+    def leads_channel_for(self, skill: str) -> str:
+        team = self.team_of(skill)
+        return (team.leads_channel if team is not None else "") or self.leads_channel
+
+    def targets_for(self, skill: str, priority: Priority) -> SlaTargets:
+        """The targets of a conversation: the most specific policy's, then the defaults."""
+        default = DEFAULT_SLA_TARGETS[priority]
+        found = SlaTargets(
+            default.first_response,
+            default.next_response,
+            default.resolution,
+            self.page_oncall_on_breach,
+        )
+        fitting = sorted(
+            (p for p in self.policies if p.fits(skill, priority)), key=lambda p: p.specificity
+        )
+        for policy in fitting:  # least specific first, so the most specific wins
+            found = SlaTargets(
+                policy.first_response or found.first_response,
+                policy.next_response or found.next_response,
+                policy.resolution or found.resolution,
+                found.page_oncall_on_breach
+                if policy.page_oncall_on_breach is None
+                else policy.page_oncall_on_breach,
+            )
+        return found
+
+
+_WORKING_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?:in)?)?$")
+
+
+def _working_duration(reader: _Reader, key: str) -> timedelta | None:
+    text = reader.get(key, str, "", '"4h", "30m" or "1h30m"').replace(" ", "").lower()
+    if not text:
+        return None
+    match = _WORKING_DURATION.match(text)
+    if match is None or not any(match.groups()):
+        reader.fail(key, 'must be working time in hours and minutes, like "4h", "30m" or "1h30m"')
+        return None
+    hours, minutes = (int(g or 0) for g in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes)
+    reader.check(key, duration > timedelta(), "must be more than 0")
+    return duration if duration > timedelta() else None
+
+
+def _business_hours(reader: _Reader) -> BusinessHours:
+    timezone = reader.get("timezone", str, "UTC", '"Europe/Berlin"')
+    week_text = reader.get("week", str, "24/7", '"mon-fri 09:00-12:30,13:30-18:00"')
+    country = reader.get("holidays", str, "", '"DE/BY"')
+    extra: set[date] = set()
+    for text in reader.get("extra_holidays", tuple, (), '["2026-12-24", "2026-12-31"]'):
+        try:
+            extra.add(date.fromisoformat(text))
+        except ValueError:
+            reader.fail("extra_holidays", f"{text!r} is not a date; write it like 2026-12-24")
+    try:
+        week = parse_week(week_text)
+    except CalendarError as exc:
+        reader.fail("week", str(exc))
+        week = ALWAYS.week
+    try:
+        return BusinessHours(timezone, week, holidays=country, extra_holidays=frozenset(extra))
+    except CalendarError as exc:
+        reader.fail("timezone" if "time zone" in str(exc) else "holidays", str(exc))
+        return ALWAYS
+
+
+def _read_sla(root: _Reader, skills: list[SkillSettings]) -> SlaSettings:
+    configured = "sla" in root.table
+    sl = root.table_at("sla")
+    names = {s.name for s in skills}
+    policies: list[SlaPolicy] = []
+    raw = sl.raw("policies", [])
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = sl.entry(entry if isinstance(entry, dict) else {}, f"sla.policies[{index}]")
+        policy = SlaPolicy(
+            skill=reader.get("skill", str, ""),
+            priority=reader.get("priority", str, "").lower(),
+            first_response=_working_duration(reader, "first_response"),
+            next_response=_working_duration(reader, "next_response"),
+            resolution=_working_duration(reader, "resolution"),
+            page_oncall_on_breach=(
+                reader.get("page_oncall_on_breach", bool, False)
+                if "page_oncall_on_breach" in reader.table
+                else None
+            ),
+        )
+        reader.check(
+            "skill",
+            not policy.skill or policy.skill in names,
+            f"names no configured skill ({', '.join(sorted(names))}); leave it out for every skill",
+        )
+        reader.check(
+            "priority",
+            policy.priority in ("", *(p.value for p in Priority)),
+            'must be "urgent", "high", "normal" or "low"; leave it out for every priority',
+        )
+        policies.append(policy)
+    if not isinstance(raw, list):
+        sl.fail("policies", "must be [[sla.policies]] entries with skill, priority and targets")
+    teams: list[SlaTeam] = []
+    raw_teams = sl.raw("teams", [])
+    for index, entry in enumerate(raw_teams if isinstance(raw_teams, list) else []):
+        reader = sl.entry(entry if isinstance(entry, dict) else {}, f"sla.teams[{index}]")
+        team = SlaTeam(
+            name=reader.get("name", str, f"team {index + 1}"),
+            skills=reader.get("skills", tuple, (), '["billing"]'),
+            hours=_business_hours(reader),
+            leads_channel=reader.get("leads_channel", str, "").lstrip("#"),
+        )
+        unknown = [s for s in team.skills if s not in names]
+        reader.check("skills", not unknown, f"names skills that are not configured: {unknown}")
+        teams.append(team)
+    settings = SlaSettings(
+        enabled=sl.get("enabled", bool, configured),
+        hours=_business_hours(sl),
+        warning_percent=sl.get("warning_percent", int, 75, "75"),
+        leads_channel=sl.get("leads_channel", str, "", '"support-leads"').lstrip("#"),
+        page_oncall_on_breach=sl.get("page_oncall_on_breach", bool, False),
+        policies=tuple(policies),
+        teams=tuple(teams),
+    )
+    sl.check("warning_percent", 1 <= settings.warning_percent <= 99, "must be from 1 to 99")
+    return settings
+
+
+#: What a rule can react to (``[[rules]] when.event``).
+RULE_EVENTS = {
+    "message_in": "a customer's message is in its thread",
+    "negative": "a customer's message in a conversation whose sentiment is negative or angry",
+    "vip": "a message from a VIP (triage.priority.vip_domains, vip_customers)",
+    "keyword": "a message containing one of when.keywords",
+    "sla_warning": "a deadline's warning",
+    "sla_breach": "a deadline's breach",
+    "reopened": "a conversation reopened (when.times: at least that many times)",
+    "unassigned": "a new conversation still without an owner after when.minutes",
+    "moved": "a conversation moved to another skill",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """A ``[[rules]]`` entry: ``when`` an event and its conditions hold, ``then`` act."""
+
+    name: str
+    event: str
+    skills: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    customer_domains: tuple[str, ...] = ()
+    #: True: only in the skill's business hours; False: only outside them; None: always.
+    business_hours: bool | None = None
+    keywords: tuple[str, ...] = ()
+    times: int = 1
+    minutes: int = 0
+    set_priority: str = ""
+    assign: str = ""
+    move_to: str = ""
+    page_oncall: bool = False
+    post_to: str = ""
+    add_tag: str = ""
+    webhook: str = ""
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions in words, for listings."""
+        return tuple(
+            text
+            for text, present in (
+                (f"set priority {self.set_priority}", self.set_priority),
+                (f"assign to {self.assign}", self.assign),
+                (f"move to {self.move_to}", self.move_to),
+                ("page on-call", self.page_oncall),
+                (f"post to #{self.post_to}", self.post_to),
+                (f"tag {self.add_tag}", self.add_tag),
+                (f"call webhook {self.webhook}", self.webhook),
+            )
+            if present
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingWebhookSettings:
+    """An ``[[outgoing_webhooks]]`` entry: a CRM or ERP that rules can call (signed POST)."""
+
+    name: str
+    url: str
+    secret_env: str
+    secret: str = field(default="", repr=False)
+
+
+def _read_outgoing_webhooks(
+    root: _Reader, env: Mapping[str, str]
+) -> tuple[OutgoingWebhookSettings, ...]:
+    raw = root.raw("outgoing_webhooks", [])
+    found: list[OutgoingWebhookSettings] = []
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"outgoing_webhooks[{index}]")
+        hook = OutgoingWebhookSettings(
+            name=reader.get("name", str, ""),
+            url=reader.get("url", str, "", '"https://crm.example.com/switchboard"'),
+            secret_env=reader.get("secret_env", str, "", '"CRM_WEBHOOK_SECRET"'),
+        )
+        reader.check("name", bool(_SKILL_RE.match(hook.name)), 'must be a word, like "crm"')
+        reader.check("url", hook.url.startswith(("http://", "https://")), "must be an http(s) URL")
+        secret = env.get(hook.secret_env, "") if hook.secret_env else ""
+        reader.check(
+            "secret_env",
+            len(secret) >= 16,
+            "must name an environment variable holding a secret of at least 16 characters "
+            "(for example the output of `openssl rand -hex 32`)",
+        )
+        found.append(OutgoingWebhookSettings(hook.name, hook.url, hook.secret_env, secret))
+    return tuple(found)
+
+
+def _read_rules(
+    root: _Reader,
+    skills: list[SkillSettings],
+    webhooks: tuple[OutgoingWebhookSettings, ...],
+) -> tuple[RuleSettings, ...]:
+    raw = root.raw("rules", [])
+    names = {s.name for s in skills}
+    priorities = {p.value for p in Priority}
+    rules: list[RuleSettings] = []
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"rules[{index}]")
+        when, then = reader.table_at("when"), reader.table_at("then")
+        rule = RuleSettings(
+            name=reader.get("name", str, f"rule {index + 1}"),
+            event=when.get("event", str, "", '"message_in"'),
+            skills=when.get("skills", tuple, (), '["billing"]'),
+            channels=when.get("channels", tuple, (), '["email", "telegram", "webhook"]'),
+            priorities=tuple(p.lower() for p in when.get("priorities", tuple, (), '["urgent"]')),
+            languages=tuple(x.lower() for x in when.get("languages", tuple, (), '["de"]')),
+            customer_domains=tuple(
+                d.lower().lstrip("@") for d in when.get("customer_domains", tuple, ())
+            ),
+            business_hours=(
+                when.get("business_hours", bool, True) if "business_hours" in when.table else None
+            ),
+            keywords=tuple(k.lower() for k in when.get("keywords", tuple, (), '["refund"]')),
+            times=when.get("times", int, 1, "3"),
+            minutes=when.get("minutes", int, 0, "30"),
+            set_priority=then.get("set_priority", str, "", '"urgent"').lower(),
+            assign=then.get("assign", str, "", '"U0123ABCD"'),
+            move_to=then.get("move_to", str, "", '"billing"'),
+            page_oncall=then.get("page_oncall", bool, False),
+            post_to=then.get("post_to", str, "", '"support-leads"').lstrip("#"),
+            add_tag=then.get("add_tag", str, "", '"vip"'),
+            webhook=then.get("webhook", str, "", '"crm"'),
+        )
+        when.check(
+            "event",
+            rule.event in RULE_EVENTS,
+            f"must be one of {', '.join(RULE_EVENTS)}",
+        )
+        unknown = [s for s in (*rule.skills, rule.move_to) if s and s not in names]
+        reader.check("when", not unknown, f"names skills that are not configured: {unknown}")
+        bad = [p for p in (*rule.priorities, rule.set_priority) if p and p not in priorities]
+        reader.check("then", not bad, f"priorities are urgent, high, normal or low; not {bad}")
+        when.check("keywords", rule.event != "keyword" or bool(rule.keywords), "must list words")
+        when.check("minutes", rule.event != "unassigned" or rule.minutes > 0, "must be 1 or more")
+        then.check(
+            "webhook",
+            not rule.webhook or any(w.name == rule.webhook for w in webhooks),
+            "must name an [[outgoing_webhooks]] entry",
+        )
+        then.check(
+            "assign",
+            not rule.assign or bool(_USER_ID_RE.match(rule.assign)),
+            'must be a Slack user id, like "U0123ABCD"',
+        )
+        reader.check("then", bool(rule.actions), "has no action: give at least one")
+        if any(r.name == rule.name for r in rules):
+            reader.fail("name", f"{rule.name!r} is used twice")
+        rules.append(rule)
+    return tuple(rules)
+
+
+_USER_ID_RE = re.compile(r"^[UW][A-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentSettings:
+    """An ``[[assignment]]`` entry: new conversations of ``skill`` go round-robin to its team."""
+
+    skill: str
+    #: The Slack user group (``S…``) of the agents who take the skill's conversations.
+    usergroup: str
+    #: Nobody gets more open conversations than this from the round (0: no limit).
+    max_open: int = 0
+    #: A status with one of these emoji or containing one of these words: not taking any.
+    away_emoji: tuple[str, ...] = (":palm_tree:", ":no_entry:", ":face_with_thermometer:")
+    away_words: tuple[str, ...] = ("not taking", "vacation", "out of office", "urlaub")
+
+
+def _read_assignment(root: _Reader, skills: list[SkillSettings]) -> tuple[AssignmentSettings, ...]:
+    raw = root.raw("assignment", [])
+    names = {s.name for s in skills}
+    found: list[AssignmentSettings] = []
+    built_in = AssignmentSettings("", "")
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        reader = root.entry(entry if isinstance(entry, dict) else {}, f"assignment[{index}]")
+        item = AssignmentSettings(
+            skill=reader.get("skill", str, "", '"billing"'),
+            usergroup=reader.get("usergroup", str, "", '"S0123ABCD"').strip(),
+            max_open=reader.get("max_open", int, 0, "8"),
+            away_emoji=reader.get("away_emoji", tuple, built_in.away_emoji, '[":palm_tree:"]'),
+            away_words=tuple(
+                w.lower()
+                for w in reader.get("away_words", tuple, built_in.away_words, '["vacation"]')
+            ),
+        )
+        reader.check(
+            "skill", item.skill in names, f"must name a configured skill ({sorted(names)})"
+        )
+        reader.check(
+            "usergroup",
+            bool(_USERGROUP_RE.match(item.usergroup)),
+            'must be the id of a Slack user group, like "S0123ABCD" (People > User groups > '
+            "the group > Copy group ID)",
+        )
+        reader.check("max_open", item.max_open >= 0, "must be 0 (no limit) or more")
+        if any(a.skill == item.skill for a in found):
+            reader.fail("skill", f"{item.skill!r} has two [[assignment]] entries")
+        found.append(item)
+    return tuple(found)

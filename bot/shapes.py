@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class ChannelKind(enum.StrEnum):
@@ -154,6 +154,10 @@ class ConversationCard:
     moved_to: str = ""
     #: The user group to alert (``S…`` id): the skill's on-call group while it is urgent.
     oncall: str = ""
+    #: What is due and when (bot/deadlines.py), most pressing first.
+    deadlines: tuple[DeadlineView, ...] = ()
+    #: Tags rules added (bot/rules.py).
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +204,26 @@ class ThreadErasure:
             self.files_deleted + other.files_deleted,
             self.left + other.left,
         )
+
+
+class DeadlineState(enum.StrEnum):
+    """How close a deadline is: the card's colour."""
+
+    RUNNING = "running"
+    WARNING = "warning"
+    OVERDUE = "overdue"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineView:
+    """One deadline as the card shows it: "first reply due in 3 h 20 min", "overdue by 40 min".
+
+    ``left`` is working time (negative: overdue by that much); ``due_at`` is None while the
+    clock is paused.
+    """
+
+    label: str
+    state: DeadlineState
+    left: timedelta
+    due_at: datetime | None = None

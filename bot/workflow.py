@@ -44,6 +44,7 @@ from bot.shapes import (
     Attachment,
     ConversationCard,
     CustomerPost,
+    DeadlineView,
     DeliveryState,
     Priority,
 )
@@ -96,6 +97,8 @@ class Workflow:
         *,
         clock: Clock = utcnow,
         on_queued: Callable[[], None] | None = None,
+        deadlines_of: Callable[[Conversation], Awaitable[tuple[DeadlineView, ...]]] | None = None,
+        after_change: Callable[[Conversation, BaseDBAsyncClient], Awaitable[object]] | None = None,
     ) -> None:
         self.chat = chat
         self.settings = settings
@@ -103,12 +106,17 @@ class Workflow:
         self.classifier = classifier
         self.clock = clock
         self.on_queued = on_queued
+        # What the card shows as due (bot/deadlines.py).
+        self.deadlines_of = deadlines_of
+        # Runs in the transaction of every change to a conversation (its deadlines follow).
+        self.after_change = after_change
 
     async def card(self, conversation: Conversation) -> ConversationCard:
         """The root card of ``conversation`` as it is now."""
         await conversation.fetch_related("identity")
         oncall = oncall_for(conversation.skill, conversation.priority, self.settings)
-        return card_for(conversation, await skill_names(), oncall=oncall)
+        deadlines = await self.deadlines_of(conversation) if self.deadlines_of else ()
+        return card_for(conversation, await skill_names(), oncall=oncall, deadlines=deadlines)
 
     async def _record(
         self,
@@ -145,12 +153,19 @@ class Workflow:
                 )
             if also is not None:
                 await also(conn)
+            if conversation is not None and self.after_change is not None:
+                await self.after_change(conversation, conn)
         if conversation is not None and self.on_queued is not None:
             self.on_queued()
         return entry
 
-    async def assign(self, actor: Actor, conversation: Conversation, user_id: str) -> str:
-        """Make ``user_id`` the owner ("" leaves the conversation without one)."""
+    async def assign(
+        self, actor: Actor, conversation: Conversation, user_id: str, *, why: str = ""
+    ) -> str:
+        """Make ``user_id`` the owner ("" leaves the conversation without one).
+
+        ``why`` explains an automatic assignment in the audit ("next in turn, 3 of 8 open").
+        """
         sid = short_id(conversation)
         if conversation.owner == user_id:
             if not user_id:
@@ -166,8 +181,12 @@ class Workflow:
         else:
             summary = f"{actor.label} assigned this to {self.chat.mention(user_id)}."
             answer = f"Conversation `{sid}` is {self.chat.mention(user_id)}'s now."
+        detail: dict[str, object] = {"owner": user_id}
+        if why:
+            summary = f"{summary[:-1]}: {why}."
+            detail["why"] = why
         await self._record(
-            conversation, actor, "assign", summary, changed=("owner",), detail={"owner": user_id}
+            conversation, actor, "assign", summary, changed=("owner",), detail=detail
         )
         return answer
 
@@ -224,6 +243,10 @@ class Workflow:
             changed=("priority", "priority_reason"),
             detail={"from": before.value, "to": priority.value},
         )
+
+    async def note(self, conversation: Conversation, action: str, summary: str) -> None:
+        """Record and show something Switchboard found by itself (nobody free to assign)."""
+        await self._record(conversation, SYSTEM, action, summary)
 
     async def close(self, actor: Actor, conversation: Conversation) -> str:
         sid = short_id(conversation)
@@ -375,7 +398,8 @@ class Workflow:
             detail={"from": before, "to": skill.name},
             move_to=skill.name,
         )
-        await self._teach(skill.name, await first_words(conversation.id), "reassignment")
+        if actor.user_id:  # a person's choice teaches triage; a rule's does not
+            await self._teach(skill.name, await first_words(conversation.id), "reassignment")
         if moves:
             return f"Moving `{sid}` to #{skill.chat_channel}; its history goes with it."
         return f"Conversation `{sid}` is in {skill.name} now."

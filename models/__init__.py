@@ -131,6 +131,9 @@ class Conversation(Model):
     updated_at = fields.DatetimeField(auto_now=True)
     last_inbound_at = fields.DatetimeField(null=True)
     snoozed_until = fields.DatetimeField(null=True)
+    #: Tags a rule added, comma-separated.
+    # db_default: the column is added to existing rows without rewriting the table.
+    tags = fields.CharField(max_length=255, default="", db_default="")
 
     messages: fields.ReverseRelation[Message]
 
@@ -373,3 +376,34 @@ class CustomerLink(Model):
     class Meta:
         table = "customer_links"
         indexes = (Index(fields=("customer_id",), name="idx_customer_links_customer"),)
+
+
+class SlaClock(Model):
+    """A deadline running for an open conversation: its first reply, next reply or resolution.
+
+    Times are working time of the conversation's team (bot/businesstime.py). While the clock
+    runs, ``remaining_seconds`` is what was left at ``running_since`` and ``due_at`` when it
+    runs out; while it is paused (snoozed, or waiting on the customer) ``running_since`` and
+    ``due_at`` are empty. A clock is deleted when it is met or its conversation closes, so the
+    table holds at most three rows per open conversation.
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="sla_clocks", on_delete=fields.CASCADE
+    )
+    target = fields.CharField(max_length=16)
+    target_seconds = fields.IntField()
+    remaining_seconds = fields.IntField()
+    running_since = fields.DatetimeField(null=True)
+    due_at = fields.DatetimeField(null=True)
+    #: "" until the warning went out, then "warned", then "breached".
+    stage = fields.CharField(max_length=8, default="")
+    #: The audit entry that recorded the breach: its overrun is filled in when the clock ends.
+    breach_audit_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "sla_clocks"
+        unique_together = (("conversation_id", "target"),)
+        indexes = (Index(fields=("due_at",), name="idx_sla_clocks_due"),)

@@ -81,6 +81,12 @@ undo_seconds = 2
 [jobs]
 poll_seconds = 0.1
 
+# Deadlines in business time: each card shows what is due ("first reply due in 3 h 20 min").
+[sla]
+timezone = "Europe/Berlin"
+week = "mon-fri 09:00-12:30,13:30-18:00"
+holidays = "DE/BY"
+
 [[skills]]
 name = "billing"
 channel = "support-billing"

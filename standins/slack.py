@@ -255,6 +255,8 @@ class SlackSandbox(Served):
         self._channel_ids: dict[str, str] = {}
         self._users: dict[str, Payload] = {}
         self._usergroups: dict[str, Payload] = {}
+        self._dm_ids: dict[str, str] = {}
+        self._presence: dict[str, str] = {}
         self._ephemeral: dict[str, list[Payload]] = {}
         self._files: dict[str, _File] = {}
         self._uploads: dict[str, str] = {}
@@ -282,10 +284,13 @@ class SlackSandbox(Served):
             "conversations.list": self._conversations_list,
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
+            "conversations.open": self._conversations_open,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "reactions.get": self._reactions_get,
             "users.info": self._users_info,
+            "users.getPresence": self._users_get_presence,
+            "users.profile.get": self._users_profile_get,
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "files.getUploadURLExternal": self._files_get_upload_url,
@@ -909,7 +914,9 @@ class SlackSandbox(Served):
         }
 
     def _conversations_list(self, params: _Params) -> Payload:
-        channels = [self._channel_object(c) for c in self._channels.values()]
+        channels = [
+            self._channel_object(c) for c in self._channels.values() if not c.id.startswith("D")
+        ]
         page, next_cursor = _page(channels, params, _HISTORY_LIMIT)
         return {"channels": page, "response_metadata": {"next_cursor": next_cursor}}
 
@@ -920,6 +927,27 @@ class SlackSandbox(Served):
         channel = self._channel_param(params)
         page, next_cursor = _page(list(channel.members), params, _HISTORY_LIMIT)
         return {"members": page, "response_metadata": {"next_cursor": next_cursor}}
+
+    def _conversations_open(self, params: _Params) -> Payload:
+        """The app's direct-message channel with one user (``users=U…``), opened once."""
+        user = params.required("users", "users_list_not_supplied")
+        if "," in user:
+            raise _SlackError("not_supported")  # a group DM: not needed here
+        if user not in self._users:
+            raise _SlackError("user_not_found")
+        channel_id = self._dm_ids.get(user)
+        if channel_id is None:
+            channel_id = self._new_id("D")
+            self._channels[channel_id] = _Channel(
+                channel_id, f"dm-{user.lower()}", int(self._clock()), [user, self.bot_user_id]
+            )
+            self._dm_ids[user] = channel_id
+        return {"channel": {"id": channel_id, "is_im": True, "user": user}}
+
+    def direct_messages(self, user: str) -> list[Payload]:
+        """What the app wrote to ``user`` in their direct messages, oldest first."""
+        channel_id = self._dm_ids.get(user)
+        return [] if channel_id is None else self.channel_messages(channel_id)
 
     def _reactions_add(self, params: _Params) -> Payload:
         message = self._reacted_message(params)
@@ -968,6 +996,34 @@ class SlackSandbox(Served):
         if user is None:
             raise _SlackError("user_not_found")
         return {"user": copy.deepcopy(user)}
+
+    def _users_get_presence(self, params: _Params) -> Payload:
+        user = self._users.get(params.text("user"))
+        if user is None:
+            raise _SlackError("user_not_found")
+        presence = self._presence.get(user["id"], "active")
+        return {"presence": presence, "online": presence == "active"}
+
+    def _users_profile_get(self, params: _Params) -> Payload:
+        user = self._users.get(params.text("user"))
+        if user is None:
+            raise _SlackError("user_not_found")
+        profile = copy.deepcopy(user["profile"])
+        profile.setdefault("status_text", "")
+        profile.setdefault("status_emoji", "")
+        return {"profile": profile}
+
+    def set_presence(self, user_id: str, presence: str) -> None:
+        """What users.getPresence says of ``user_id``: "active" (the default) or "away"."""
+        if presence not in ("active", "away"):
+            raise ValueError("presence is 'active' or 'away'")
+        self._presence[user_id] = presence
+
+    def set_status(self, user_id: str, text: str, emoji: str = "") -> None:
+        """A user's custom status, as users.profile.get shows it."""
+        profile = self._users[user_id]["profile"]
+        profile["status_text"] = text
+        profile["status_emoji"] = emoji
 
     def _usergroups_list(self, params: _Params) -> Payload:
         groups = copy.deepcopy(list(self._usergroups.values()))

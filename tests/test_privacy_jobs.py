@@ -14,16 +14,21 @@ import pytest
 from bot.jobkinds import (
     CATALOGUE,
     THREAD_INBOUND,
+    AlertPayload,
+    CardPayload,
     ChangePayload,
     ErasePayload,
     MessagePayload,
     MovePayload,
     NoPayload,
     OthersPayload,
+    RulesPayload,
+    SlaCheckPayload,
     StatusPayload,
     ThreadPayload,
     WaitingPayload,
     WakePayload,
+    WebhookCallPayload,
 )
 from bot.privacy import CustomerAddress, Privacy
 from bot.settings import RetentionSettings
@@ -47,6 +52,12 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "purge_closed": lambda: NoPayload(),
         "show_status": lambda: StatusPayload("whatsapp", "wamid.HBgLMTY0Njcw", "delivered"),
         "show_others": lambda: OthersPayload(conversation, 1),
+        "redraw_card": lambda: CardPayload(conversation),
+        "sla_check": lambda: SlaCheckPayload(conversation),
+        "post_alert": lambda: AlertPayload(conversation, "support-leads", "due", f"sla-{audit}"),
+        "run_rules": lambda: RulesPayload(conversation, "message_in", f"message-{message}"),
+        "call_webhook": lambda: WebhookCallPayload(conversation, "crm", {"event_id": "rule-1"}),
+        "assign_fairly": lambda: CardPayload(conversation),
     }
 
 

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli.customers import register as register_customers
     from adapters.cli.jobs import register as register_jobs
     from adapters.cli.replay import register as register_replay
+    from adapters.cli.rules import register as register_rules
     from adapters.cli.service import register as register_service
     from adapters.cli.telegram import register as register_telegram
     from adapters.cli.triage import register as register_triage
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_customers,
         register_jobs,
         register_whatsapp,
+        register_rules,
     ):
         register(subparsers)
     return parser

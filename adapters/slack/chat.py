@@ -335,6 +335,14 @@ class SlackChat:
     async def check(self) -> None:
         await self._call("auth.test")
 
+    async def direct_channel(self, user_id: str) -> str:
+        response = await self._call("conversations.open", users=user_id)
+        return str(response["channel"]["id"])
+
+    async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
+        response = await self._post(chat_channel, text=text, metadata=self._metadata(marker))
+        return str(response["ts"])
+
     async def download(self, url: str) -> bytes:
         """Fetch a file an agent posted (Slack wants the bot token for it)."""
         headers = {"Authorization": f"Bearer {self.client.token}"}

@@ -31,10 +31,12 @@ MANIFEST_SCOPES = (
     "files:write",
     "groups:history",
     "groups:read",
+    "im:write",
     "reactions:read",
     "reactions:write",
     "usergroups:read",
     "users:read",
+    "users.profile:read",
 )
 _TOKEN_PAGE = "https://api.slack.com/apps > your app > OAuth & Permissions"
 _COPY_TOKEN = f"export the Bot User OAuth Token (xoxb-...) from {_TOKEN_PAGE}"

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from bot.shapes import ChannelKind, ConversationCard, CustomerPost, DeliveryState, Priority
+from bot.businesstime import format_working
+from bot.shapes import (
+    ChannelKind,
+    ConversationCard,
+    CustomerPost,
+    DeadlineState,
+    DeadlineView,
+    DeliveryState,
+    Priority,
+)
 from bot.workflow import format_time
 
 Block = dict[str, Any]
@@ -113,6 +123,10 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
         f"*Priority*\n{priority}",
         f"*Status*\n{_status(card)}",
     ]
+    if card.deadlines and not card.moved_to:
+        fields.append(deadlines_field(card.deadlines))
+    if card.tags:
+        fields.append("*Tags*\n" + ", ".join(f"`{escape(tag)}`" for tag in card.tags))
     if triage.language or triage.sentiment:
         fields.append(
             f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment or '?'}"
@@ -261,3 +275,40 @@ def erased_message(note: str) -> tuple[str, list[Block]]:
     # Blocks are sent too: chat.update keeps a message's old blocks when it gets none.
     text = escape(note)
     return text, [{"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}]
+
+
+#: The card's colour for a deadline: green while there is time, yellow from the warning on,
+#: red once overdue; paused while waiting on the customer.
+DEADLINE_EMOJI = {
+    DeadlineState.RUNNING: ":large_green_square:",
+    DeadlineState.WARNING: ":large_yellow_square:",
+    DeadlineState.OVERDUE: ":large_red_square:",
+    DeadlineState.PAUSED: ":double_vertical_bar:",
+}
+
+
+def deadline_text(deadline: DeadlineView) -> str:
+    """``first reply due in 3 h 20 min``, ``resolution overdue by 40 min``, in business time.
+
+    The due moment is a Slack date, which each viewer reads in their own time zone.
+    """
+    emoji = DEADLINE_EMOJI[deadline.state]
+    if deadline.state is DeadlineState.PAUSED:
+        if deadline.left <= timedelta():
+            return f"{emoji} {deadline.label} paused, overdue by {format_working(-deadline.left)}"
+        return f"{emoji} {deadline.label} paused, {format_working(deadline.left)} left"
+    if deadline.state is DeadlineState.OVERDUE:
+        text = f"{emoji} {deadline.label} overdue"
+        if -deadline.left >= timedelta(minutes=1):
+            text += f" by {format_working(-deadline.left)}"
+    else:
+        text = f"{emoji} {deadline.label} due in {format_working(deadline.left)}"
+    if deadline.due_at is not None:
+        stamp, fallback = int(deadline.due_at.timestamp()), format_time(deadline.due_at)
+        text += f" (<!date^{stamp}^{{date_short_pretty}} {{time}}|{fallback}>)"
+    return text
+
+
+def deadlines_field(deadlines: tuple[DeadlineView, ...]) -> str:
+    """The card's field listing what is due."""
+    return "*Due*\n" + "\n".join(deadline_text(d) for d in deadlines)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from adapters.slack.render import CHANNEL_LABEL, PRIORITY_EMOJI, Block, escape, mention
+from adapters.slack.render import (
+    CHANNEL_LABEL,
+    PRIORITY_EMOJI,
+    Block,
+    deadline_text,
+    escape,
+    mention,
+)
 from bot.commands import Answer, Reply
 from bot.lookups import CustomerView, HomeView, LogView, QueueEntry, QueueView, SkillsView
 from bot.workflow import format_duration, format_time
@@ -40,11 +47,12 @@ def _entry_line(entry: QueueEntry, now: datetime) -> str:
     owner = f" · {mention(entry.owner)}" if entry.owner else ""
     snoozed = f" · :zzz: until {format_time(entry.snoozed_until)}" if entry.snoozed_until else ""
     closed = " · closed" if entry.status == "closed" else ""
+    due = f" · {deadline_text(entry.deadline)}" if entry.deadline is not None else ""
     subject = escape(entry.subject or "(no subject)")[:120]
     return (
         f"{PRIORITY_EMOJI[entry.priority]} `{entry.short_id}` *{subject}* from "
         f"{escape(entry.customer)} · {entry.skill or 'triage'} · {age} old"
-        f"{owner}{snoozed}{closed}"
+        f"{owner}{snoozed}{closed}{due}"
     )
 
 
@@ -57,7 +65,10 @@ def _queue(view: QueueView, now: datetime) -> str:
     where = f" in {view.skill}" if view.skill else ""
     if not view.entries:
         return f"Nothing waiting{where}. :tada:"
-    lines = [f"*{view.total} open conversations{where}*, most urgent and oldest first:"]
+    order = "most urgent and oldest first"
+    if any(e.deadline for e in view.entries):
+        order = "least time left first, then " + order
+    lines = [f"*{view.total} open conversations{where}*, {order}:"]
     lines += [_entry_line(e, now) for e in view.entries]
     if view.total > len(view.entries):
         lines.append(f"… and {view.total - len(view.entries)} more.")

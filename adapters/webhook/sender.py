@@ -53,6 +53,26 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     return float(value) if value.isdigit() else None
 
 
+async def post_signed(
+    url: str, secret: str, body: bytes, what: str
+) -> tuple[int, str, float | None]:
+    """POST signed JSON: the answer's status, its start, and its Retry-After.
+
+    ``TransientDeliveryError`` if ``what`` (named in the reason) cannot be reached.
+    """
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=_TIMEOUT) as session,
+            session.post(url, data=body, headers=signed_headers(secret, body)) as answer,
+        ):
+            text = (await answer.text(errors="replace"))[:300]
+            return answer.status, text, _retry_after(answer)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise TransientDeliveryError(
+            f"{what} is unreachable ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 class CallbackReplySender:
     """Implements ``bot.ports.ReplySender`` for the webhook channel."""
 
@@ -71,18 +91,9 @@ class CallbackReplySender:
         payload = reply_payload(reply, conversation_id, recipient)
         body = json.dumps(payload).encode()
         url = source.callback_url
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=_TIMEOUT) as session,
-                session.post(url, data=body, headers=signed_headers(source.secret, body)) as answer,
-            ):
-                text = (await answer.text(errors="replace"))[:300]
-                status = answer.status
-                retry_after = _retry_after(answer)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientDeliveryError(
-                f"the {name} callback {url} is unreachable ({type(exc).__name__}: {exc})"
-            ) from exc
+        status, text, retry_after = await post_signed(
+            url, source.secret, body, f"the {name} callback {url}"
+        )
         reason = f"the {name} callback answered {status}: {text or '(no body)'}"
         if status >= 500 or status in (408, 429):
             raise TransientDeliveryError(reason, retry_after)
