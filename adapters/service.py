@@ -18,16 +18,19 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from adapters.email.sender import SmtpReplySender
 from adapters.email.server import IntakeHandler, start_smtp_server
+from adapters.hnsw_index import HnswIndex
 from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
 from adapters.slack.directory import SlackTeamDirectory
 from adapters.slack.events import AgentDirectory, build_bolt_app
+from adapters.slack.suggest import register_suggestions
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
@@ -73,14 +76,17 @@ from bot.lookups import Lookups
 from bot.metrics import count_job
 from bot.people import People, ShowOthers
 from bot.pipeline import DeliverReply, PostInbound, ReplyGate
-from bot.ports import Classifier, Learner, ReplySender
+from bot.ports import Classifier, Embedder, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
-from bot.roles import Roles
+from bot.roles import Actor, Roles
 from bot.routing import sync_skills
 from bot.rules import CallWebhook, Rules, RunRules
 from bot.settings import Settings
 from bot.shapes import ChannelKind
+from bot.similar import Similar
+from bot.suggestions import Suggester
+from bot.vectors import MessageIndex, MessageVectors
 from bot.whatsapp import ReplyWindow, ShowStatus, Templates
 from bot.workflow import (
     MoveConversation,
@@ -114,9 +120,11 @@ class Service:
         clock: Clock = utcnow,
         run_jobs: bool = True,
         learning_sync_seconds: float = 30.0,
+        vector_poll_seconds: float = 5.0,
     ) -> None:
         self.settings = settings
         self.learning_sync_seconds = learning_sync_seconds
+        self.vector_poll_seconds = vector_poll_seconds
         self.clock = clock
         self.run_jobs = run_jobs
         self._given_classifier = classifier
@@ -153,6 +161,10 @@ class Service:
             senders[ChannelKind.WHATSAPP] = WhatsAppReplySender(self.whatsapp_graph)
             gates[ChannelKind.WHATSAPP] = self.reply_window
         self.templates = Templates(settings.whatsapp, clock=clock, on_queued=jobs_added.set)
+        embedder = classifier if isinstance(classifier, Embedder) else None
+        self.vectors = MessageVectors(self.index, embedder)
+        self.similar = Similar(self.index, clock=clock)
+        self.suggester = Suggester(self.index, embedder)
         self.deadlines = Deadlines(chat, settings, clock=clock, on_queued=jobs_added.set)
         self.workflow = Workflow(
             chat,
@@ -162,6 +174,7 @@ class Service:
             on_queued=jobs_added.set,
             deadlines_of=self.deadlines.views,
             after_change=self._conversation_changed,
+            similar=self.similar,
         )
         self.rules = Rules(self.workflow, settings, clock=clock, on_queued=jobs_added.set)
         self.assignment = FairAssignment(
@@ -180,6 +193,7 @@ class Service:
             settings.slack.command,
             templates=self.templates,
             people=People(clock=clock, on_queued=jobs_added.set),
+            similar=self.similar,
         )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()
@@ -196,7 +210,14 @@ class Service:
                 clock=clock,
                 on_threaded=jobs_added.set,
             ),
-            POST_INBOUND: PostInbound(chat, classifier, settings, after_post=self._customer_wrote),
+            POST_INBOUND: PostInbound(
+                chat,
+                classifier,
+                settings,
+                after_post=self._customer_wrote,
+                vectors=self.vectors,
+                similar=self.similar,
+            ),
             DELIVER_REPLY: DeliverReply(
                 chat,
                 senders,
@@ -232,13 +253,16 @@ class Service:
         self.intake = Intake(clock=clock, on_stored=lambda _: jobs_added.set())
         self.relay = Relay(chat, settings.replies, clock=clock, on_queued=jobs_added.set)
         groups = UserGroups(self.client)
-        self.bolt = build_bolt_app(
-            client=self.client,
-            signing_secret=settings.slack.signing_secret,
-            relay=self.relay,
-            chat=chat,
-            directory=self.directory,
-            extend=lambda app: register_team_workflow(
+
+        async def actor_of(user_id: str) -> Actor:
+            return Actor(
+                user_id,
+                await self.directory.name_of(user_id),
+                await groups.groups_of(user_id, self.roles.groups),
+            )
+
+        def extend(app: AsyncApp) -> None:
+            register_team_workflow(
                 app,
                 commands=self.commands,
                 lookups=self.lookups,
@@ -248,7 +272,25 @@ class Service:
                 background=self.background,
                 command_name=settings.slack.command,
                 clock=clock,
-            ),
+            )
+            register_suggestions(
+                app,
+                suggester=self.suggester,
+                similar=self.similar,
+                relay=self.relay,
+                commands=self.commands,
+                actor_of=actor_of,
+                name_of=self.directory.name_of,
+                background=self.background,
+            )
+
+        self.bolt = build_bolt_app(
+            client=self.client,
+            signing_secret=settings.slack.signing_secret,
+            relay=self.relay,
+            chat=chat,
+            directory=self.directory,
+            extend=extend,
         )
 
     async def _slack_answers(self) -> bool:
@@ -317,6 +359,10 @@ class Service:
             await self._share_learning(classifier, await newest_example_id())
         if classifier is None:
             classifier = await self._load_triage()
+        # Loaded before the job runner starts, so the first post already finds similar ones.
+        self.index = MessageIndex(HnswIndex, poll_seconds=self.vector_poll_seconds)
+        await self.index.start()
+        self._stack.push_async_callback(self.index.stop)
         self._wire(classifier, slack_session)
         await schedule_purge(self.privacy)
         if settings.slack.mode == "http":

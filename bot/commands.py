@@ -13,6 +13,14 @@ import shlex
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot.blocks import (
+    BlockDraft,
+    draft_of,
+    find_block,
+    list_blocks,
+    remove_block,
+    save_block,
+)
 from bot.errors import ActionRefused
 from bot.lookups import (
     ConversationRef,
@@ -29,8 +37,10 @@ from bot.people import People
 from bot.roles import Actor, Role, Roles
 from bot.rules import describe
 from bot.shapes import Priority
+from bot.similar import Similar
 from bot.whatsapp import Templates
 from bot.workflow import Workflow
+from models import TextBlock
 
 _SKILL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _USER = re.compile(r"^@?([UW][A-Z0-9]{2,})$")
@@ -166,8 +176,46 @@ class SendTemplate:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class ListBlocks:
+    skill: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EditBlock:
+    """Open the text block editor (a modal): a new block, or the one called ``name``."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveBlock:
+    draft: BlockDraft
+    replace: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveBlock:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProblem:
+    conversation: ConversationRef
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListProblems:
+    pass
+
+
+BlockCommand = ListBlocks | EditBlock | SaveBlock | RemoveBlock | LinkProblem | ListProblems
+
+
 Command = (
-    Help
+    BlockCommand
+    | Help
     | Reassign
     | Assign
     | SetPriority
@@ -205,7 +253,15 @@ class Answer:
     refused: bool = False
 
 
-Reply = Answer | QueueView | CustomerView | SkillsView | LogView
+@dataclass(frozen=True, slots=True)
+class OpenBlockEditor:
+    """Show the text block editor, empty (``block_id`` None) or holding ``draft``."""
+
+    draft: BlockDraft
+    block_id: int | None = None
+
+
+Reply = Answer | QueueView | CustomerView | SkillsView | LogView | OpenBlockEditor
 
 #: (usage, who, what) for ``help`` and the README's table.
 REFERENCE: tuple[tuple[str, Role, str], ...] = (
@@ -231,6 +287,12 @@ REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ("customer unlink <address>", Role.LEAD, "undo the link that joined that address"),
     ("customer confirm <suggestion>", Role.AGENT, "store contact data suggested on the card"),
     ("rules", Role.AGENT, "the event rules: when they fire and what they do"),
+    ("blocks [skill]", Role.AGENT, "the team's text blocks"),
+    ("blocks add / blocks edit <title>", Role.LEAD, "write or change a text block (a form)"),
+    ('blocks add "<title>" "<English>" ["<German>"]', Role.LEAD, "a short text block at once"),
+    ("blocks remove <title>", Role.LEAD, "remove a text block"),
+    ('problem <conversation> "<known problem>"', Role.LEAD, "link it to a known problem"),
+    ("problems", Role.AGENT, "the known problems"),
 )
 
 
@@ -247,6 +309,8 @@ def parse(text: str) -> Command:
     if not words or words[0].lower() in ("help", "?"):
         return Help()
     name, args = words[0].lower(), words[1:]
+    if name in ("blocks", "block", "problem", "problems"):
+        return _parse_blocks(name, args)
     if name == "skills":
         return _parse_skills(args)
     if name == "queue":
@@ -388,8 +452,38 @@ def _parse_templates(name: str, args: list[str]) -> Command:
     return SendTemplate(reference_of(args[0]), args[1])
 
 
+def _parse_blocks(name: str, args: list[str]) -> Command:
+    """``blocks ...``, ``problem ...`` and ``problems``."""
+    if name == "problems":
+        _count(args, 0, 0, "problems")
+        return ListProblems()
+    if name == "problem":
+        _count(args, 2, 2, 'problem <conversation> "<known problem>" (the name in quotes)')
+        return LinkProblem(reference_of(args[0]), args[1])
+    action, rest = (args[0].lower(), args[1:]) if args else ("list", [])
+    if action == "list":
+        _count(rest, 0, 1, "blocks list [skill]")
+        return ListBlocks(rest[0].lower() if rest else "")
+    if action == "add":
+        if not rest:
+            return EditBlock()
+        _count(rest, 2, 3, 'blocks add "<title>" "<English text>" ["<German text>"]')
+        return SaveBlock(BlockDraft(rest[0], "", rest[1], rest[2] if len(rest) > 2 else ""))
+    if action == "edit":
+        _count(rest, 1, 1, "blocks edit <title> (in quotes if it has spaces)")
+        return EditBlock(rest[0])
+    if action == "remove":
+        _count(rest, 1, 1, "blocks remove <title> (in quotes if it has spaces)")
+        return RemoveBlock(rest[0])
+    if len(args) == 1:
+        return ListBlocks(action)
+    raise UsageError(f"`blocks {args[0]}`? Use `blocks`, `blocks add`, `edit` or `remove`.")
+
+
 def required_role(command: Command, actor: Actor) -> Role:
     """The role ``command`` needs from ``actor``."""
+    if isinstance(command, EditBlock | SaveBlock | RemoveBlock | LinkProblem):
+        return Role.LEAD
     if isinstance(command, Assign) and command.user_id in ("me", actor.user_id):
         return Role.AGENT
     if isinstance(command, ConversationCommand) and not isinstance(command, ShowLog):
@@ -420,6 +514,7 @@ class Commands:
         *,
         templates: Templates | None = None,
         people: People | None = None,
+        similar: Similar | None = None,
     ) -> None:
         self.people = people or People()
         self.workflow = workflow
@@ -427,6 +522,7 @@ class Commands:
         self.roles = roles
         self.command_name = command_name
         self.templates = templates
+        self.similar = similar
 
     async def run_text(self, text: str, actor: Actor) -> Reply:
         """Parse and run what someone typed after the slash command."""
@@ -451,6 +547,8 @@ class Commands:
 
     async def _run(self, command: Command, actor: Actor) -> Reply:
         workflow, lookups = self.workflow, self.lookups
+        if isinstance(command, BlockCommand):
+            return await self._run_blocks(command, actor)
         match command:
             case Help():
                 return Answer(help_text(self.command_name))
@@ -518,3 +616,47 @@ class Commands:
             return Answer(self.templates.listing())
         conversation = await find_conversation(command.conversation)
         return Answer(await self.templates.send(actor, conversation, command.name))
+
+    async def _run_blocks(self, command: BlockCommand, actor: Actor) -> Reply:
+        match command:
+            case ListBlocks(skill):
+                return Answer(blocks_text(await list_blocks(skill), skill))
+            case EditBlock(""):
+                return OpenBlockEditor(BlockDraft(""))
+            case EditBlock(name):
+                block = await find_block(name)
+                return OpenBlockEditor(draft_of(block), block.id)
+            case SaveBlock(draft, replace):
+                return Answer(await save_block(actor, draft, replace=replace))
+            case RemoveBlock(name):
+                return Answer(await remove_block(actor, name))
+        if self.similar is None:
+            return Answer("Similar conversations are not set up on this service.", refused=True)
+        match command:
+            case LinkProblem(ref, title):
+                conversation = await find_conversation(ref)
+                return Answer(await self.similar.link_problem(actor, conversation, title))
+            case ListProblems():
+                problems = await self.similar.problems()
+                if not problems:
+                    return Answer('No known problems yet: `problem <conversation> "<name>"`.')
+                lines = ["*Known problems*"]
+                lines += [f"• {title}: {count} conversations" for title, count in problems]
+                return Answer("\n".join(lines))
+        raise AssertionError(f"unhandled command {command!r}")
+
+
+def blocks_text(blocks: list[TextBlock], skill: str = "") -> str:
+    """The list of text blocks, as ``blocks`` shows it."""
+    where = f" for {skill}" if skill else ""
+    if not blocks:
+        return f"No text blocks{where} yet. Leads add them with `blocks add`."
+    lines = [f"*{len(blocks)} text blocks{where}*"]
+    for block in blocks[:50]:
+        languages = "/".join(
+            name for name, text in (("en", block.text_en), ("de", block.text_de)) if text
+        )
+        first = (block.text_en or block.text_de).splitlines()[0][:80]
+        skill_name = block.skill or "all skills"
+        lines.append(f"• `#{block.id}` *{block.title}* · {skill_name} · {languages}: {first}")
+    return "\n".join(lines)

@@ -38,3 +38,10 @@ JOB_OLDEST_WAITING = Gauge(
 def count_job(kind: str, outcome: str) -> None:
     """Count a job run's outcome (the job runner's ``on_outcome``)."""
     JOB_OUTCOMES.labels(kind, outcome).inc()
+
+
+SUGGESTIONS = Counter(
+    "switchboard_suggestions_total",
+    "Suggested replies, by source (block, reply) and outcome (offered, used).",
+    ["source", "outcome"],
+)

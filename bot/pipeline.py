@@ -31,6 +31,8 @@ from bot.shapes import (
     OutboundReply,
     Triage,
 )
+from bot.similar import Similar, SimilarSummary
+from bot.vectors import MessageVectors
 from bot.whatsapp import record_parts, template_of
 from models import Conversation, Direction, Job, Message, StoredAttachment
 
@@ -66,12 +68,14 @@ def card_for(
     *,
     oncall: str = "",
     deadlines: tuple[DeadlineView, ...] = (),
+    similar: SimilarSummary | None = None,
 ) -> ConversationCard:
     """What the root message of ``conversation`` shows; ``skills`` are offered to pick from.
 
     ``oncall`` is the user group the card alerts (``routing.oncall_for``); ``deadlines`` what
-    is due (bot/deadlines.py).
+    is due (bot/deadlines.py); ``similar`` what the similar conversations are.
     """
+    similar = similar or SimilarSummary()
     identity = conversation.identity
     return ConversationCard(
         short_id=short_id(conversation),
@@ -94,6 +98,9 @@ def card_for(
         oncall=oncall,
         deadlines=deadlines,
         tags=tuple(t for t in conversation.tags.split(",") if t),
+        similar_open=similar.open,
+        similar_closed=similar.closed_recently,
+        known_problem=similar.problem,
     )
 
 
@@ -127,10 +134,15 @@ class PostInbound:
         settings: Settings,
         *,
         after_post: Callable[[Conversation, Message, bool], Awaitable[None]] | None = None,
+        vectors: MessageVectors | None = None,
+        similar: Similar | None = None,
     ) -> None:
         self.chat = chat
         self.classifier = classifier
         self.settings = settings
+        # Where each customer message's vector is kept (similar conversations, suggestions).
+        self.vectors = vectors
+        self.similar = similar
         # Told when a customer's message is in its thread (a snoozed conversation wakes up),
         # and whether that message has just opened the thread.
         self.after_post = after_post
@@ -146,7 +158,11 @@ class PostInbound:
         retrying = job.attempts > 1
         opened = conversation.chat_thread_ts is None
         if opened:
-            await self._open_thread(conversation, inbound_of(message, attachments), retrying)
+            await self._open_thread(
+                conversation, message, inbound_of(message, attachments), retrying
+            )
+        elif self.vectors is not None and not message.is_automated:
+            await self.vectors.remember(message, conversation)
         assert conversation.chat_channel is not None
         assert conversation.chat_thread_ts is not None
         marker = f"message-{message.id}"
@@ -181,7 +197,7 @@ class PostInbound:
             await self.after_post(conversation, message, opened)
 
     async def _open_thread(
-        self, conversation: Conversation, first: InboundMessage, retrying: bool
+        self, conversation: Conversation, message: Message, first: InboundMessage, retrying: bool
     ) -> None:
         triage = await self.classifier.triage(first)
         skills = await stored_skills()
@@ -193,11 +209,14 @@ class PostInbound:
         conversation.priority_reason = triage.priority_reason[:255]
         conversation.language = triage.language
         conversation.sentiment = triage.sentiment
+        if self.vectors is not None and not message.is_automated:
+            await self.vectors.remember(message, conversation, triage.vector)
         marker = f"conversation-{conversation.id}"
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
             oncall = oncall_for(skill, triage.priority, self.settings)
-            card = card_for(conversation, tuple(skills), oncall=oncall)
+            similar = await self.similar.summary(conversation) if self.similar else None
+            card = card_for(conversation, tuple(skills), oncall=oncall, similar=similar)
             ts = await self.chat.post_root(chat_channel, card, marker=marker)
         conversation.chat_channel = chat_channel
         conversation.chat_thread_ts = ts

@@ -110,6 +110,15 @@ class ChatPort(Protocol):
         """
         ...
 
+    async def post_agent_copy(
+        self, chat_channel: str, thread_ts: str, author_name: str, text: str
+    ) -> str:
+        """Post, in a thread, a reply an agent wrote outside it (a modal); returns its ts.
+
+        The text is shown as written, escaped: it may carry a customer's name.
+        """
+        ...
+
 
 class ReplySender(Protocol):
     """Sends an agent's reply to a customer over one channel.
@@ -159,3 +168,10 @@ class Learner(Protocol):
     """A classifier that learns from the team (a lead's reassignment, an admin's example)."""
 
     async def learn(self, skill: str, text: str) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors (float32 bytes, L2-normalised), the triage encoder's."""
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]: ...

@@ -46,6 +46,7 @@ from bot.jobs import HEAD, Clock, hold_claim, promote_next, utcnow
 from bot.ports import ChatPort
 from bot.settings import RetentionSettings
 from bot.shapes import ChannelKind, ThreadErasure
+from bot.vectors import forget_vectors
 from bot.workflow import first_words_of
 from models import (
     UNFINISHED,
@@ -59,9 +60,11 @@ from models import (
     Job,
     JobState,
     Message,
+    ProblemLink,
     SkillExample,
     SlaClock,
     StoredAttachment,
+    SuggestionEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -567,6 +570,9 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         attachments += await StoredAttachment.filter(message_id__in=ids).using_db(conn).delete()
         messages += await Message.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets([c.id for c in plan.conversations]):
+        await forget_vectors(ids, conn)
+        await ProblemLink.filter(conversation_id__in=ids).using_db(conn).delete()
+        await SuggestionEvent.filter(conversation_id__in=ids).using_db(conn).delete()
         of_these = Message.filter(conversation_id__in=ids).values("id")
         attachments += (
             await StoredAttachment.filter(message_id__in=Subquery(of_these)).using_db(conn).delete()

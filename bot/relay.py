@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -77,6 +78,16 @@ class Relay:
             return RelayResult(Outcome.NOTE)
         if not message.text.strip() and not message.attachments:
             return RelayResult(Outcome.IGNORED)
+        return await self._queue(conversation, message)
+
+    async def _queue(
+        self,
+        conversation: Conversation,
+        message: AgentMessage,
+        *,
+        after_store: Callable[[Message, BaseDBAsyncClient], Awaitable[None]] | None = None,
+    ) -> RelayResult:
+        """Store ``message`` as a reply with its delivery job, due after the undo window."""
         try:
             async with in_transaction() as conn:
                 stored = await Message.create(
@@ -102,6 +113,8 @@ class Relay:
                         using_db=conn,
                     )
                 now = self.clock()
+                if after_store is not None:
+                    await after_store(stored, conn)
                 job = await DELIVER_REPLY.enqueue(
                     MessagePayload(stored.id, conversation.id),
                     run_at=now + timedelta(seconds=self.settings.undo_seconds),
@@ -113,6 +126,39 @@ class Relay:
         if self.on_queued is not None:
             self.on_queued()
         return RelayResult(Outcome.QUEUED, stored.id, job.id)
+
+    async def send_draft(
+        self,
+        conversation: Conversation,
+        user_id: str,
+        user_name: str,
+        text: str,
+        *,
+        after_store: Callable[[Message, BaseDBAsyncClient], Awaitable[None]] | None = None,
+    ) -> RelayResult:
+        """Send what an agent wrote in a modal (a suggestion they edited) like a typed reply.
+
+        Their text is posted in the thread under their name (a bot cannot post as them), and
+        that post gets the delivery reactions, the undo window and the stored reply.
+        """
+        if not text.strip():
+            return RelayResult(Outcome.IGNORED)
+        if not (conversation.chat_channel and conversation.chat_thread_ts):
+            raise DeliveryError("the conversation is not shown in Slack yet")
+        ts = await self.chat.post_agent_copy(
+            conversation.chat_channel, conversation.chat_thread_ts, user_name, text
+        )
+        posted = AgentMessage(
+            chat_channel=conversation.chat_channel,
+            thread_ts=conversation.chat_thread_ts,
+            ts=ts,
+            user_id=user_id,
+            text=text,
+            user_name=user_name,
+        )
+        result = await self._queue(conversation, posted, after_store=after_store)
+        await self.show_queued(posted, result)
+        return result
 
     async def show_queued(self, message: AgentMessage, result: RelayResult) -> None:
         """Show the agent their reply is queued, with Undo while the window is open."""

@@ -7,7 +7,7 @@ these shapes at their edge; nothing foreign is passed into ``bot/``.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 
@@ -133,6 +133,9 @@ class Triage:
     priority_reason: str = ""
     language: str = ""
     sentiment: str = ""
+    #: The message's embedding (float32 bytes) when the classifier computed one: stored once
+    #: for similar conversations and suggestions, so nothing encodes the message again.
+    vector: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,11 @@ class ConversationCard:
     deadlines: tuple[DeadlineView, ...] = ()
     #: Tags rules added (bot/rules.py).
     tags: tuple[str, ...] = ()
+    #: Similar conversations: open now, and closed within a week (bot/similar.py).
+    similar_open: int = 0
+    similar_closed: int = 0
+    #: The known problem this conversation (or the most similar linked one) is about.
+    known_problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from bot.shapes import (
     DeliveryState,
     Priority,
 )
+from bot.similar import Similar
 from models import (
     AgentName,
     AuditEntry,
@@ -99,9 +100,12 @@ class Workflow:
         on_queued: Callable[[], None] | None = None,
         deadlines_of: Callable[[Conversation], Awaitable[tuple[DeadlineView, ...]]] | None = None,
         after_change: Callable[[Conversation, BaseDBAsyncClient], Awaitable[object]] | None = None,
+        similar: Similar | None = None,
     ) -> None:
         self.chat = chat
         self.settings = settings
+        # What the card says about similar conversations and known problems.
+        self.similar = similar
         # Replaced by the service once the triage model is loaded.
         self.classifier = classifier
         self.clock = clock
@@ -116,7 +120,14 @@ class Workflow:
         await conversation.fetch_related("identity")
         oncall = oncall_for(conversation.skill, conversation.priority, self.settings)
         deadlines = await self.deadlines_of(conversation) if self.deadlines_of else ()
-        return card_for(conversation, await skill_names(), oncall=oncall, deadlines=deadlines)
+        similar = await self.similar.summary(conversation) if self.similar else None
+        return card_for(
+            conversation,
+            await skill_names(),
+            oncall=oncall,
+            deadlines=deadlines,
+            similar=similar,
+        )
 
     async def _record(
         self,

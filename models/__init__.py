@@ -407,3 +407,103 @@ class SlaClock(Model):
         table = "sla_clocks"
         unique_together = (("conversation_id", "target"),)
         indexes = (Index(fields=("due_at",), name="idx_sla_clocks_due"),)
+
+
+class MessageVector(Model):
+    """A customer message's embedding (float32 bytes), stored once by the triage job.
+
+    ``id`` orders the rows as they were added: each replica's index reads what is newer than
+    its high-water mark. The other columns are what a search filters on. The key to the
+    message makes a vector stored while its message is being forgotten go with it.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    message: fields.OneToOneRelation[Message] = fields.OneToOneField(
+        "models.Message", related_name="vector", on_delete=fields.CASCADE
+    )
+    message_id: int
+    conversation_id = fields.IntField()
+    skill = fields.CharField(max_length=64, default="")
+    language = fields.CharField(max_length=16, default="")
+    vector = fields.BinaryField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "message_vectors"
+        indexes = (Index(fields=("conversation_id",), name="idx_message_vectors_conversation"),)
+
+
+class VectorRemoval(Model):
+    """A vector that was deleted (forget, retention): every replica drops it from its index."""
+
+    id = fields.BigIntField(primary_key=True)
+    message_id = fields.IntField()
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        table = "vector_removals"
+
+
+class TextBlock(Model):
+    """A canned answer of the team, in German and English, for one skill or for all."""
+
+    id = fields.IntField(primary_key=True)
+    title = fields.CharField(max_length=128, unique=True)
+    skill = fields.CharField(max_length=64, default="")
+    text_de = fields.TextField(default="")
+    text_en = fields.TextField(default="")
+    updated_by = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "text_blocks"
+
+
+class SuggestionEvent(Model):
+    """A suggestion offered to an agent, or used by one (``used_message_id``: the reply sent).
+
+    ``source`` is ``block:<id>`` or ``reply:<message id>``.
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation_id = fields.IntField(db_index=True)
+    agent_id = fields.CharField(max_length=64)
+    source = fields.CharField(max_length=64)
+    action = fields.CharField(max_length=16)
+    used_message_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        table = "suggestion_events"
+
+
+class KnownProblem(Model):
+    """A problem many customers write about ("payment provider outage"), named by a lead."""
+
+    id = fields.IntField(primary_key=True)
+    title = fields.CharField(max_length=128, unique=True)
+    link = fields.CharField(max_length=512, default="")
+    created_by = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    links: fields.ReverseRelation[ProblemLink]
+
+    class Meta:
+        table = "known_problems"
+
+
+class ProblemLink(Model):
+    """A conversation a lead linked to a known problem."""
+
+    id = fields.IntField(primary_key=True)
+    conversation_id = fields.IntField(unique=True)
+    problem: fields.ForeignKeyRelation[KnownProblem] = fields.ForeignKeyField(
+        "models.KnownProblem", related_name="links", on_delete=fields.CASCADE
+    )
+    created_by = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "problem_links"
+        indexes = (Index(fields=("problem_id",), name="idx_problem_links_problem"),)

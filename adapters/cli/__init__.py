@@ -18,11 +18,13 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
+    from adapters.cli.blocks import register as register_blocks
     from adapters.cli.customers import register as register_customers
     from adapters.cli.jobs import register as register_jobs
     from adapters.cli.replay import register as register_replay
     from adapters.cli.rules import register as register_rules
     from adapters.cli.service import register as register_service
+    from adapters.cli.suggest import register as register_suggest
     from adapters.cli.telegram import register as register_telegram
     from adapters.cli.triage import register as register_triage
     from adapters.cli.whatsapp import register as register_whatsapp
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         register_jobs,
         register_whatsapp,
         register_rules,
+        register_blocks,
+        register_suggest,
     ):
         register(subparsers)
     return parser

@@ -261,6 +261,13 @@ class SlackChat:
             blocks=blocks,
         )
 
+    async def post_agent_copy(
+        self, chat_channel: str, thread_ts: str, author_name: str, text: str
+    ) -> str:
+        fallback, blocks = render.agent_copy(author_name, text)
+        response = await self._post(chat_channel, thread_ts=thread_ts, text=fallback, blocks=blocks)
+        return str(response["ts"])
+
     async def tell(self, chat_channel: str, user_id: str, text: str, thread_ts: str = "") -> None:
         """Answer one person only (an ephemeral message)."""
         kwargs: dict[str, Any] = {"channel": chat_channel, "user": user_id, "text": text}

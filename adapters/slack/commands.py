@@ -30,6 +30,7 @@ from adapters.slack.views import (
     SKILL_BLOCK,
     answer_blocks,
     answer_text,
+    block_modal,
     home_view,
     reassign_modal,
 )
@@ -41,6 +42,7 @@ from bot.commands import (
     Commands,
     ConfirmDetail,
     CustomerOf,
+    OpenBlockEditor,
     Reassign,
     Reopen,
     Reply,
@@ -180,19 +182,27 @@ def register_team_workflow(
             return
         await respond(text=text, response_type="ephemeral", replace_original=False)
 
-    async def run_command(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def run_command(
+        body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         try:
             actor = await actor_of(str(body["user_id"]))
             reply = await commands.run_text(command_text(str(body.get("text") or "")), actor)
+            if isinstance(reply, OpenBlockEditor):
+                view = block_modal(reply, str(body.get("channel_id") or ""))
+                await client.views_open(trigger_id=body["trigger_id"], view=view)
+                return
             await answer(respond, answer_text(reply, clock()), reply)
         except Exception:
             log.exception("a slash command failed")
             await answer(respond, "Something went wrong on Switchboard's side; try again.")
 
     @app.command(command_name)
-    async def on_command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_command(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         await ack()
-        background.spawn(run_command(body, respond))
+        background.spawn(run_command(body, respond, client))
 
     async def run_card_action(body: dict[str, Any], respond: AsyncRespond) -> None:
         container = body.get("container") or {}

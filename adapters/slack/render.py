@@ -145,6 +145,7 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
             "elements": [{"type": "mrkdwn", "text": f"Conversation `{card.short_id}`"}],
         },
     ]
+    blocks[-1:-1] = similar_lines(card)
     text = f"{emoji} [{card.short_id}] {subject} from {customer}"
     if card.oncall and not card.moved_to:
         # Our own text, the only place a group mention comes from: customer text is escaped.
@@ -216,7 +217,28 @@ def _card_actions(card: ConversationCard) -> Block:
     else:
         elements.append(_button("switchboard_close", "Close", "danger"))
     elements.append(_button("switchboard_customer", "Customer"))
+    elements.append(_button(SUGGEST_ACTION, "Suggest reply"))
+    if card.similar_open or card.similar_closed:
+        elements.append(_button(SIMILAR_ACTION, "Similar"))
     return {"type": "actions", "block_id": "switchboard_card_actions", "elements": elements}
+
+
+SUGGEST_ACTION = "switchboard_suggest"
+SIMILAR_ACTION = "switchboard_similar"
+
+
+def similar_lines(card: ConversationCard) -> list[Block]:
+    """The card's line about similar conversations and a known problem, when there are any."""
+    parts = []
+    if card.known_problem:
+        parts.append(f":warning: Known problem: *{escape(card.known_problem)}*")
+    if card.similar_open or card.similar_closed:
+        parts.append(
+            f":mag: similar: {card.similar_open} open · {card.similar_closed} closed this week"
+        )
+    if not parts:
+        return []
+    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": "   ".join(parts)}]}]
 
 
 def customer_message(post: CustomerPost) -> tuple[str, list[Block]]:
@@ -312,3 +334,20 @@ def deadline_text(deadline: DeadlineView) -> str:
 def deadlines_field(deadlines: tuple[DeadlineView, ...]) -> str:
     """The card's field listing what is due."""
     return "*Due*\n" + "\n".join(deadline_text(d) for d in deadlines)
+
+
+def agent_copy(author_name: str, text: str) -> tuple[str, list[Block]]:
+    """A reply an agent wrote in a modal, posted in the thread under their name."""
+    author = escape(author_name or "An agent")
+    body = escape(text)
+    blocks: list[Block] = [
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"*{author}* replied (from a suggestion):"}],
+        }
+    ]
+    blocks += [
+        {"type": "section", "text": {"type": "mrkdwn", "text": chunk, "verbatim": True}}
+        for chunk in _chunks(body)
+    ]
+    return f"{author}: {body[:2900]}", blocks

@@ -6,6 +6,7 @@ here, so the core never writes Slack markup.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from adapters.slack.render import (
@@ -16,7 +17,7 @@ from adapters.slack.render import (
     escape,
     mention,
 )
-from bot.commands import Answer, Reply
+from bot.commands import Answer, OpenBlockEditor, Reply
 from bot.lookups import CustomerView, HomeView, LogView, QueueEntry, QueueView, SkillsView
 from bot.workflow import format_duration, format_time
 
@@ -25,10 +26,14 @@ REASSIGN_MODAL = "switchboard_reassign_modal"
 SKILL_BLOCK = "skill"
 SKILL_ACTION = "skill_choice"
 _MAX_TEXT = 3900
+BLOCK_MODAL = "switchboard_block_editor"
+BLOCK_FIELDS = ("title", "skill", "text_en", "text_de")
 
 
 def answer_text(reply: Reply, now: datetime) -> str:
     """The ephemeral answer to a command or a click."""
+    if isinstance(reply, OpenBlockEditor):
+        return "The text block editor is open."
     if isinstance(reply, Answer):
         if not reply.ask:
             return reply.text
@@ -194,4 +199,51 @@ def reassign_modal(skills: tuple[str, ...], short_id: str, private_metadata: str
                 },
             },
         ],
+    }
+
+
+def block_modal(editor: OpenBlockEditor, channel: str) -> Block:
+    """The text block editor: title, skill, English and German text."""
+    draft = editor.draft
+    labels = {
+        "title": ("Title", False, draft.title),
+        "skill": ("Skill (empty: every skill)", False, draft.skill),
+        "text_en": ("English text", True, draft.text_en),
+        "text_de": ("German text", True, draft.text_de),
+    }
+    blocks: list[Block] = []
+    for field in BLOCK_FIELDS:
+        label, multiline, value = labels[field]
+        element: Block = {"type": "plain_text_input", "action_id": field, "multiline": multiline}
+        if value:
+            element["initial_value"] = value
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": field,
+                "optional": field != "title",
+                "label": {"type": "plain_text", "text": label},
+                "element": element,
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": "Placeholders: {customer_first_name}, {customer_name}, "
+                    "{customer_email}, {agent_name}, {conversation}, {order}, {subject}, {skill}",
+                }
+            ],
+        }
+    )
+    return {
+        "type": "modal",
+        "callback_id": BLOCK_MODAL,
+        "private_metadata": json.dumps({"id": editor.block_id, "channel": channel}),
+        "title": {"type": "plain_text", "text": "Text block"},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": blocks,
     }

@@ -366,3 +366,16 @@ def _quantise(source: Path, target: Path) -> None:
         quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
+
+
+class EncoderEmbedder:
+    """A ``bot.ports.Embedder`` over a loaded encoder (evaluations; the service uses triage's)."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self.encoder = encoder
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]:
+        import asyncio
+
+        rows = await asyncio.to_thread(self.encoder.encode, list(texts))
+        return [row.astype(np.float32).tobytes() for row in rows]

@@ -52,6 +52,7 @@ class _Reading:
     priority: Prediction
     sentiment: Prediction
     language: str
+    vector: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +270,15 @@ class TriageEngine:
             priority_reason=reason,
             language=reading.language,
             sentiment=reading.sentiment.label,
+            vector=reading.vector,
         )
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]:
+        """The encoder's vectors of ``texts`` (float32 bytes), as triage computes them."""
+        if self._closed:
+            raise RuntimeError("the triage engine is closed")
+        rows = await asyncio.to_thread(self.encoder.encode, [t[:MAX_CHARS] for t in texts])
+        return [row.astype(np.float32).tobytes() for row in rows]
 
     async def learn(self, skill: str, text: str) -> None:
         """Remember that ``text`` belongs to ``skill``; the classifier is retrained soon."""
@@ -360,9 +369,9 @@ class TriageEngine:
         priorities = models.priority.predict(embeddings)
         sentiments = models.sentiment.predict(embeddings)
         return [
-            _Reading(skill, priority, sentiment, self._languages.detect(text))
-            for text, skill, priority, sentiment in zip(
-                texts, skills, priorities, sentiments, strict=True
+            _Reading(skill, priority, sentiment, self._languages.detect(text), row.tobytes())
+            for text, skill, priority, sentiment, row in zip(
+                texts, skills, priorities, sentiments, embeddings.astype(np.float32), strict=True
             )
         ]
 

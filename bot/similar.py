@@ -1,0 +1,213 @@
+"""Similar conversations and known problems: is this complaint already known?
+
+A conversation is represented by its customer messages' vectors; the nearest stored messages
+of other conversations, above a similarity threshold, make its similar conversations. The card
+counts those open and those closed within a week; a button lists them with their status and
+how each was solved. A lead links a conversation to a known problem ("payment provider
+outage"); a later conversation similar to a linked one shows that problem on its card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.transactions import in_transaction
+
+from bot.conversations import short_id
+from bot.errors import ActionRefused
+from bot.jobkinds import SHOW_CHANGE, ChangePayload
+from bot.jobs import Clock, utcnow
+from bot.roles import Actor
+from bot.shapes import DeliveryState
+from bot.vectors import MessageIndex
+from models import (
+    AuditEntry,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    KnownProblem,
+    Message,
+    MessageVector,
+    ProblemLink,
+)
+
+#: Messages at least this alike (cosine of the encoder's vectors) are "about the same thing".
+MIN_SIMILARITY = 0.6
+#: How many neighbours a search looks at.
+NEIGHBOURS = 50
+RECENT = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarSummary:
+    """What the card says: similar open and recently closed ones, and a known problem."""
+
+    open: int = 0
+    closed_recently: int = 0
+    problem: str = ""
+    problem_link: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarConversation:
+    short_id: str
+    subject: str
+    status: str
+    similarity: float
+    updated_at: datetime
+    solved_by: str
+    chat_channel: str
+    chat_thread_ts: str
+
+
+class Similar:
+    """Finds conversations like a given one, and keeps the known problems."""
+
+    def __init__(
+        self,
+        index: MessageIndex,
+        *,
+        clock: Clock = utcnow,
+        min_similarity: float = MIN_SIMILARITY,
+    ) -> None:
+        self.index = index
+        self.clock = clock
+        self.min_similarity = min_similarity
+
+    async def _neighbours(self, conversation: Conversation) -> dict[int, float]:
+        """Other conversations near this one's customer messages: id -> best similarity."""
+        vectors = await MessageVector.filter(conversation_id=conversation.id).order_by("id")
+        best: dict[int, float] = {}
+        for stored in vectors[-3:]:
+            for found in await self.index.nearest(
+                bytes(stored.vector),
+                NEIGHBOURS,
+                exclude_conversation=conversation.id,
+                min_similarity=self.min_similarity,
+            ):
+                best[found.conversation_id] = max(
+                    best.get(found.conversation_id, 0.0), found.similarity
+                )
+        return best
+
+    async def summary(self, conversation: Conversation) -> SimilarSummary:
+        """The card's line: similar open, closed within a week, and a known problem."""
+        best = await self._neighbours(conversation)
+        if not best:
+            return SimilarSummary()
+        others = await Conversation.filter(id__in=list(best)).values("id", "status", "updated_at")
+        since = self.clock() - RECENT
+        open_count = sum(1 for c in others if c["status"] == ConversationStatus.OPEN)
+        closed = sum(
+            1
+            for c in others
+            if c["status"] == ConversationStatus.CLOSED and c["updated_at"] >= since
+        )
+        problem = await self._problem_of(conversation, best)
+        return SimilarSummary(
+            open_count, closed, problem.title if problem else "", problem.link if problem else ""
+        )
+
+    async def _problem_of(
+        self, conversation: Conversation, best: dict[int, float]
+    ) -> KnownProblem | None:
+        own = await ProblemLink.get_or_none(conversation_id=conversation.id).prefetch_related(
+            "problem"
+        )
+        if own is not None:
+            return own.problem
+        links = await ProblemLink.filter(conversation_id__in=list(best)).prefetch_related("problem")
+        if not links:
+            return None
+        return max(links, key=lambda link: best[link.conversation_id]).problem
+
+    async def conversations(
+        self, conversation: Conversation, limit: int = 15
+    ) -> list[SimilarConversation]:
+        """The similar conversations, most alike first, with how each was solved."""
+        best = await self._neighbours(conversation)
+        ranked = sorted(best, key=lambda cid: -best[cid])[:limit]
+        rows = {c.id: c for c in await Conversation.filter(id__in=ranked)}
+        links = {
+            link.conversation_id: link.problem.title
+            for link in await ProblemLink.filter(conversation_id__in=ranked).prefetch_related(
+                "problem"
+            )
+        }
+        result = []
+        for cid in ranked:
+            other = rows.get(cid)
+            if other is None or not other.chat_channel or not other.chat_thread_ts:
+                continue
+            result.append(
+                SimilarConversation(
+                    short_id=short_id(other),
+                    subject=other.subject,
+                    status=other.status.value,
+                    similarity=best[cid],
+                    updated_at=other.updated_at,
+                    solved_by=await _how_solved(other, links.get(cid, "")),
+                    chat_channel=other.chat_channel,
+                    chat_thread_ts=other.chat_thread_ts,
+                )
+            )
+        return result
+
+    async def link_problem(self, actor: Actor, conversation: Conversation, title: str) -> str:
+        """Link ``conversation`` to the known problem ``title`` (made if new); audited."""
+        title = " ".join(title.split())
+        if not title:
+            raise ActionRefused("Name the problem, like “payment provider outage”.")
+        if len(title) > 128:
+            raise ActionRefused("Keep the problem's name to 128 characters.")
+        async with in_transaction() as conn:
+            problem = await KnownProblem.filter(title__iexact=title).using_db(conn).first()
+            if problem is None:
+                problem = await KnownProblem.create(
+                    title=title, created_by=actor.user_id, using_db=conn
+                )
+            await ProblemLink.filter(conversation_id=conversation.id).using_db(conn).delete()
+            await ProblemLink.create(
+                conversation_id=conversation.id,
+                problem=problem,
+                created_by=actor.user_id,
+                using_db=conn,
+            )
+            summary = f"{actor.label} linked this to the known problem “{problem.title}”."
+            entry = await AuditEntry.create(
+                conversation=conversation,
+                actor_id=actor.user_id,
+                actor_name=actor.label[:255],
+                action="problem",
+                detail={"problem": problem.id, "title": problem.title},
+                summary=summary,
+                using_db=conn,
+            )
+            await SHOW_CHANGE.enqueue(
+                ChangePayload(entry.id, conversation.id), now=self.clock(), conn=conn
+            )
+        return f"`{short_id(conversation)}` is linked to “{problem.title}”."
+
+    async def problems(self) -> list[tuple[str, int]]:
+        """Known problems with how many conversations are linked to each, newest first."""
+        rows = await KnownProblem.all().order_by("-id").prefetch_related("links")
+        return [(p.title, len(p.links)) for p in rows]
+
+
+async def _how_solved(conversation: Conversation, problem: str) -> str:
+    if problem:
+        return f"known problem “{problem}”"
+    reply = (
+        await Message.filter(
+            conversation_id=conversation.id,
+            direction=Direction.OUTBOUND,
+            delivery_state=DeliveryState.SENT,
+        )
+        .order_by("-id")
+        .first()
+    )
+    if reply is None:
+        return "no answer yet"
+    first_line = next((line for line in reply.text.splitlines() if line.strip()), "")
+    return f"{reply.sender_name or 'an agent'} answered: {first_line[:120]}"
