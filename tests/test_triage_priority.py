@@ -7,6 +7,7 @@ import pytest
 from bot.shapes import Priority
 from bot.triage import PriorityRules, PrioritySignals, decide_priority
 from bot.triage.language import LanguageDetector
+from bot.triage.priority import readable
 
 RULES = PriorityRules(vip_domains=("bigcorp.example",), vip_customers=("ceo@smallshop.example",))
 
@@ -34,26 +35,132 @@ def test_keywords_match_at_the_start_of_words_in_both_languages() -> None:
     assert decide("The download link is broken")[0] == Priority.NORMAL
 
 
-def test_the_model_counts_only_when_it_is_sure() -> None:
-    sure = decide("Everything stopped", model_priority=Priority.URGENT, model_confidence=0.8)
-    unsure = decide("Everything stopped", model_priority=Priority.URGENT, model_confidence=0.3)
+OUTAGE = (("outage", 0.55), ("blocked work", 0.3), ("request", 0.1), ("nothing to do", 0.05))
 
-    assert sure == (Priority.URGENT, "urgent: urgent tone")
-    assert unsure == (Priority.NORMAL, "")
+
+def test_the_reason_names_the_concerns_the_model_saw() -> None:
+    high = decide("Everything stopped", concerns=OUTAGE)
+    sure = decide(
+        "Everything stopped", concerns=OUTAGE, model_priority=Priority.URGENT, model_confidence=0.8
+    )
+    unsure = decide(
+        "Everything stopped", concerns=OUTAGE, model_priority=Priority.URGENT, model_confidence=0.3
+    )
+
+    assert high == (Priority.HIGH, "high: outage, blocked work")
+    assert sure == (Priority.URGENT, "urgent: outage, blocked work")
+    assert unsure == high
+
+
+def test_pressing_concerns_add_up_and_a_plain_request_stays_normal() -> None:
+    spread = (("lost money", 0.3), ("security", 0.25), ("request", 0.45))
+    plain = (("outage", 0.1), ("request", 0.8), ("nothing to do", 0.1))
+
+    assert decide("Strange charge", concerns=spread) == (
+        Priority.HIGH,
+        "high: lost money, security",
+    )
+    assert decide("Where is my parcel?", concerns=plain) == (Priority.NORMAL, "")
+
+
+def test_an_urgent_tone_alone_is_no_reason() -> None:
+    # The urgency head counts where a pressing concern is in sight, and names it.
+    vague = (("request", 0.6), ("deadline", 0.15), ("nothing to do", 0.25))
+    unsure = decide(
+        "Please hurry", concerns=vague, model_priority=Priority.URGENT, model_confidence=0.9
+    )
+    no_concern = decide("Please hurry", model_priority=Priority.URGENT, model_confidence=0.9)
+
+    assert unsure == (Priority.URGENT, "urgent: deadline")
+    assert no_concern == (Priority.NORMAL, "")
+
+
+def test_messages_that_need_nothing_are_low() -> None:
+    thanks = (("nothing to do", 0.7), ("request", 0.3))
+    auto = (("automatic reply", 0.8), ("outage", 0.1), ("request", 0.1))
+
+    assert decide("Thanks, all good", concerns=thanks) == (Priority.LOW, "low: nothing to do")
+    assert decide("I am out of office", concerns=auto) == (Priority.LOW, "low: automatic reply")
+
+
+def test_automatic_mail_is_low_whatever_it_says() -> None:
+    signals = {
+        "concerns": OUTAGE,
+        "model_priority": Priority.URGENT,
+        "model_confidence": 0.99,
+        "sentiment": "anger",
+        "sentiment_confidence": 0.99,
+        "sender_address": "it@bigcorp.example",
+        "follow_ups": 5,
+        "waiting_hours": 100.0,
+    }
+
+    out_of_office = decide("URGENT: server down, call me", automated=True, **signals)
+
+    assert out_of_office == (Priority.LOW, "low: automatic mail")
+    assert decide("URGENT: server down, call me", **signals)[0] == Priority.URGENT
+
+
+def test_unreadable_text_never_raises_the_priority() -> None:
+    garbage = "urgent \ufffd\ufffd\ufffd asap \ufffd\ufffd\ufffd\ufffd"
+
+    priority, reason = decide(
+        garbage,
+        readable=False,
+        concerns=OUTAGE,
+        model_priority=Priority.URGENT,
+        model_confidence=0.99,
+        sentiment="anger",
+        sentiment_confidence=0.99,
+    )
+
+    assert (priority, reason) == (Priority.NORMAL, "normal: unreadable text")
+    # The conversation's own rules still count: a customer waiting is waiting.
+    assert decide(garbage, readable=False, waiting_hours=30.0)[0] == Priority.HIGH
+
+
+@pytest.mark.parametrize(
+    ("text", "legible"),
+    [
+        ("", False),
+        ("   \n\t ", False),
+        ("Ã¤Ã¶Ã¼ 0x1f 0x8b ÿþ Ð Ï à¡± á", False),
+        ("=?UTF-8?B?w6TDtsO8?= \ufffd\ufffdJ\ufffd\ufffdZ\ufffdx", False),
+        ("ok", True),
+        ("Rechnung 2291-22 bis 12.05. bitte!", True),
+        ("https://shop.example/order/5512", True),
+    ],
+)
+def test_readable_text_is_told_from_noise(text: str, legible: bool) -> None:
+    assert readable(text) is legible
+
+
+def test_an_angry_customer_is_named_and_raised_one_step() -> None:
+    assert decide("You again!", sentiment="anger", sentiment_confidence=0.9) == (
+        Priority.HIGH,
+        "high: angry customer",
+    )
+    assert decide("Not again", sentiment="frustration", sentiment_confidence=0.9) == (
+        Priority.HIGH,
+        "high: frustrated customer",
+    )
+    assert decide("Thank you!", sentiment="gratitude", sentiment_confidence=0.9) == (
+        Priority.NORMAL,
+        "",
+    )
 
 
 def test_negative_sentiment_raises_one_step_but_not_to_urgent() -> None:
     angry = decide("This is unacceptable.", sentiment="negative", sentiment_confidence=0.9)
     angrier = decide(
         "This is unacceptable.",
-        model_priority=Priority.HIGH,
-        model_confidence=0.9,
+        concerns=(("lost money", 0.9), ("request", 0.1)),
         sentiment="negative",
         sentiment_confidence=0.9,
     )
 
     assert angry == (Priority.HIGH, "high: negative sentiment")
-    assert angrier == (Priority.HIGH, "high: pressing tone, negative sentiment")
+    assert angrier == (Priority.HIGH, "high: lost money, negative sentiment")
 
 
 def test_a_vip_customer_is_raised_even_from_low() -> None:

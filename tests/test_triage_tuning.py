@@ -167,3 +167,49 @@ async def test_the_engine_fine_tunes_and_votes_when_the_settings_say_so(
     assert skill_vote(settings) == NeighbourVote(weight=0.2)
     assert skill_vote(TriageSettings(neighbour_vote=True)) == NeighbourVote(weight=0.4)
     assert skill_vote(TriageSettings()) is None
+
+
+def test_an_interrupted_tuning_resumes_from_its_checkpoint(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = read_examples(TRAIN)
+    target = tuned_model_dir(SentenceEncoder.load(backend="torch").info.model, train, QUICK)
+    caplog.set_level(logging.INFO, logger="bot.triage")
+
+    def stop_after_four(step: int) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune_encoder("", train, QUICK, checkpoint_seconds=0, on_step=stop_after_four)
+    assert not target.exists()
+    assert (target.with_name(target.name + ".checkpoint") / "state.pt").is_file()
+
+    steps: list[int] = []
+    resumed = tune_encoder("", train, QUICK, checkpoint_seconds=0, on_step=steps.append)
+
+    assert steps == [5, 6]
+    assert "resumes from its checkpoint at step 4 of 6" in caplog.text
+    assert "6 of 6 steps (100%)" in caplog.text
+    assert not target.with_name(target.name + ".checkpoint").exists()
+    # The same encoder as a run that was never interrupted.
+    monkeypatch.setenv("SWITCHBOARD_MODEL_CACHE", str(model_cache / "other"))
+    whole = tune_encoder("", train, QUICK)
+    texts = [e.text for e in train]
+    assert np.allclose(
+        SentenceEncoder.load(str(resumed), backend="torch").encode(texts),
+        SentenceEncoder.load(str(whole), backend="torch").encode(texts),
+        atol=1e-5,
+    )
+
+
+def test_e5s_embedding_matrix_is_frozen_and_minilms_is_not() -> None:
+    from transformers import AutoModel
+
+    from bot.triage.encoder import default_model_path
+    from bot.triage.tuning import _freezes_embeddings
+
+    minilm = AutoModel.from_pretrained(default_model_path())
+
+    assert not _freezes_embeddings(minilm, TuningSettings())
+    assert _freezes_embeddings(minilm, TuningSettings(freeze_embeddings=True))

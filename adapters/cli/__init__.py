@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, MissingPackages
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ConfigError as exc:
         print(f"switchboard: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MissingPackages as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

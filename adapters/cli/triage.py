@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -18,14 +19,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands = triage.add_subparsers(dest="triage_command", required=True, metavar="COMMAND")
     evaluate = commands.add_parser(
         "eval",
-        help="train the skill classifier on one labelled file and score it on another",
+        help="score skill, sentiment or priority on a labelled file",
         description=(
-            "Train the skill classifier on --train (CSV or TSV) and print JSON with accuracy, "
-            "macro-F1, per-label F1 and messages per second on --test, or on a held-out part "
-            "of --train (--holdout)."
+            "--task skill (default): train the skill classifier on --train (CSV or TSV) and "
+            "score it on --test, or on a held-out part of --train (--holdout). --task sentiment "
+            "or priority: send every message of --test through the service's triage (shipped "
+            "models and priority rules) and score its answer. Prints JSON with accuracy, "
+            "macro-F1, per-label F1, the confusion matrix and messages per second; progress "
+            "goes to stderr."
         ),
     )
-    evaluate.add_argument("--train", required=True, type=Path, help="labelled training file")
+    evaluate.add_argument(
+        "--task",
+        choices=("skill", "sentiment", "priority"),
+        default="skill",
+        help="what to score (default skill)",
+    )
+    evaluate.add_argument(
+        "--train", type=Path, help="labelled training file (skill only; required there)"
+    )
     target = evaluate.add_mutually_exclusive_group(required=True)
     target.add_argument("--test", type=Path, help="labelled test file")
     target.add_argument(
@@ -36,7 +48,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     evaluate.add_argument("--text-col", default="text", help="column of the text (default text)")
     evaluate.add_argument(
-        "--label-col", default="category", help="column of the label (default category)"
+        "--label-col",
+        default=None,
+        help="column of the label (default: category, sentiment or priority, after --task)",
+    )
+    evaluate.add_argument(
+        "--automated-col",
+        default="automated",
+        help="priority: a column marking automatic mail with 1 (default automated, if present)",
     )
     evaluate.add_argument(
         "--no-header",
@@ -44,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the files have no header row; --text-col and --label-col are column numbers",
     )
     evaluate.add_argument(
-        "--shots", type=int, default=0, help="train on N examples per label (default: all)"
+        "--shots",
+        type=_shots,
+        default=None,
+        help="train on N examples per label, N of 1 or more (default: all)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0)")
     evaluate.add_argument(
@@ -97,9 +119,73 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     install.set_defaults(func=_install_model)
 
 
+def _shots(value: str) -> int:
+    """``--shots``: a count of 1 or more (0 is refused, not read as "all")."""
+    try:
+        shots = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if shots < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or more, not {shots}; leave --shots out to train on every example"
+        )
+    return shots
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from bot.errors import ConfigError
     from bot.logs import configure_logging
+
+    # Progress lines (every few seconds, with the time left) go to stderr, the report to stdout.
+    configure_logging("INFO", "text")
+    if args.task != "skill":
+        return _eval_engine(args)
+    return _eval_skill(args)
+
+
+def _eval_engine(args: argparse.Namespace) -> int:
+    """``--task sentiment|priority``: every message of --test through the service's triage."""
+    from bot.errors import ConfigError
+    from bot.settings import TriageSettings
+    from bot.triage import TriageEngine
+    from bot.triage.evaluation import evaluate_engine, read_examples
+    from bot.triage.examples import default_skills
+
+    if args.test is None:
+        raise ConfigError("--test", f"--task {args.task} scores a labelled --test file")
+    if args.train is not None or args.shots or args.fine_tune or args.neighbour_vote:
+        raise ConfigError(
+            "--train",
+            f"--task {args.task} scores the shipped models: leave out --train, "
+            "--shots, --fine-tune and --neighbour-vote",
+        )
+    test = read_examples(
+        args.test,
+        args.text_col,
+        args.label_col or args.task,
+        header=not args.no_header,
+        automated_col=args.automated_col,
+    )
+
+    async def run() -> tuple[dict[str, object], list[dict[str, str]]]:
+        skills = list(default_skills().values())
+        engine = await TriageEngine.load(
+            TriageSettings(model=args.model), skills, backend=args.backend
+        )
+        async with engine:
+            report, misses = await evaluate_engine(engine, test, args.task)
+        return asdict(report), misses
+
+    report, misses = asyncio.run(run())
+    report["task"] = args.task
+    if args.task == "priority":
+        report["severe_misses"] = misses
+    json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _eval_skill(args: argparse.Namespace) -> int:
+    from bot.errors import ConfigError
     from bot.settings import TriageSettings
     from bot.triage.engine import skill_vote
     from bot.triage.evaluation import (
@@ -110,30 +196,28 @@ def _eval(args: argparse.Namespace) -> int:
         split_holdout,
     )
 
+    if args.train is None:
+        raise ConfigError("--train", "--task skill needs a labelled training file")
     if args.holdout is not None and not 0 < args.holdout < 1:
         raise ConfigError("--holdout", "must be a fraction between 0 and 1, like 0.2")
-    if args.shots < 0:
-        raise ConfigError("--shots", "must be 0 (all) or more")
     header = not args.no_header
-    train = read_examples(args.train, args.text_col, args.label_col, header=header)
+    label_col = args.label_col or "category"
+    train = read_examples(args.train, args.text_col, label_col, header=header)
     if args.test is not None:
-        test = read_examples(args.test, args.text_col, args.label_col, header=header)
+        test = read_examples(args.test, args.text_col, label_col, header=header)
     else:
         train, test = split_holdout(train, args.holdout, args.seed)
         if not test:
             raise ConfigError("--holdout", "leaves no test examples; use a larger fraction")
     if args.shots:
         train = sample_shots(train, args.shots, args.seed)
-    if args.fine_tune:
-        # Tuning takes minutes: its progress lines go to stderr, the report to stdout.
-        configure_logging("INFO", "text")
     encoder, tuning_seconds = load_encoder(
         args.model, args.backend, train, fine_tune=args.fine_tune
     )
     # The vote the service would use with the same two settings.
     vote = skill_vote(TriageSettings(fine_tune=args.fine_tune, neighbour_vote=args.neighbour_vote))
     report = asdict(evaluate(encoder, train, test, tuning_seconds=tuning_seconds, vote=vote))
-    report.update(shots=args.shots or None, seed=args.seed)
+    report.update(task="skill", shots=args.shots, seed=args.seed)
     json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0

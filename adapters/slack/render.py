@@ -127,10 +127,11 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
         fields.append(deadlines_field(card.deadlines))
     if card.tags:
         fields.append("*Tags*\n" + ", ".join(f"`{escape(tag)}`" for tag in card.tags))
-    if triage.language or triage.sentiment:
-        fields.append(
-            f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment or '?'}"
-        )
+    if triage.sentiment:
+        fields.append(f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment}")
+    elif triage.language:
+        # Triage shows the mood only when it is sure of it.
+        fields.append(f"*Language*\n{triage.language}")
     blocks: list[Block] = [
         {
             "type": "section",

@@ -98,7 +98,7 @@ class EmbeddingClassifier:
         if len(names) == 1:
             # One label: it is always the answer, with full confidence.
             return cls(names, np.zeros((dims, 1), np.float32), np.zeros(1, np.float32))
-        weights, bias = _fit_softmax_regression(embeddings, labels, names, c)
+        weights, bias = fit_softmax_regression(embeddings, labels, names, c)
         memory = None
         if vote is not None and vote.weight > 0:
             column = {name: i for i, name in enumerate(names)}
@@ -138,14 +138,23 @@ class EmbeddingClassifier:
         return [Prediction(self.labels[int(i)], float(probs[row, i])) for row, i in enumerate(best)]
 
 
-def _fit_softmax_regression(
-    embeddings: Embeddings, labels: Sequence[str], names: Sequence[str], c: float
+def fit_softmax_regression(
+    embeddings: Embeddings,
+    labels: Sequence[str],
+    names: Sequence[str],
+    c: float,
+    *,
+    balanced: bool = True,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Weights (dims x labels) and bias of an L2-regularised, class-balanced softmax regression."""
+    """Weights (dims x labels) and bias of an L2-regularised softmax regression.
+
+    ``balanced`` weighs each label alike however many examples it has (skills); without it the
+    labels keep their share of the data (sentiment, where most messages are neutral).
+    """
     from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-    model = LogisticRegression(C=c, max_iter=1000, class_weight="balanced")
+    model = LogisticRegression(C=c, max_iter=1000, class_weight="balanced" if balanced else None)
     with warnings.catch_warnings():
         # Past a few hundred iterations the predictions no longer change.
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -21,10 +21,11 @@ TRIAGE_EXAMPLES_FILE = CONFIG_DIR / "triage_examples.toml"
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One labelled text."""
+    """One labelled text (``automated``: automatic mail, in evaluation files)."""
 
     label: str
     text: str
+    automated: bool = False
 
 
 def default_skills(path: Path = DEFAULT_SKILLS_FILE) -> dict[str, SkillSettings]:

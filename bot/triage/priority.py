@@ -1,27 +1,46 @@
 """How loud a message is: the model's reading combined with the team's rules.
 
-The model hears urgency (trained on config/triage_examples.toml) and the customer's mood; the
-rules add what the text alone cannot tell: who is writing (VIP customers and domains), words the
-team always treats as pressing, how often the customer has followed up, and how long they have
-waited. Every factor that applied is named in the reason, e.g. "urgent: 'Server down', VIP domain".
-The rules (``PriorityRules``, with their defaults) are settings: ``[triage.priority]``.
+The model reads what a message is about (its concerns, trained on the ``[concern]`` examples of
+config/triage_examples.toml): an outage, blocked work, lost money, lost data, security, health,
+a legal threat or a deadline make it at least high, and the reason names them ("high: outage,
+blocked work"); automatic replies and messages that need nothing are low; everything else is a
+normal request. A second head (``[priority]`` examples) tells urgent from high. The rules add
+what the text alone cannot tell: who is writing (VIP customers and domains), words the team
+always treats as pressing, the customer's mood, how often they have followed up and how long they
+have waited. Every factor that applied is named in the reason, e.g. "urgent: 'Server down', VIP
+domain". The rules (``PriorityRules``, with their defaults) are settings: ``[triage.priority]``.
+
+Two kinds of message never get louder from their words: automatic mail (auto-replies, bounces,
+loops: the e-mail parser marks them) is always low, and text that cannot be read (empty, or bytes
+decoded into noise) is judged by the conversation's rules alone.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from bot.settings import PriorityRules as PriorityRules
 from bot.shapes import Priority
+from bot.triage.sentiment import polarity
 
 _ORDER = (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.URGENT)
-_TONES = {
-    Priority.URGENT: "urgent tone",
-    Priority.HIGH: "pressing tone",
-    Priority.LOW: "casual tone",
-}
+#: Concerns that make a message low: nothing for an agent to do.
+LOW_CONCERNS = ("automatic reply", "nothing to do")
+#: The concern of a plain request: normal.
+ROUTINE_CONCERN = "request"
+#: A pressing concern is named in the reason if it holds this share of the pressing probability.
+CONCERN_NAMED_FROM = 0.25
+#: The model this sure that a message is an automatic reply (its likeliest reading) makes it
+#: low, keywords and all ("for urgent matters please contact ..."), even without the headers
+#: that mark one.
+AUTOMATIC_REPLY_FROM = 0.5
+#: Text with more replacement characters than this share was not decoded: it is not read.
+UNREADABLE_SHARE = 0.02
+#: How the customer's mood is named in the reason.
+_MOODS = {"anger": "angry customer", "frustration": "frustrated customer"}
 
 
 def _rank(priority: Priority) -> int:
@@ -62,21 +81,70 @@ class PrioritySignals:
     sentiment_confidence: float = 0.0
     follow_ups: int = 0
     waiting_hours: float = 0.0
+    #: The model's probability of each concern (see the module docstring).
+    concerns: tuple[tuple[str, float], ...] = ()
+    #: Automatic mail (auto-reply, bounce, loop): never above low.
+    automated: bool = False
+    #: False for empty text or undecodable bytes: its words and mood count for nothing.
+    readable: bool = True
+
+
+def pressing_concerns(concerns: Sequence[tuple[str, float]]) -> tuple[float, list[str]]:
+    """The probability that a message is pressing, and the pressing concerns worth naming."""
+    pressing = sorted(
+        ((p, name) for name, p in concerns if name not in LOW_CONCERNS and name != ROUTINE_CONCERN),
+        reverse=True,
+    )
+    share = sum(p for p, _ in pressing)
+    named = [name for p, name in pressing if share and p / share >= CONCERN_NAMED_FROM][:2]
+    return share, named or [name for _, name in pressing[:1]]
+
+
+def _model_reading(signals: PrioritySignals, rules: PriorityRules) -> tuple[Priority, list[str]]:
+    """The level the model's reading gives, and what it saw."""
+    sure = signals.model_confidence >= rules.model_min_confidence
+    heard = signals.model_priority if sure else Priority.NORMAL
+    share, named = pressing_concerns(signals.concerns)
+    top = max(signals.concerns, key=lambda c: c[1], default=("", 0.0))
+    low = top[0] in LOW_CONCERNS and top[1] >= 0.5
+    if share >= 0.5 or (heard in (Priority.HIGH, Priority.URGENT) and not low and named):
+        return (Priority.URGENT if heard == Priority.URGENT else Priority.HIGH), named
+    if low:
+        return Priority.LOW, [top[0]]
+    if heard == Priority.LOW:
+        return Priority.LOW, ["nothing to do"]
+    return Priority.NORMAL, []
+
+
+def readable(text: str) -> bool:
+    """False for empty text and for bytes decoded into noise (replacement characters, mojibake)."""
+    visible = "".join(text.split())
+    if not visible or visible.count("\ufffd") > len(visible) * UNREADABLE_SHARE:
+        return False
+    # Words of two letters or more; mojibake ("Ã¤Ã¶") and binary noise have few of them.
+    letters = sum(len(word) for word in re.findall(r"[^\W\d_]{2,}", text))
+    return letters >= len(visible) / 2
 
 
 def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Priority, str]:
     """The priority and its reason (empty for a plain normal message)."""
+    if signals.automated:
+        return Priority.LOW, "low: automatic mail"
+    if signals.readable and dict(signals.concerns).get(LOW_CONCERNS[0], 0.0) >= (
+        AUTOMATIC_REPLY_FROM
+    ):
+        return Priority.LOW, f"low: {LOW_CONCERNS[0]}"
     level = Priority.NORMAL
     reasons: list[str] = []
+    if signals.readable:
+        level, reasons = _model_reading(signals, rules)
+    else:
+        reasons.append("unreadable text")
 
-    if signals.model_confidence >= rules.model_min_confidence:
-        level = signals.model_priority
-        if level in _TONES:
-            reasons.append(_TONES[level])
-
-    urgent_hit = _find(rules.urgent_keywords, signals.text)
-    high_hit = _find(rules.high_keywords, signals.text)
-    low_hit = _find(rules.low_keywords, signals.text)
+    text = signals.text if signals.readable else ""
+    urgent_hit = _find(rules.urgent_keywords, text)
+    high_hit = _find(rules.high_keywords, text)
+    low_hit = _find(rules.low_keywords, text)
     if urgent_hit:
         level = Priority.URGENT
         reasons.insert(0, f"'{urgent_hit}'")
@@ -88,11 +156,12 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
         reasons.append(f"'{low_hit}'")
 
     if (
-        signals.sentiment == "negative"
+        signals.readable
+        and polarity(signals.sentiment) == "negative"
         and signals.sentiment_confidence >= rules.negative_min_confidence
     ):
         level = _raised(level, cap=Priority.HIGH)
-        reasons.append("negative sentiment")
+        reasons.append(_MOODS.get(signals.sentiment, "negative sentiment"))
 
     address = signals.sender_address.strip().lower()
     domain = address.rpartition("@")[2]
