@@ -79,6 +79,7 @@ from bot.pipeline import DeliverReply, PostInbound, ReplyGate
 from bot.ports import Classifier, Embedder, Learner, ReplySender
 from bot.privacy import EraseThread, Privacy, PurgeClosed, schedule_purge
 from bot.relay import Relay
+from bot.reports import Facts, Reports
 from bot.roles import Actor, Roles
 from bot.routing import sync_skills
 from bot.rules import CallWebhook, Rules, RunRules
@@ -165,6 +166,8 @@ class Service:
         self.vectors = MessageVectors(self.index, embedder)
         self.similar = Similar(self.index, clock=clock)
         self.suggester = Suggester(self.index, embedder)
+        self.facts = Facts(settings, clock=clock)
+        self.reports = Reports(settings, clock=clock)
         self.deadlines = Deadlines(chat, settings, clock=clock, on_queued=jobs_added.set)
         self.workflow = Workflow(
             chat,
@@ -194,6 +197,7 @@ class Service:
             templates=self.templates,
             people=People(clock=clock, on_queued=jobs_added.set),
             similar=self.similar,
+            reports=self.reports,
         )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()
@@ -223,7 +227,7 @@ class Service:
                 senders,
                 gates=gates,
                 reporting=frozenset({ChannelKind.WHATSAPP}),
-                after_send=self.deadlines.reply_sent,
+                after_send=self._reply_sent,
             ),
             SHOW_CHANGE: ShowChange(self.workflow),
             MOVE_CONVERSATION: MoveConversation(self.workflow),
@@ -272,6 +276,7 @@ class Service:
                 background=self.background,
                 command_name=settings.slack.command,
                 clock=clock,
+                reports=self.reports,
             )
             register_suggestions(
                 app,
@@ -316,6 +321,10 @@ class Service:
         await self.deadlines.customer_wrote(conversation, message)
         await self.rules.customer_wrote(conversation, message, opened)
         await self.assignment.customer_wrote(conversation, message, opened)
+
+    async def _reply_sent(self, conversation: Conversation, message: Message) -> None:
+        await self.facts.reply_sent(conversation, message)
+        await self.deadlines.reply_sent(conversation)
 
     async def _conversation_changed(
         self, conversation: Conversation, conn: BaseDBAsyncClient

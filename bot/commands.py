@@ -34,7 +34,9 @@ from bot.lookups import (
     suggestion,
 )
 from bot.people import People
+from bot.reports import Report, Reports, is_period
 from bot.roles import Actor, Role, Roles
+from bot.routing import skill_names
 from bot.rules import describe
 from bot.shapes import Priority
 from bot.similar import Similar
@@ -123,6 +125,14 @@ class RemoveSkill:
 
 @dataclass(frozen=True, slots=True)
 class ShowQueue:
+    skill: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShowReport:
+    """``report [period] [skill]``: the team's figures, with charts."""
+
+    period: str = "week"
     skill: str = ""
 
 
@@ -229,6 +239,7 @@ Command = (
     | AddExample
     | RemoveSkill
     | ShowQueue
+    | ShowReport
     | FindCustomer
     | NameAgent
     | ListTemplates
@@ -254,6 +265,13 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportReply:
+    """A report to post with its charts (the chat adapter draws and uploads them)."""
+
+    report: Report
+
+
+@dataclass(frozen=True, slots=True)
 class OpenBlockEditor:
     """Show the text block editor, empty (``block_id`` None) or holding ``draft``."""
 
@@ -261,12 +279,15 @@ class OpenBlockEditor:
     block_id: int | None = None
 
 
-Reply = Answer | QueueView | CustomerView | SkillsView | LogView | OpenBlockEditor
+Reply = Answer | QueueView | CustomerView | SkillsView | LogView | OpenBlockEditor | ReportReply
+
+REPORT_USAGE = "report [today | week | month | YYYY-MM-DD..YYYY-MM-DD] [skill]"
 
 #: (usage, who, what) for ``help`` and the README's table.
 REFERENCE: tuple[tuple[str, Role, str], ...] = (
     ("help", Role.AGENT, "this list"),
     ("queue [skill]", Role.AGENT, "open conversations by priority and age"),
+    (REPORT_USAGE, Role.LEAD, "the team's figures and charts for a period"),
     ("customer <e-mail | @telegram | id>", Role.AGENT, "a customer's history across channels"),
     ("log <conversation>", Role.AGENT, "who changed what, and when"),
     ("assign <conversation> me", Role.AGENT, "take a conversation"),
@@ -316,6 +337,13 @@ def parse(text: str) -> Command:
     if name == "queue":
         _count(args, 0, 1, "queue [skill]")
         return ShowQueue(args[0].lower() if args else "")
+    if name == "report":
+        _count(args, 0, 2, REPORT_USAGE)
+        period = args[0] if args and is_period(args[0]) else "week"
+        rest = args[1:] if args and is_period(args[0]) else args
+        if len(rest) > 1:
+            raise UsageError(f"`report {' '.join(args)}`? Use {REPORT_USAGE}.")
+        return ShowReport(period.lower(), rest[0].lower() if rest else "")
     if name == "customer" and args and args[0].lower() in ("link", "unlink", "confirm"):
         return _parse_customer(args)
     if name == "customer":
@@ -490,7 +518,7 @@ def required_role(command: Command, actor: Actor) -> Role:
         return Role.LEAD
     if isinstance(command, MapSkill | AddSkill | AddExample | RemoveSkill | NameAgent):
         return Role.ADMIN
-    if isinstance(command, LinkCustomers | UnlinkCustomer):
+    if isinstance(command, LinkCustomers | UnlinkCustomer | ShowReport):
         return Role.LEAD
     return Role.AGENT
 
@@ -515,14 +543,27 @@ class Commands:
         templates: Templates | None = None,
         people: People | None = None,
         similar: Similar | None = None,
+        reports: Reports | None = None,
     ) -> None:
         self.people = people or People()
+        self.reports = reports
         self.workflow = workflow
         self.lookups = lookups
         self.roles = roles
         self.command_name = command_name
         self.templates = templates
         self.similar = similar
+
+    async def _report(self, period_text: str, skill: str) -> Reply:
+        if self.reports is None:
+            return Answer("Reports are not set up on this service.", refused=True)
+        if skill and skill not in await skill_names():
+            known = ", ".join(f"`{name}`" for name in await skill_names())
+            raise ActionRefused(
+                f"`{skill}` is neither a period nor a skill. Use `{REPORT_USAGE}`; skills: {known}."
+            )
+        period = self.reports.period(period_text)
+        return ReportReply(await self.reports.report(period, skill))
 
     async def run_text(self, text: str, actor: Actor) -> Reply:
         """Parse and run what someone typed after the slash command."""
@@ -554,6 +595,8 @@ class Commands:
                 return Answer(help_text(self.command_name))
             case ShowQueue(skill):
                 return await lookups.queue(skill)
+            case ShowReport(period, skill):
+                return await self._report(period, skill)
             case FindCustomer(query):
                 return await lookups.customer(query)
             case ListSkills():

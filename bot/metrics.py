@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_IN = Counter(
     "switchboard_messages_in_total",
@@ -44,4 +44,31 @@ SUGGESTIONS = Counter(
     "switchboard_suggestions_total",
     "Suggested replies, by source (block, reply) and outcome (offered, used).",
     ["source", "outcome"],
+)
+
+#: Waiting times in seconds (working time of the team once [sla] has business hours).
+_WAIT_BUCKETS = (
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    2 * 3600,
+    4 * 3600,
+    8 * 3600,
+    86400,
+    3 * 86400,
+    7 * 86400,
+)
+FIRST_RESPONSE_SECONDS = Histogram(
+    "switchboard_first_response_seconds",
+    "Time from a conversation's start to its first agent reply reaching the customer, by skill.",
+    ["skill"],
+    buckets=_WAIT_BUCKETS,
+)
+RESOLUTION_SECONDS = Histogram(
+    "switchboard_resolution_seconds",
+    "Time from a conversation's start to its closing, by skill.",
+    ["skill"],
+    buckets=(*_WAIT_BUCKETS, 14 * 86400, 30 * 86400),
 )

@@ -276,13 +276,14 @@ class DeliverReply:
         *,
         gates: Mapping[ChannelKind, ReplyGate] | None = None,
         reporting: frozenset[ChannelKind] = frozenset(),
-        after_send: Callable[[Conversation], Awaitable[None]] | None = None,
+        after_send: Callable[[Conversation, Message], Awaitable[None]] | None = None,
     ) -> None:
         self.chat = chat
         self.senders = senders
         self.gates = gates or {}
         self.reporting = reporting
-        # Told once a reply is sent (again on a retry): it meets the conversation's deadline.
+        # Told once a reply is sent (again on a retry): it meets the conversation's deadline,
+        # and its waiting time is stored for the reports.
         self.after_send = after_send
 
     async def run(self, job: Job) -> None:
@@ -314,7 +315,7 @@ class DeliverReply:
                 await record_parts(message, conversation.channel, message.external_id)
             MESSAGES_OUT.labels(conversation.channel.value, "sent").inc()
         if self.after_send is not None:
-            await self.after_send(conversation)
+            await self.after_send(conversation, message)
         if conversation.chat_channel and message.chat_ts:
             await self.chat.show_delivery(
                 conversation.chat_channel, message.chat_ts, DeliveryState.SENT

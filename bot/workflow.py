@@ -36,6 +36,7 @@ from bot.jobkinds import (
 from bot.jobs import Clock, cancel_about, utcnow
 from bot.pipeline import card_for
 from bot.ports import ChatPort, Classifier, Learner
+from bot.reports import Facts
 from bot.roles import Actor
 from bot.routing import channel_for, oncall_for, skill_names
 from bot.settings import Settings
@@ -114,6 +115,8 @@ class Workflow:
         self.deadlines_of = deadlines_of
         # Runs in the transaction of every change to a conversation (its deadlines follow).
         self.after_change = after_change
+        # When and after how long conversations close, for the reports.
+        self.facts = Facts(settings, clock=clock)
 
     async def card(self, conversation: Conversation) -> ConversationCard:
         """The root card of ``conversation`` as it is now."""
@@ -265,12 +268,13 @@ class Workflow:
             raise ActionRefused(f"Conversation `{sid}` is already closed.")
         conversation.status = ConversationStatus.CLOSED
         conversation.snoozed_until = None
+        facts = await self.facts.closing(conversation)
         await self._record(
             conversation,
             actor,
             "close",
             f"{actor.label} closed this conversation.",
-            changed=("status", "snoozed_until"),
+            changed=("status", "snoozed_until", *facts),
             also=lambda conn: _cancel_wake_ups(conversation.id, conn),
         )
         return f"Closed `{sid}`. If the customer writes again, it opens again."

@@ -134,6 +134,14 @@ class Conversation(Model):
     #: Tags a rule added, comma-separated.
     # db_default: the column is added to existing rows without rewriting the table.
     tags = fields.CharField(max_length=255, default="", db_default="")
+    # Facts the reports read (bot/reports.py), stored when they happen. Times are working time
+    # of the conversation's team (its business hours once [sla] has them, else wall time).
+    #: When the first agent reply reached the customer, and how long after the first message.
+    first_reply_at = fields.DatetimeField(null=True)
+    first_reply_seconds = fields.IntField(null=True)
+    #: When it was last closed, and how long after the customer's first message.
+    closed_at = fields.DatetimeField(null=True)
+    resolution_seconds = fields.IntField(null=True)
 
     messages: fields.ReverseRelation[Message]
 
@@ -145,6 +153,9 @@ class Conversation(Model):
             Index(fields=("identity_id", "id"), name="idx_conversations_identity"),
             Index(fields=("status", "skill"), name="idx_conversations_status_skill"),
             Index(fields=("status", "updated_at"), name="idx_conversations_status_updated"),
+            Index(fields=("created_at",), name="idx_conversations_created"),
+            Index(fields=("first_reply_at",), name="idx_conversations_first_reply"),
+            Index(fields=("closed_at",), name="idx_conversations_closed"),
         )
 
 
@@ -187,6 +198,9 @@ class Message(Model):
     template = fields.JSONField[dict[str, object]](null=True)
     #: What the sender says is theirs (``[["phone", "+49..."], ["email", "a@b.example"]]``).
     claims = fields.JSONField[list[list[str]]](null=True)
+    #: An agent's reply: how long (working time) the customer had waited when it was sent;
+    #: None for a reply that followed another one (nobody was waiting).
+    response_seconds = fields.IntField(null=True)
 
     attachments: fields.ReverseRelation[StoredAttachment]
 
@@ -195,6 +209,7 @@ class Message(Model):
         indexes = (
             Index(fields=("conversation_id", "id"), name="idx_messages_conversation"),
             Index(fields=("chat_ts",), name="idx_messages_chat_ts"),
+            Index(fields=("created_at",), name="idx_messages_created"),
         )
 
 

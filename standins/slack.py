@@ -266,6 +266,10 @@ class SlackSandbox(Served):
         self._failures: dict[str, deque[_Failure]] = {}
         self._failure_rate = 0.0
         self._failure_methods: frozenset[str] | None = None
+        #: Slack refuses posts and file shares into a channel the app is not a member of
+        #: (``not_in_channel``). Off unless a test turns it on: most tests create channels
+        #: without adding the app, and care about other things.
+        self.require_membership = False
         self._random = random.Random()
         self._changed = asyncio.Event()
         self._socket_tickets: set[str] = set()
@@ -822,6 +826,7 @@ class SlackSandbox(Served):
         metadata = _metadata(params)
         attachments = params.decoded("attachments", "invalid_attachments")
         channel, parent_ts = self._posting_target(params)
+        self._check_member(channel)
         message = self._bot_message(text, blocks, metadata)
         username = params.optional("username")
         if username:
@@ -1064,6 +1069,7 @@ class SlackSandbox(Served):
             channel = self._channels.get(ref)
             if channel is None:
                 raise _SlackError("channel_not_found")
+            self._check_member(channel)
             parent_ts = self._parent_ts(channel, thread_ts) if thread_ts else None
             if thread_ts and parent_ts is None:
                 raise _SlackError("thread_not_found")
@@ -1080,6 +1086,10 @@ class SlackSandbox(Served):
             message["display_as_bot"] = False
             self._store(channel, message, parent_ts)
         return {"files": [self._file_object(stored) for stored in files]}
+
+    def _check_member(self, channel: _Channel) -> None:
+        if self.require_membership and self.bot_user_id not in channel.members:
+            raise _SlackError("not_in_channel")
 
     def _files_info(self, params: _Params) -> Payload:
         stored = self._files.get(params.text("file"))

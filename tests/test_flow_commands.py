@@ -498,8 +498,9 @@ async def test_app_home_shows_mine_the_queue_and_snoozed(
     sections = [b["text"]["text"] for b in view["blocks"] if b["type"] == "section"]
     assert short_id(mine) in sections[0]
     assert "*general*: 1 open" in sections[1]
-    assert short_id(later) in sections[-1]
-    assert ":zzz:" in sections[-1]
+    assert short_id(later) in sections[2]
+    assert ":zzz:" in sections[2]
+    assert "Conversations opened: 2 (email 2)" in sections[3]  # this week
 
 
 async def test_an_admin_sets_the_name_replies_go_out_under(

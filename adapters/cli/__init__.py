@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.cli.customers import register as register_customers
     from adapters.cli.jobs import register as register_jobs
     from adapters.cli.replay import register as register_replay
+    from adapters.cli.report import register as register_report
     from adapters.cli.rules import register as register_rules
     from adapters.cli.service import register as register_service
     from adapters.cli.suggest import register as register_suggest
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_rules,
         register_blocks,
         register_suggest,
+        register_report,
     ):
         register(subparsers)
     return parser

@@ -22,6 +22,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.charts import report_png
 from adapters.slack.views import (
     CONFIRM_DETAIL,
     REASSIGN_CALLBACK,
@@ -33,6 +34,7 @@ from adapters.slack.views import (
     block_modal,
     home_view,
     reassign_modal,
+    report_text,
 )
 from bot.commands import (
     Answer,
@@ -46,6 +48,7 @@ from bot.commands import (
     Reassign,
     Reopen,
     Reply,
+    ReportReply,
     SetPriority,
     Snooze,
     parse_duration,
@@ -54,6 +57,7 @@ from bot.conversations import short_id
 from bot.errors import ActionRefused
 from bot.jobs import Clock
 from bot.lookups import ByMessage, Lookups, conversation_of_message
+from bot.reports import Report, Reports
 from bot.roles import Actor, Role, Roles
 from bot.routing import skill_names
 from bot.shapes import Priority
@@ -167,6 +171,7 @@ def register_team_workflow(
     background: Background,
     command_name: str,
     clock: Clock,
+    reports: Reports | None = None,
 ) -> None:
     """Add the slash command, card actions, shortcut, modal and App Home listeners."""
 
@@ -191,6 +196,10 @@ def register_team_workflow(
             if isinstance(reply, OpenBlockEditor):
                 view = block_modal(reply, str(body.get("channel_id") or ""))
                 await client.views_open(trigger_id=body["trigger_id"], view=view)
+                return
+            if isinstance(reply, ReportReply):
+                where = str(body.get("channel_id") or "")
+                await answer(respond, await post_report(client, reply.report, where, actor))
                 return
             await answer(respond, answer_text(reply, clock()), reply)
         except Exception:
@@ -288,9 +297,41 @@ def register_team_workflow(
         await ack()
         background.spawn(_tell(client, where, actor.user_id, text))
 
+    async def post_report(
+        client: AsyncWebClient, report: Report, channel_id: str, actor: Actor
+    ) -> str:
+        """Upload the charts with the summary where the command was typed, else in a DM."""
+        names = {a.user_id: await name_of(a.user_id) for a in report.agents[:12]}
+        png = await asyncio.to_thread(report_png, report, names)
+        upload: dict[str, Any] = {
+            "content": png,
+            "filename": "switchboard-report.png",
+            "title": "Switchboard report",
+        }
+        comment = report_text(report)
+        try:
+            await client.files_upload_v2(
+                channel=channel_id, file_uploads=[upload], initial_comment=comment
+            )
+            return "Posted the report with its charts here."
+        except SlackApiError as exc:
+            if exc.response.get("error") not in ("not_in_channel", "channel_not_found"):
+                raise
+        # Not a member of that channel (or a DM between people): send it to the lead directly.
+        opened = await client.conversations_open(users=actor.user_id)
+        dm = str((opened.get("channel") or {}).get("id") or "")
+        await client.files_upload_v2(channel=dm, file_uploads=[upload], initial_comment=comment)
+        return (
+            "The report is in your direct messages with Switchboard: I am not in this channel "
+            "(invite me to post reports here)."
+        )
+
     async def publish_home(client: AsyncWebClient, user_id: str) -> None:
         try:
-            view = home_view(await lookups.home(user_id), clock())
+            week = None
+            if reports is not None:
+                week = await reports.report(reports.period("week"))
+            view = home_view(await lookups.home(user_id), clock(), week, command_name)
             await client.views_publish(user_id=user_id, view=view)
         except Exception:
             log.exception("could not publish the App Home")

@@ -17,8 +17,9 @@ from adapters.slack.render import (
     escape,
     mention,
 )
-from bot.commands import Answer, OpenBlockEditor, Reply
+from bot.commands import Answer, OpenBlockEditor, Reply, ReportReply
 from bot.lookups import CustomerView, HomeView, LogView, QueueEntry, QueueView, SkillsView
+from bot.reports import Report, agent_lines, summary_lines
 from bot.workflow import format_duration, format_time
 
 REASSIGN_CALLBACK = "switchboard_reassign"
@@ -44,7 +45,19 @@ def answer_text(reply: Reply, now: datetime) -> str:
         return _customer(reply, now)
     if isinstance(reply, SkillsView):
         return _skills(reply)
+    if isinstance(reply, ReportReply):
+        return report_text(reply.report)
     return _log(reply)
+
+
+def report_text(report: Report, *, agents: int = 10) -> str:
+    """The report's summary, as posted above its charts (and on the App Home)."""
+    title, *lines = summary_lines(report)
+    text = [f"*{escape(title)}*", *(f"• {escape(line)}" for line in lines)]
+    busiest = agent_lines(report, mention)[:agents]
+    if busiest:
+        text += ["*Per agent*", *busiest]
+    return _clip(text)
 
 
 def _entry_line(entry: QueueEntry, now: datetime) -> str:
@@ -151,8 +164,10 @@ def _section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
 
 
-def home_view(view: HomeView, now: datetime) -> Block:
-    """The App Home tab: mine, the open queue per skill, snoozed ones due soon."""
+def home_view(
+    view: HomeView, now: datetime, week: Report | None = None, command_name: str = "/switchboard"
+) -> Block:
+    """The App Home tab: mine, the open queue per skill, snoozed ones due soon, this week."""
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Your conversations"}},
     ]
@@ -170,6 +185,15 @@ def home_view(view: HomeView, now: datetime) -> Block:
     )
     snoozed = [_entry_line(e, now) for e in view.snoozed]
     blocks.append(_section("\n".join(snoozed) if snoozed else "None."))
+    if week is not None:
+        blocks.append({"type": "header", "text": {"type": "plain_text", "text": "This week"}})
+        blocks.append(_section(report_text(week, agents=5)))
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"Charts: `{command_name} report week`"}],
+            }
+        )
     return {"type": "home", "blocks": blocks[:100]}
 
 
