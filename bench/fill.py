@@ -154,7 +154,8 @@ FROM generate_series(10, :customers, 10) AS k
 INSERT INTO conversations (
     id, token, customer_id, identity_id, channel, thread_key, subject, normalised_subject,
     skill, priority, priority_reason, language, sentiment, confidence, status, owner,
-    chat_channel, chat_thread_ts, created_at, updated_at, last_inbound_at, snoozed_until)
+    chat_channel, chat_thread_ts, created_at, updated_at, last_inbound_at, snoozed_until,
+    first_reply_at, first_reply_seconds, closed_at, resolution_seconds)
 SELECT :conversations_base + n, token, :customers_base + k, identity, channel,
        CASE channel WHEN 'telegram' THEN address
                     WHEN 'webhook' THEN 'widget:chat-' || n END,
@@ -170,7 +171,14 @@ SELECT :conversations_base + n, token, :customers_base + k, identity, channel,
        extract(epoch FROM created)::bigint || '.'
          || lpad(((:conversations_base + n) % 1000000)::text, 6, '0'),
        created, LEAST(created + 5 * spacing + interval '1 hour', now()), created + 4 * spacing,
-       CASE WHEN n >= :open_from AND n % 50 = 0 THEN now() + (n % 48) * interval '1 hour' END
+       CASE WHEN n >= :open_from AND n % 50 = 0 THEN now() + (n % 48) * interval '1 hour' END,
+       -- The reports' facts: the first reply is message 1, closed conversations closed last.
+       created + spacing, extract(epoch FROM spacing)::int,
+       CASE WHEN n < :open_from AND n % 997 <> 0
+            THEN LEAST(created + 5 * spacing + interval '1 hour', now()) END,
+       CASE WHEN n < :open_from AND n % 997 <> 0
+            THEN extract(epoch FROM LEAST(5 * spacing + interval '1 hour', now() - created))::int
+       END
 FROM (
     SELECT n, k,
            substr(md5((:conversations_base + n)::text), 1, 6) || to_hex(:conversations_base + n)
@@ -222,7 +230,7 @@ INSERT INTO messages (
     id, conversation_id, thread_key, conversation_token, direction, channel, dedup_key,
     external_id, sender_name, sender_address, author_id, subject, text, full_text, replies_to,
     raw_source, is_automated, automated_reason, chat_ts, chat_files_posted, delivery_state,
-    delivery_error, created_at)
+    delivery_error, created_at, response_seconds)
 SELECT m, conversation, thread_key, NULL, CASE WHEN inbound THEN 'in' ELSE 'out' END, channel,
        CASE WHEN NOT inbound THEN 'slack:' || chat_channel || ':' || chat_ts
             WHEN channel = 'email' THEN 'email:<m' || m || '@mail.example.org>'
@@ -244,7 +252,7 @@ SELECT m, conversation, thread_key, NULL, CASE WHEN inbound THEN 'in' ELSE 'out'
        CASE WHEN inbound THEN NULL WHEN m % 211 = 0 THEN 'failed'
             WHEN m % 307 = 0 THEN 'cancelled' ELSE 'sent' END,
        CASE WHEN NOT inbound AND m % 211 = 0 THEN 'the mail relay refused it' ELSE '' END,
-       created
+       created, CASE WHEN NOT inbound THEN extract(epoch FROM created - previous)::int END
 FROM (
     SELECT :messages_base + (c.id - :conversations_base - 1) * 5 + step + 1 AS m, step,
            step % 2 = 0 AS inbound, c.id AS conversation, c.thread_key, c.channel, c.token,
@@ -252,6 +260,8 @@ FROM (
            split_part(c.chat_thread_ts, '.', 1)::bigint + 60 * (step + 1) || '.'
              || split_part(c.chat_thread_ts, '.', 2) AS chat_ts,
            c.created_at + step * (c.last_inbound_at - c.created_at) / 4 AS created,
+           c.created_at + greatest(step - 1, 0) * (c.last_inbound_at - c.created_at) / 4
+             AS previous,
            (ARRAY['Hello, I was charged twice for my last invoice, can you check?',
                   'Thanks for writing! I have looked into it and refunded the second charge.',
                   'My parcel has not arrived yet, the tracking page shows nothing new.',
