@@ -43,6 +43,8 @@ AGE_BUCKETS: tuple[tuple[str, float], ...] = (
     ("1-3 days", 72),
     ("> 3 days", math.inf),
 )
+#: Periods longer than this are shown by the week.
+WEEKLY_AFTER_DAYS = 92
 #: The longest period one report covers.
 MAX_DAYS = 400
 USAGE = (
@@ -64,8 +66,13 @@ class Period:
 
     @property
     def hourly(self) -> bool:
-        """Short periods are shown by the hour, longer ones by the day."""
+        """Short periods are shown by the hour, longer ones by the day (or week)."""
         return self.end - self.start <= timedelta(days=2)
+
+    @property
+    def weekly(self) -> bool:
+        """Periods over a quarter are shown by the week (from Monday)."""
+        return self.end - self.start > timedelta(days=WEEKLY_AFTER_DAYS)
 
 
 def is_period(text: str) -> bool:
@@ -196,7 +203,9 @@ class Report:
 
     def bucket_label(self, start: datetime) -> str:
         local = start.astimezone(ZoneInfo(self.period.timezone))
-        return f"{local:%a %H:00}" if self.period.hourly else f"{local:%a %d %b}"
+        if self.period.hourly:
+            return f"{local:%a %H:00}"
+        return f"week of {local:%d %b}" if self.period.weekly else f"{local:%a %d %b}"
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         """Every figure as (figure, group, when, value): one CSV row each."""
@@ -383,7 +392,7 @@ class Reports:
 
     async def report(self, period: Period, skill: str = "") -> Report:
         start, end = period.start, period.end
-        buckets = _buckets(period)
+        buckets = time_buckets(period)
         of_skill = Q(skill=skill) if skill else Q()
         opened_rows = await Conversation.filter(
             of_skill, created_at__gte=start, created_at__lt=end
@@ -517,8 +526,8 @@ def _target(detail: object) -> object:
     return detail.get("target") if isinstance(detail, dict) else None
 
 
-def _buckets(period: Period) -> tuple[datetime, ...]:
-    """The starts of the period's hours or local days, UTC."""
+def time_buckets(period: Period) -> tuple[datetime, ...]:
+    """The starts of the period's hours, local days or weeks (from Monday), UTC."""
     zone = ZoneInfo(period.timezone)
     if period.hourly:
         first = period.start.replace(minute=0, second=0, microsecond=0)
@@ -531,10 +540,14 @@ def _buckets(period: Period) -> tuple[datetime, ...]:
         return tuple(starts) or (first,)
     day = period.start.astimezone(zone).date()
     last = (period.end - timedelta(microseconds=1)).astimezone(zone).date()
+    step = timedelta(days=1)
+    if period.weekly:
+        day -= timedelta(days=day.weekday())
+        step = timedelta(days=7)
     starts = []
     while day <= last:
         starts.append(datetime.combine(day, time(), tzinfo=zone).astimezone(UTC))
-        day += timedelta(days=1)
+        day += step
     return tuple(starts) or (period.start,)
 
 

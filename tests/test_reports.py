@@ -15,7 +15,7 @@ from adapters.cli import main
 from bot.conversations import short_id
 from bot.database import open_database
 from bot.errors import ActionRefused
-from bot.reports import Reports, Spread, parse_period, percentile
+from bot.reports import Reports, Spread, parse_period, percentile, time_buckets
 from bot.settings import Settings
 from bot.shapes import ChannelKind, DeliveryState
 from models import (
@@ -54,6 +54,12 @@ def test_periods_are_read_in_the_teams_time_zone() -> None:
     november = parse_period("2026-11-01..2026-11-30", NOW, "Europe/Berlin")
     assert november.start == datetime(2026, 10, 31, 23, 0, tzinfo=UTC)
     assert november.end == datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+    half_year = parse_period("2026-01-01..2026-06-30", NOW, "Europe/Berlin")
+    assert half_year.weekly
+    weeks = time_buckets(half_year)
+    assert weeks[0] == datetime(2025, 12, 28, 23, 0, tzinfo=UTC)  # the Monday before
+    assert len(weeks) == 27
+    assert len(time_buckets(november)) == 30
     for wrong, says in (
         ("yesterday", "is not a period"),
         ("2026-11-30..2026-11-01", "ends before it starts"),
