@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint typecheck pytest pytest-sqlite pytest-postgres bench clean
+.PHONY: demo test lint typecheck browser pytest pytest-sqlite pytest-postgres bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install it, or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -31,11 +31,23 @@ typecheck: $(STAMP)
 
 pytest: pytest-sqlite pytest-postgres
 
-pytest-sqlite: $(STAMP)
+# The survey page is tested in a real headless Chromium: Debian's chromium and chromium-driver,
+# installed here when missing (as root), else the one browser test is skipped and says why.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES) || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); }; \
+	else \
+		echo "No chromium: the survey page's browser test will be skipped (sudo apt-get install $(BROWSER_PACKAGES))"; \
+	fi
+
+pytest-sqlite: $(STAMP) browser
 	SWITCHBOARD_TEST_DB=sqlite $(BIN)/pytest -q
 
 # Runs only when a PostgreSQL server answers on 127.0.0.1:5432 (or TEST_POSTGRES_URL).
-pytest-postgres: $(STAMP)
+pytest-postgres: $(STAMP) browser
 	@if $(BIN)/python -m tests.postgres_reachable; then \
 		SWITCHBOARD_TEST_DB=postgres $(BIN)/pytest -q; \
 	else \

@@ -31,6 +31,7 @@ from adapters.slack.commands import Background, UserGroups, register_team_workfl
 from adapters.slack.directory import SlackTeamDirectory
 from adapters.slack.events import AgentDirectory, build_bolt_app
 from adapters.slack.suggest import register_suggestions
+from adapters.survey_page import SurveyPage
 from adapters.telegram.bot import build_bot, open_bot
 from adapters.telegram.polling import TelegramPoller
 from adapters.telegram.sender import TelegramReplySender
@@ -51,6 +52,7 @@ from bot.errors import ConfigError, DeliveryError
 from bot.escalation import CheckWaiting, Escalation
 from bot.intake import Intake, ThreadInbound
 from bot.jobkinds import (
+    ASK_SURVEY,
     ASSIGN_FAIRLY,
     CALL_WEBHOOK,
     CATALOGUE,
@@ -65,6 +67,7 @@ from bot.jobkinds import (
     RUN_RULES,
     SHOW_CHANGE,
     SHOW_OTHERS,
+    SHOW_RATING,
     SHOW_STATUS,
     SLA_CHECK,
     THREAD_INBOUND,
@@ -87,6 +90,7 @@ from bot.settings import Settings
 from bot.shapes import ChannelKind
 from bot.similar import Similar
 from bot.suggestions import Suggester
+from bot.survey import AskSurvey, ShowRating, Surveys
 from bot.vectors import MessageIndex, MessageVectors
 from bot.whatsapp import ReplyWindow, ShowStatus, Templates
 from bot.workflow import (
@@ -167,6 +171,7 @@ class Service:
         self.similar = Similar(self.index, clock=clock)
         self.suggester = Suggester(self.index, embedder)
         self.facts = Facts(settings, clock=clock)
+        self.surveys = Surveys(settings, chat, senders, clock=clock)
         self.reports = Reports(settings, clock=clock)
         self.deadlines = Deadlines(chat, settings, clock=clock, on_queued=jobs_added.set)
         self.workflow = Workflow(
@@ -243,6 +248,8 @@ class Service:
             RUN_RULES: RunRules(self.rules),
             CALL_WEBHOOK: CallWebhook(SignedEventSender(), settings),
             ASSIGN_FAIRLY: AssignFairly(self.assignment),
+            ASK_SURVEY: AskSurvey(self.surveys),
+            SHOW_RATING: ShowRating(self.surveys),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -400,6 +407,8 @@ class Service:
             routes += TelegramWebhook(settings.telegram.webhook_secret, telegram).routes()
         if settings.webhooks:
             routes += WebhookIntake(settings.webhooks, self.intake).routes()
+        if settings.survey.enabled:
+            routes += SurveyPage(self.surveys).routes()
         if self.whatsapp_graph is not None:
             routes += WhatsAppWebhook(
                 phone_number_id=settings.whatsapp.phone_number_id,
@@ -427,6 +436,16 @@ class Service:
         site = web.TCPSite(app_runner, settings.service.http_host, settings.service.http_port)
         await site.start()
         self.http_port = _bound_port(site)
+        # Survey links point at the public address, else at where this replica listens.
+        self.surveys.base_url = (
+            settings.service.public_url or f"http://{settings.service.http_host}:{self.http_port}"
+        )
+        if settings.survey.enabled and not settings.service.public_url:
+            log.warning(
+                "[survey] is on without [service] public_url: survey links point at %s, which "
+                "customers cannot open; set public_url to the address they reach this service at",
+                self.surveys.base_url,
+            )
 
         if settings.email.enabled:
             handler = IntakeHandler(settings.email, self.intake)

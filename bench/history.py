@@ -493,6 +493,11 @@ class SilentChat:
     async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
         return "1.0"
 
+    async def post_rating(
+        self, chat_channel: str, thread_ts: str, rating: int, comment: str, *, marker: str
+    ) -> str:
+        return "1.0"
+
     async def post_agent_copy(
         self, chat_channel: str, thread_ts: str, author_name: str, text: str
     ) -> str:

@@ -92,6 +92,21 @@ class CardPayload:
 
 
 @dataclass(frozen=True, slots=True)
+class SurveyPayload:
+    """A closed conversation whose customer may be asked for a rating."""
+
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RatingPayload:
+    """A customer's rating (its audit entry) to show in the conversation's thread."""
+
+    audit_id: int
+    conversation_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SlaCheckPayload:
     """A look at a conversation's deadlines when the next of them reaches a threshold."""
 
@@ -135,7 +150,9 @@ class NoPayload:
     """A job that needs nothing but its kind."""
 
 
-def conversation_key(payload: MessagePayload | ChangePayload | MovePayload | CardPayload) -> str:
+def conversation_key(
+    payload: MessagePayload | ChangePayload | MovePayload | CardPayload | RatingPayload,
+) -> str:
     """The key of what is shown in a conversation's thread: its posts, changes and moves."""
     return f"conversation:{payload.conversation_id}"
 
@@ -169,6 +186,9 @@ RUN_RULES = JobKind(
     RulesPayload,
     lambda p: f"rules:{p.conversation_id}" + (f":{p.rule}" if p.rule else ""),
 )
+# Its own key: due minutes after the close, it must not hold up the conversation's messages.
+ASK_SURVEY = JobKind("ask_survey", SurveyPayload, lambda p: f"survey:{p.conversation_id}")
+SHOW_RATING = JobKind("show_rating", RatingPayload, conversation_key)
 CALL_WEBHOOK = JobKind("call_webhook", WebhookCallPayload, lambda p: f"webhook:{p.webhook}")
 
 
@@ -217,5 +237,7 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         RUN_RULES,
         CALL_WEBHOOK,
         ASSIGN_FAIRLY,
+        ASK_SURVEY,
+        SHOW_RATING,
     )
 }

@@ -297,7 +297,7 @@ class DeliverReply:
             gate = self.gates.get(conversation.channel)
             if gate is not None:
                 await gate.check(conversation, message)
-            reply = await self._reply(message, conversation)
+            reply = await outbound_reply(message, conversation)
             sender = self.senders.get(conversation.channel)
             if sender is None:
                 raise PermanentDeliveryError(
@@ -343,33 +343,6 @@ class DeliverReply:
         message.chat_ts = ts
         await message.save(update_fields=["chat_ts"])
 
-    async def _reply(self, message: Message, conversation: Conversation) -> OutboundReply:
-        received = Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
-        latest = await received.order_by("-id").first()
-        if latest is not None and not await received.filter(is_automated=False).exists():
-            raise DeliveryRefused(
-                "this conversation holds only automatic mail (auto-replies or bounces), and "
-                "answering those can start a mail loop"
-            )
-        replies_to: tuple[str, ...] = ()
-        if latest is not None and latest.external_id:
-            replies_to = (latest.external_id, *latest.replies_to)
-        identity = conversation.identity
-        return OutboundReply(
-            reply_id=message.id,
-            conversation_token=conversation.token,
-            channel=conversation.channel,
-            to_address=identity.address,
-            to_name=identity.display_name,
-            agent_name=message.sender_name,
-            text=message.text,
-            subject=conversation.subject,
-            replies_to=tuple(dict.fromkeys(replies_to)),
-            thread_key=conversation.thread_key,
-            attachments=await _attachments(message),
-            template=template_of(message),
-        )
-
     async def give_up(self, job: Job, reason: str) -> None:
         message = await _message_of(job, DELIVER_REPLY)
         if message is None:
@@ -392,3 +365,32 @@ class DeliverReply:
             )
         except DeliveryError as exc:
             log.error("could not show a failed delivery in Slack", extra={"reason": exc.reason})
+
+
+async def outbound_reply(message: Message, conversation: Conversation) -> OutboundReply:
+    """``message`` (a stored reply) as its channel's adapter sends it, threaded."""
+    received = Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
+    latest = await received.order_by("-id").first()
+    if latest is not None and not await received.filter(is_automated=False).exists():
+        raise DeliveryRefused(
+            "this conversation holds only automatic mail (auto-replies or bounces), and "
+            "answering those can start a mail loop"
+        )
+    replies_to: tuple[str, ...] = ()
+    if latest is not None and latest.external_id:
+        replies_to = (latest.external_id, *latest.replies_to)
+    identity = conversation.identity
+    return OutboundReply(
+        reply_id=message.id,
+        conversation_token=conversation.token,
+        channel=conversation.channel,
+        to_address=identity.address,
+        to_name=identity.display_name,
+        agent_name=message.sender_name,
+        text=message.text,
+        subject=conversation.subject,
+        replies_to=tuple(dict.fromkeys(replies_to)),
+        thread_key=conversation.thread_key,
+        attachments=await _attachments(message),
+        template=template_of(message),
+    )

@@ -61,6 +61,12 @@ class ChatPort(Protocol):
         """
         ...
 
+    async def post_rating(
+        self, chat_channel: str, thread_ts: str, rating: int, comment: str, *, marker: str
+    ) -> str:
+        """Post a customer's rating (1 to 5) and comment in the thread, escaped."""
+        ...
+
     async def permalink(self, chat_channel: str, ts: str) -> str:
         """A link people can open to the message ``ts``."""
         ...

@@ -32,7 +32,7 @@ from bot.jobs import Clock, utcnow
 from bot.metrics import FIRST_RESPONSE_SECONDS, RESOLUTION_SECONDS
 from bot.settings import Settings
 from bot.shapes import DeliveryState
-from models import AuditEntry, Conversation, ConversationStatus, Direction, Message
+from models import AuditEntry, Conversation, ConversationStatus, Direction, Message, SurveyAnswer
 
 #: Delivery states of a reply that reached the customer.
 SENT_STATES = (DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.READ)
@@ -178,6 +178,17 @@ class DeadlineFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class Satisfaction:
+    """Survey answers given in the period: how many, the mean, each rating's count, comments."""
+
+    answers: int
+    average: float | None
+    ratings: dict[int, int]
+    #: The latest comments with their rating, newest first.
+    comments: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """The figures of one period (and skill, "" for all)."""
 
@@ -200,6 +211,7 @@ class Report:
     agents: tuple[AgentFigures, ...]
     #: Conversations opened, by the sentiment triage read ("" when it was not sure).
     sentiment: dict[str, int]
+    satisfaction: Satisfaction
 
     def bucket_label(self, start: datetime) -> str:
         local = start.astimezone(ZoneInfo(self.period.timezone))
@@ -252,6 +264,10 @@ class Report:
             )
         for sentiment, count in sorted(self.sentiment.items()):
             rows.append(("sentiment", sentiment or "not sure", "", str(count)))
+        rows.append(("satisfaction_answers", "", "", str(self.satisfaction.answers)))
+        rows.append(("satisfaction_average", "", "", _number(self.satisfaction.average, 2)))
+        for rating, count in sorted(self.satisfaction.ratings.items()):
+            rows.append(("satisfaction_rating", str(rating), "", str(count)))
         return rows
 
     def as_json(self) -> dict[str, object]:
@@ -295,11 +311,20 @@ class Report:
                 for a in self.agents
             ],
             "sentiment": {k or "not sure": v for k, v in sorted(self.sentiment.items())},
+            "satisfaction": {
+                "answers": self.satisfaction.answers,
+                "average": self.satisfaction.average,
+                "ratings": {str(k): v for k, v in sorted(self.satisfaction.ratings.items())},
+                "comments": [
+                    {"rating": rating, "comment": text}
+                    for rating, text in self.satisfaction.comments
+                ],
+            },
         }
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.0f}"
+def _number(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def _spread_json(spread: Spread) -> dict[str, object]:
@@ -364,6 +389,16 @@ def summary_lines(report: Report) -> list[str]:
             for name, count in sorted(report.sentiment.items(), key=lambda kv: -kv[1])
         )
         lines.append(f"Sentiment: {mix}")
+    happy = report.satisfaction
+    if happy.answers and happy.average is not None:
+        lines.append(
+            f"Satisfaction: {happy.average:.1f} of 5 from {happy.answers} answers ("
+            + ", ".join(f"{r}★ {happy.ratings.get(r, 0)}" for r in range(5, 0, -1))
+            + ")"
+        )
+        lines += [f"  {rating}★ “{text[:200]}”" for rating, text in happy.comments]
+    else:
+        lines.append("Satisfaction: no survey answers in this period")
     return lines
 
 
@@ -443,6 +478,25 @@ class Reports:
             backlog=await self._backlog(skill),
             agents=await self._agents(period, skill),
             sentiment=dict(sentiment),
+            satisfaction=await self._satisfaction(period, skill),
+        )
+
+    async def _satisfaction(self, period: Period, skill: str, comments: int = 3) -> Satisfaction:
+        in_skill = Q(conversation__skill=skill) if skill else Q()
+        answers = (
+            await SurveyAnswer.filter(
+                in_skill, updated_at__gte=period.start, updated_at__lt=period.end
+            )
+            .order_by("-updated_at")
+            .values_list("rating", "comment")
+        )
+        ratings = Counter(int(rating) for rating, _ in answers)
+        total = sum(ratings.values())
+        return Satisfaction(
+            answers=total,
+            average=sum(r * n for r, n in ratings.items()) / total if total else None,
+            ratings=dict(ratings),
+            comments=tuple((int(r), str(c)) for r, c in answers if c)[:comments],
         )
 
     async def _deadlines(

@@ -8,6 +8,7 @@ wrong setting and how to fix it; ``check_settings`` collects every problem for
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 import tomllib
@@ -211,6 +212,23 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SurveySettings:
+    """``[survey]``: one question to the customer after a conversation is closed."""
+
+    enabled: bool = False
+    #: Skills whose customers are never asked (a complaints desk, say).
+    skip_skills: tuple[str, ...] = ()
+    #: A customer is asked at most once in this many days.
+    ask_again_after_days: int = 30
+    #: How long the links in a survey work.
+    valid_days: int = 14
+    #: The question goes out this long after the close (a quick reopen cancels it).
+    delay_minutes: int = 10
+    #: Signs the links; ``SURVEY_SECRET``, else derived from the Slack signing secret.
+    secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RoleSettings:
     leads: tuple[str, ...] = ()
     admins: tuple[str, ...] = ()
@@ -301,6 +319,7 @@ class Settings:
     rules: tuple[RuleSettings, ...] = ()
     outgoing_webhooks: tuple[OutgoingWebhookSettings, ...] = ()
     assignment: tuple[AssignmentSettings, ...] = ()
+    survey: SurveySettings = field(default_factory=SurveySettings)
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -574,6 +593,26 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         "must be a number of days from 1 to 36500, or 0 to keep conversations for ever",
     )
 
+    sv = root.table_at("survey")
+    survey = SurveySettings(
+        enabled=sv.get("enabled", bool, False),
+        skip_skills=tuple(s.strip().lower() for s in sv.get("skip_skills", tuple, (), '["legal"]')),
+        ask_again_after_days=sv.get("ask_again_after_days", int, 30, "30"),
+        valid_days=sv.get("valid_days", int, 14, "14"),
+        delay_minutes=sv.get("delay_minutes", int, 10, "10"),
+        secret=env.get("SURVEY_SECRET", "")
+        or hashlib.sha256(
+            b"switchboard survey:" + env.get("SLACK_SIGNING_SECRET", "").encode()
+        ).hexdigest(),
+    )
+    sv.check(
+        "ask_again_after_days",
+        0 <= survey.ask_again_after_days <= 3650,
+        "must be a number of days from 0 (ask after every conversation) to 3650",
+    )
+    sv.check("valid_days", 1 <= survey.valid_days <= 365, "must be a number of days from 1 to 365")
+    sv.check("delay_minutes", 0 <= survey.delay_minutes <= 10_080, "must be minutes, 0 to 10080")
+
     telegram = _read_telegram(root.table_at("telegram"), env)
     webhooks = _read_webhooks(root.raw("webhooks", []), root, env)
     whatsapp = _read_whatsapp(root.table_at("whatsapp"), env)
@@ -622,6 +661,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         rules=rules,
         outgoing_webhooks=outgoing_webhooks,
         assignment=assignment,
+        survey=survey,
     )
     return settings, problems
 

@@ -86,6 +86,18 @@ class TemplateMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class SurveyInvite:
+    """The satisfaction question: ``intro`` and one link per rating (1 to 5).
+
+    The reply's ``text`` holds the whole question with the links, for channels of plain text
+    (e-mail); a channel with buttons shows ``intro`` and a button per link.
+    """
+
+    intro: str
+    links: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundReply:
     """An agent's reply, ready for the adapter of the conversation's channel."""
 
@@ -102,6 +114,8 @@ class OutboundReply:
     attachments: tuple[Attachment, ...] = ()
     #: Sent instead of ``text`` where the channel allows only templates (WhatsApp's window).
     template: TemplateMessage | None = None
+    #: A satisfaction survey rather than an agent's answer (bot/survey.py).
+    survey: SurveyInvite | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,13 @@ from tortoise.transactions import in_transaction
 from bot.conversations import short_id
 from bot.errors import ActionRefused, DeliveryError
 from bot.jobkinds import (
+    ASK_SURVEY,
     MOVE_CONVERSATION,
     SHOW_CHANGE,
     WAKE_SNOOZED,
     ChangePayload,
     MovePayload,
+    SurveyPayload,
     WakePayload,
 )
 from bot.jobs import Clock, cancel_about, utcnow
@@ -275,9 +277,17 @@ class Workflow:
             "close",
             f"{actor.label} closed this conversation.",
             changed=("status", "snoozed_until", *facts),
-            also=lambda conn: _cancel_wake_ups(conversation.id, conn),
+            also=lambda conn: self._after_close(conversation.id, conn),
         )
         return f"Closed `{sid}`. If the customer writes again, it opens again."
+
+    async def _after_close(self, conversation_id: int, conn: BaseDBAsyncClient) -> None:
+        """In the close's transaction: no wake-up any more, and the survey's question queued."""
+        await _cancel_wake_ups(conversation_id, conn)
+        survey = self.settings.survey
+        if survey.enabled:
+            run_at = self.clock() + timedelta(minutes=survey.delay_minutes)
+            await ASK_SURVEY.enqueue(SurveyPayload(conversation_id), run_at=run_at, conn=conn)
 
     async def reopen(self, actor: Actor, conversation: Conversation) -> str:
         sid = short_id(conversation)

@@ -49,6 +49,11 @@ class Customer(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=255, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
+    #: The customer asked not to get satisfaction surveys (the link on the survey page).
+    # db_default: the column is added to existing rows without rewriting the table.
+    survey_opt_out = fields.BooleanField(default=False, db_default=False)
+    #: When they were last asked for a rating (asked at most once in ``ask_again_after_days``).
+    surveyed_at = fields.DatetimeField(null=True)
 
     identities: fields.ReverseRelation[Identity]
     conversations: fields.ReverseRelation[Conversation]
@@ -522,3 +527,24 @@ class ProblemLink(Model):
     class Meta:
         table = "problem_links"
         indexes = (Index(fields=("problem_id",), name="idx_problem_links_problem"),)
+
+
+class SurveyAnswer(Model):
+    """A customer's rating (1 to 5) of a closed conversation, with an optional comment.
+
+    One per conversation: answering again changes it, it never counts twice.
+    """
+
+    id = fields.IntField(primary_key=True)
+    conversation: fields.ForeignKeyRelation[Conversation] = fields.ForeignKeyField(
+        "models.Conversation", related_name="survey_answers", on_delete=fields.CASCADE
+    )
+    rating = fields.IntField()
+    comment = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "survey_answers"
+        unique_together = (("conversation_id",),)
+        indexes = (Index(fields=("created_at",), name="idx_survey_answers_created"),)

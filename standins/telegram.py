@@ -67,6 +67,8 @@ class SentMessage:
     filename: str = ""
     content: bytes = b""
     parse_mode: str = ""
+    #: An inline keyboard sent with a text: rows of buttons (``{"text", "url"}``).
+    buttons: tuple[tuple[Payload, ...], ...] = ()
 
 
 @dataclass(slots=True)
@@ -410,7 +412,10 @@ class TelegramSandbox(Served):
             raise _ApiError(400, "Bad Request: message text is empty")
         if len(text) > MAX_TEXT:
             raise _ApiError(400, "Bad Request: message is too long")
+        buttons = _inline_keyboard(params.get("reply_markup"))
         message = self._message(chat, text=text)
+        if buttons:
+            message["reply_markup"] = {"inline_keyboard": [list(row) for row in buttons]}
         self.sent.append(
             SentMessage(
                 chat["id"],
@@ -418,6 +423,7 @@ class TelegramSandbox(Served):
                 "text",
                 text=text,
                 parse_mode=str(params.get("parse_mode", "")),
+                buttons=buttons,
             )
         )
         return message
@@ -587,3 +593,21 @@ def _error_response(error: _ApiError) -> web.Response:
     if error.retry_after is not None:
         body["parameters"] = {"retry_after": error.retry_after}
     return web.json_response(body, status=error.code)
+
+
+def _inline_keyboard(markup: object) -> tuple[tuple[Payload, ...], ...]:
+    """The rows of an ``InlineKeyboardMarkup`` as the Bot API checks them (URL buttons)."""
+    if markup is None or markup == "":
+        return ()
+    parsed = json.loads(markup) if isinstance(markup, str) else markup
+    rows = parsed.get("inline_keyboard") if isinstance(parsed, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise _ApiError(400, "Bad Request: can't parse inline keyboard button")
+    for row in rows:
+        for button in row:
+            if not isinstance(button, dict) or not str(button.get("text", "")).strip():
+                raise _ApiError(400, "Bad Request: inline keyboard button text is empty")
+            url = str(button.get("url", ""))
+            if "url" in button and not url.startswith(("http://", "https://", "tg://")):
+                raise _ApiError(400, f"Bad Request: inline keyboard button URL '{url}' is invalid")
+    return tuple(tuple(row) for row in rows)

@@ -22,9 +22,11 @@ from bot.jobkinds import (
     MovePayload,
     NoPayload,
     OthersPayload,
+    RatingPayload,
     RulesPayload,
     SlaCheckPayload,
     StatusPayload,
+    SurveyPayload,
     ThreadPayload,
     WaitingPayload,
     WakePayload,
@@ -58,6 +60,8 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "run_rules": lambda: RulesPayload(conversation, "message_in", f"message-{message}"),
         "call_webhook": lambda: WebhookCallPayload(conversation, "crm", {"event_id": "rule-1"}),
         "assign_fairly": lambda: CardPayload(conversation),
+        "ask_survey": lambda: SurveyPayload(conversation),
+        "show_rating": lambda: RatingPayload(audit, conversation),
     }
 
 

@@ -34,7 +34,7 @@ from bot.errors import ActionRefused
 from bot.escalation import Escalation
 from bot.jobs import JobRunner, queue_depth, utcnow, waiting_by_kind
 from bot.lookups import ByText, Lookups, conversation_of_message, find_conversation
-from bot.pipeline import DeliverReply
+from bot.pipeline import outbound_reply
 from bot.privacy import CustomerAddress, Privacy
 from bot.relay import Relay
 from bot.roles import Actor
@@ -171,7 +171,7 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
     async def deliver_reply() -> None:
         message = await Message.get(id=reply.id).prefetch_related("conversation__identity")
         assert message.conversation is not None
-        await DeliverReply(chat, {})._reply(message, message.conversation)
+        await outbound_reply(message, message.conversation)
 
     async def customer_wrote() -> None:
         await workflow.customer_wrote(conversation, inbound)

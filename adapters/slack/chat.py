@@ -206,6 +206,19 @@ class SlackChat:
         response = await self._post(chat_channel, thread_ts=thread_ts, text=text, **extra)
         return str(response["ts"])
 
+    async def post_rating(
+        self, chat_channel: str, thread_ts: str, rating: int, comment: str, *, marker: str
+    ) -> str:
+        text, blocks = render.rating(rating, comment)
+        response = await self._post(
+            chat_channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks,
+            metadata=self._metadata(marker),
+        )
+        return str(response["ts"])
+
     async def permalink(self, chat_channel: str, ts: str) -> str:
         response = await self._call("chat.getPermalink", channel=chat_channel, message_ts=ts)
         return str(response["permalink"])

@@ -242,6 +242,20 @@ def similar_lines(card: ConversationCard) -> list[Block]:
     return [{"type": "context", "elements": [{"type": "mrkdwn", "text": "   ".join(parts)}]}]
 
 
+def rating(stars: int, comment: str) -> tuple[str, list[Block]]:
+    """A customer's satisfaction rating in the thread; the comment is theirs, so escaped."""
+    shown = "★" * stars + "☆" * (5 - stars)
+    headline = f":star: The customer rated this conversation {shown} ({stars} of 5)"
+    blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}]
+    body = escape(comment)
+    if body:
+        blocks += [
+            {"type": "section", "text": {"type": "mrkdwn", "text": chunk, "verbatim": True}}
+            for chunk in _chunks(body)
+        ]
+    return f"{headline}: {body[:2800]}" if body else headline, blocks
+
+
 def customer_message(post: CustomerPost) -> tuple[str, list[Block]]:
     """The fallback text and blocks of a customer's message in the thread."""
     sender = escape(post.sender_name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from datetime import timedelta
 
-from telegram import Bot, InputFile
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -101,6 +101,18 @@ class TelegramReplySender:
         chat_id = int(reply.thread_key)
         sent: list[str] = []
         try:
+            if reply.survey is not None:
+                # One button per rating, each opening the survey page.
+                buttons = [
+                    InlineKeyboardButton("★" * rating, url=url)
+                    for rating, url in reply.survey.links
+                ]
+                message = await self.bot.send_message(
+                    chat_id=chat_id,
+                    text=reply.survey.intro,
+                    reply_markup=InlineKeyboardMarkup([buttons[:3], buttons[3:]]),
+                )
+                return str(message.message_id)
             for part in split_text(reply.text):
                 message = await self.bot.send_message(chat_id=chat_id, text=part)
                 sent.append(str(message.message_id))

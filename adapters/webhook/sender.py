@@ -29,7 +29,16 @@ _TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 def reply_payload(
     reply: OutboundReply, conversation_id: str, recipient_id: str
 ) -> dict[str, object]:
-    """The JSON body a callback receives for ``reply``."""
+    """The JSON body a callback receives for ``reply`` (a ``survey`` event for a survey)."""
+    if reply.survey is not None:
+        return {
+            "event_id": f"survey-{reply.reply_id}",
+            "type": "survey",
+            "conversation_id": conversation_id,
+            "recipient": {"id": recipient_id},
+            "text": reply.survey.intro,
+            "ratings": [{"rating": r, "url": url} for r, url in reply.survey.links],
+        }
     return {
         "event_id": f"reply-{reply.reply_id}",
         "type": "reply",
