@@ -65,6 +65,7 @@ from models import (
     SlaClock,
     StoredAttachment,
     SuggestionEvent,
+    SurveyAnswer,
 )
 
 log = logging.getLogger(__name__)
@@ -581,6 +582,8 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         audit_entries += await AuditEntry.filter(conversation_id__in=ids).using_db(conn).delete()
         await FormerThread.filter(conversation_id__in=ids).using_db(conn).delete()
         await SlaClock.filter(conversation_id__in=ids).using_db(conn).delete()
+        # Survey comments are the customer's words: they go with the conversation.
+        await SurveyAnswer.filter(conversation_id__in=ids).using_db(conn).delete()
         await Conversation.filter(id__in=ids).using_db(conn).delete()
     await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
