@@ -31,6 +31,7 @@ from models import (
     Message,
     SkillExample,
     StoredAttachment,
+    SurveyAnswer,
 )
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -112,6 +113,8 @@ async def test_forget_removes_one_customer_and_blanks_their_threads(harness: Har
     assert examples_before == 1
     slack_before = every_thread(harness.slack)
     messages_before = await Message.all().count()
+    await SurveyAnswer.create(conversation=found["parcel"], rating=2, comment="Anna: zu langsam")
+    await SurveyAnswer.create(conversation=found["ben"], rating=5)
 
     planned = await privacy.forget(anna, dry_run=True)
 
@@ -136,6 +139,7 @@ async def test_forget_removes_one_customer_and_blanks_their_threads(harness: Har
     assert not await Message.filter(sender_address="anna@kunde.example").exists()
     assert not await StoredAttachment.exists()
     assert not await FormerThread.exists()
+    assert [a.rating for a in await SurveyAnswer.all()] == [5]  # Anna's comment is gone
     assert not await SkillExample.filter(source="reassignment").exists()
     assert not await Job.filter(serial_key__contains="anna").exists()
     assert (
