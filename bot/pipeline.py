@@ -151,12 +151,19 @@ class PostInbound:
         message = await _message_of(job, POST_INBOUND)
         if message is None:
             return
+        retrying = job.attempts > 1
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
+            if retrying and self.after_post is not None:
+                # The post is done; a crash came before what follows it: do that part now.
+                conversation = threaded(message)
+                await self.after_post(conversation, message, await _opened_by(message))
             return
         conversation = threaded(message)
         attachments = await _attachments(message)
-        retrying = job.attempts > 1
         opened = conversation.chat_thread_ts is None
+        if not opened and retrying:
+            # An earlier try may have opened the thread with this very message, then crashed.
+            opened = await _opened_by(message)
         if opened:
             await self._open_thread(
                 conversation, message, inbound_of(message, attachments), retrying
@@ -365,6 +372,15 @@ class DeliverReply:
             )
         except DeliveryError as exc:
             log.error("could not show a failed delivery in Slack", extra={"reason": exc.reason})
+
+
+async def _opened_by(message: Message) -> bool:
+    """Whether ``message`` is the first of its conversation, the one its thread opened with."""
+    return not await Message.filter(
+        conversation_id=message.conversation_id,  # type: ignore[attr-defined]
+        direction=Direction.INBOUND,
+        id__lt=message.id,
+    ).exists()
 
 
 async def outbound_reply(message: Message, conversation: Conversation) -> OutboundReply:

@@ -90,6 +90,37 @@ async def test_crashes_after_posting_do_not_post_twice_after_restarts(
     assert [m["text"].split(": ", 1)[1] for m in thread[1:]] == ["Hilfe, Server down", "Noch da?"]
 
 
+UNASSIGNED_RULE = """
+[[rules]]
+name = "Nobody took it"
+when = { event = "unassigned", minutes = 30 }
+then = { post_to = "support-leads" }
+"""
+
+
+async def test_a_crash_right_after_the_first_post_still_starts_what_a_new_thread_starts(
+    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("adapters.service.SlackChat", CrashAfterPosting)
+    CrashAfterPosting.crash_in = {"post_in_thread"}
+    async with running(
+        make_settings, slack, relay, run_jobs=False, extra=UNASSIGNED_RULE
+    ) as harness:
+        await harness.send_mail(mail("Hilfe, Server down", message_id="<crash@kunde.example>"))
+        await run_jobs_until_crash(harness)
+        conversation = await Conversation.get()
+        assert conversation.chat_thread_ts is not None  # the thread was opened, then the crash
+
+    later = clock_after_leases(1)
+    async with running(make_settings, slack, relay, clock=later, extra=UNASSIGNED_RULE) as h:
+        await h.settled()
+        # The retry knew the message had opened the thread: the rule's timer runs.
+        timers = await Job.filter(kind="run_rules", serial_key__endswith=":Nobody took it")
+        assert [t.conversation_id for t in timers] == [conversation.id]
+    (root,) = slack.channel_messages("support")
+    assert len(slack.thread("support", root["ts"])) == 2  # the root and the message, once
+
+
 async def test_slack_errors_and_rate_limits_delay_posting_but_lose_nothing(
     make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
 ) -> None:
