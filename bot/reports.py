@@ -483,11 +483,12 @@ class Reports:
 
     async def _satisfaction(self, period: Period, skill: str, comments: int = 3) -> Satisfaction:
         in_skill = Q(conversation__skill=skill) if skill else Q()
+        # An answer counts in the period it was first given (a later change keeps its place).
         answers = (
             await SurveyAnswer.filter(
-                in_skill, updated_at__gte=period.start, updated_at__lt=period.end
+                in_skill, created_at__gte=period.start, created_at__lt=period.end
             )
-            .order_by("-updated_at")
+            .order_by("-created_at")
             .values_list("rating", "comment")
         )
         ratings = Counter(int(rating) for rating, _ in answers)
