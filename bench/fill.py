@@ -20,10 +20,13 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncpg
+
+from bot.database import open_database
 
 MESSAGES_PER_CONVERSATION = 5
 CONVERSATIONS_PER_CUSTOMER = 4
@@ -356,6 +359,28 @@ def _asyncpg_url(database_url: str) -> str:
         if database_url.startswith(prefix):
             return "postgres://" + database_url.removeprefix(prefix)
     return database_url
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(
+    admin_url: str, prefix: str, *, keep: bool = False
+) -> AsyncIterator[str]:
+    """A new database on the server of ``admin_url``, migrated; dropped afterwards unless
+    ``keep``. Yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        async with open_database(url):
+            pass
+        yield url
+    finally:
+        if not keep:
+            admin = await asyncpg.connect(admin_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
 
 
 async def fill_history(

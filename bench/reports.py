@@ -21,14 +21,13 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from adapters.charts import report_png
-from bench.fill import fill_history
+from bench.fill import fill_history, scratch_database
 from bot.database import open_database
 from bot.reports import Reports
 from bot.settings import Settings, SlaSettings
@@ -60,15 +59,8 @@ async def _breaches(url: str) -> int:
 
 
 async def run(admin_url: str, messages: int, runs: int, keep: bool) -> dict[str, object]:
-    name = f"switchboard_bench_reports_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        async with open_database(url):
-            pass
-        say(f"database {name}: filling {messages:,} messages")
+    async with scratch_database(admin_url, "switchboard_bench_reports", keep=keep) as url:
+        say(f"database {url}: filling {messages:,} messages")
         await fill_history(url, messages=messages, progress=say)
         say(f"sla breaches: {await _breaches(url):,}")
         now = datetime.now(UTC)
@@ -105,11 +97,6 @@ async def run(admin_url: str, messages: int, runs: int, keep: bool) -> dict[str,
             "year_report_and_chart_ms": round(chart_ms, 1),
             "chart_bytes": len(png),
         }
-    finally:
-        if not keep:
-            admin = await asyncpg.connect(admin_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import asyncpg
@@ -33,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.hnsw_index import HnswIndex
-from bench.fill import fill_history
+from bench.fill import fill_history, scratch_database
 from bot.database import open_database
 from bot.shapes import ChannelKind
 from bot.vectors import MessageIndex, store_vector
@@ -119,15 +118,8 @@ def _records(
 
 
 async def run(admin_url: str, vectors: int, queries: int, keep: bool) -> dict[str, object]:
-    name = f"switchboard_bench_similar_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        async with open_database(url):
-            pass
-        say(f"database {name}: filling {vectors:,} customer messages (and the replies)")
+    async with scratch_database(admin_url, "switchboard_bench_similar", keep=keep) as url:
+        say(f"database {url}: filling {vectors:,} customer messages (and the replies)")
         await fill_history(url, messages=vectors * 2, progress=say)
         topics = Topics()
         stored, ids = await store_vectors(url, topics, vectors)
@@ -185,11 +177,6 @@ async def run(admin_url: str, vectors: int, queries: int, keep: bool) -> dict[st
             "recall_at_5": round(recall, 4),
             "queries": queries,
         }
-    finally:
-        if not keep:
-            admin = await asyncpg.connect(admin_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
 
 
 def main() -> None:

@@ -170,6 +170,12 @@ class SlackChat:
         self, chat_channel: str, thread_ts: str, post: CustomerPost, *, marker: str
     ) -> str:
         text, blocks = render.customer_message(post)
+        return await self._post_marked(chat_channel, thread_ts, text, blocks, marker)
+
+    async def _post_marked(
+        self, chat_channel: str, thread_ts: str, text: str, blocks: list[Any], marker: str
+    ) -> str:
+        """Post blocks in a thread with ``marker``, for a retry's ``find_post``; returns the ts."""
         response = await self._post(
             chat_channel,
             thread_ts=thread_ts,
@@ -210,14 +216,7 @@ class SlackChat:
         self, chat_channel: str, thread_ts: str, rating: int, comment: str, *, marker: str
     ) -> str:
         text, blocks = render.rating(rating, comment)
-        response = await self._post(
-            chat_channel,
-            thread_ts=thread_ts,
-            text=text,
-            blocks=blocks,
-            metadata=self._metadata(marker),
-        )
-        return str(response["ts"])
+        return await self._post_marked(chat_channel, thread_ts, text, blocks, marker)
 
     async def permalink(self, chat_channel: str, ts: str) -> str:
         response = await self._call("chat.getPermalink", channel=chat_channel, message_ts=ts)
