@@ -17,10 +17,11 @@ import numpy as np
 
 from bot.vectors import Vectors
 
-#: Graph links per node and candidate list sizes: recall@5 ≥ 0.99 at 200,000 clustered vectors.
+#: Graph links per node and candidate list sizes. At 1,000,000 clustered vectors (bench.similar)
+#: a search breadth of 64 found 0.93 of the true top 5, 128 found 0.97 in 0.4 ms (p99 0.8 ms).
 LINKS = 16
 EF_CONSTRUCTION = 128
-EF_SEARCH = 64
+EF_SEARCH = 128
 _FIRST_CAPACITY = 1024
 
 

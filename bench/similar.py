@@ -31,7 +31,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from adapters.hnsw_index import HnswIndex
+from adapters.hnsw_index import EF_CONSTRUCTION, EF_SEARCH, LINKS, HnswIndex
 from bench.fill import fill_history, scratch_database
 from bot.database import open_database
 from bot.shapes import ChannelKind
@@ -180,7 +180,8 @@ async def run(admin_url: str, vectors: int, queries: int, keep: bool) -> dict[st
             "vectors": len(stored),
             "dimensions": DIMENSIONS,
             "synthetic": f"{CLUSTERS} clusters of unit vectors, spread {SPREAD}",
-            "library": "hnswlib (HNSW, M 16, ef 64)",
+            "library": f"hnswlib (HNSW, M {LINKS}, ef_construction {EF_CONSTRUCTION}, "
+            f"ef {EF_SEARCH})",
             "startup_seconds": round(startup, 1),
             "query_p50_ms": percentile_ms(latencies, 50),
             "query_p99_ms": percentile_ms(latencies, 99),
