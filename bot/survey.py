@@ -173,6 +173,10 @@ class Surveys:
         if conversation is None:
             return
         why_not = self._why_not(conversation, conversation.customer)
+        if not why_not and not await Message.filter(
+            conversation_id=conversation.id, direction=Direction.INBOUND, is_automated=False
+        ).exists():
+            why_not = "only automatic mail in it"  # answering that could start a mail loop
         existing = await Message.get_or_none(dedup_key=f"survey:{job.id}")
         if why_not and existing is None:
             log.info("no survey", extra={"conversation": conversation_id, "reason": why_not})
@@ -181,6 +185,7 @@ class Surveys:
         if sender is None:
             return
         now = self.clock()
+        # A retry signs anew (a later expiry): links of either try work.
         token = self.tokens.make(conversation.id, now + timedelta(days=self.survey.valid_days))
         if existing is None:
             async with in_transaction() as conn:
