@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from tortoise.expressions import Q
+from tortoise.queryset import ValuesListQuery
 
 from bot.businesstime import format_working
 from bot.errors import ActionRefused
@@ -429,14 +430,16 @@ class Reports:
         start, end = period.start, period.end
         buckets = time_buckets(period)
         of_skill = Q(skill=skill) if skill else Q()
-        opened_rows = await Conversation.filter(
-            of_skill, created_at__gte=start, created_at__lt=end
-        ).values_list("created_at", "channel", "skill", "sentiment")
+        opened_rows = await _rows(
+            Conversation.filter(of_skill, created_at__gte=start, created_at__lt=end).values_list(
+                "created_at", "channel", "skill", "sentiment"
+            )
+        )
         by_channel: dict[str, list[int]] = {}
         by_skill: dict[str, list[int]] = {}
         sentiment: Counter[str] = Counter()
         for created_at, channel, skill_name, feeling in opened_rows:
-            i = _bucket_of(buckets, created_at)
+            i = _bucket_of(buckets, _moment(created_at))
             by_channel.setdefault(str(channel), [0] * len(buckets))[i] += 1
             by_skill.setdefault(str(skill_name) or "triage", [0] * len(buckets))[i] += 1
             sentiment[str(feeling)] += 1
@@ -448,16 +451,26 @@ class Reports:
             created_at__gte=start,
             created_at__lt=end,
         ).count()
-        first_rows = await Conversation.filter(
-            of_skill, first_reply_at__gte=start, first_reply_at__lt=end
-        ).values_list("first_reply_at", "first_reply_seconds")
+        first_rows = await _rows(
+            Conversation.filter(
+                of_skill, first_reply_at__gte=start, first_reply_at__lt=end
+            ).values_list("first_reply_at", "first_reply_seconds")
+        )
         per_bucket: list[list[float]] = [[] for _ in buckets]
         for at, seconds in first_rows:
             if seconds is not None:
-                per_bucket[_bucket_of(buckets, at)].append(float(seconds))
-        resolved = await Conversation.filter(
-            of_skill, status=ConversationStatus.CLOSED, closed_at__gte=start, closed_at__lt=end
-        ).values_list("resolution_seconds", flat=True)
+                per_bucket[_bucket_of(buckets, _moment(at))].append(float(seconds))
+        resolved = [
+            seconds
+            for (seconds,) in await _rows(
+                Conversation.filter(
+                    of_skill,
+                    status=ConversationStatus.CLOSED,
+                    closed_at__gte=start,
+                    closed_at__lt=end,
+                ).values_list("resolution_seconds")
+            )
+        ]
         return Report(
             period=period,
             skill=skill,
@@ -471,7 +484,7 @@ class Reports:
             first_response_by_bucket=tuple(
                 percentile(sorted(values), 50) if values else None for values in per_bucket
             ),
-            resolution=Spread.of(cast(list[int | None], resolved)),
+            resolution=Spread.of(resolved),
             deadlines=await self._deadlines(period, skill, len(first_rows), len(resolved))
             if self.settings.sla.enabled
             else None,
@@ -552,13 +565,15 @@ class Reports:
         replies: dict[str, list[int]] = {}
         waits: dict[str, list[float]] = {}
         conversations: dict[str, set[int]] = {}
-        for author, conversation_id, seconds in await Message.filter(
-            in_skill,
-            direction=Direction.OUTBOUND,
-            delivery_state__in=SENT_STATES,
-            created_at__gte=period.start,
-            created_at__lt=period.end,
-        ).values_list("author_id", "conversation_id", "response_seconds"):
+        for author, conversation_id, seconds in await _rows(
+            Message.filter(
+                in_skill,
+                direction=Direction.OUTBOUND,
+                delivery_state__in=SENT_STATES,
+                created_at__gte=period.start,
+                created_at__lt=period.end,
+            ).values_list("author_id", "conversation_id", "response_seconds")
+        ):
             who = str(author)
             replies.setdefault(who, []).append(1)
             conversations.setdefault(who, set()).add(int(conversation_id))
@@ -575,6 +590,24 @@ class Reports:
             if who
         ]
         return tuple(sorted(figures, key=lambda a: (-a.conversations, a.user_id)))
+
+
+async def _rows(query: ValuesListQuery[Literal[False]]) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` as the database driver returns them.
+
+    The ORM's conversion of every value of every row is most of the time of a report over a
+    year (bench.reports); these rows skip it. Times come back as datetimes (PostgreSQL) or as
+    ISO text (SQLite): read them with ``_moment``; enums come back as their values.
+    """
+    query._choose_db_if_not_chosen()
+    query._make_query()
+    sql, values = query.query.get_parameterized_sql()
+    _, rows = await query._db.execute_query(sql, values)
+    return [tuple(row) for row in rows]
+
+
+def _moment(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _target(detail: object) -> object:

@@ -173,9 +173,12 @@ class Surveys:
         if conversation is None:
             return
         why_not = self._why_not(conversation, conversation.customer)
-        if not why_not and not await Message.filter(
-            conversation_id=conversation.id, direction=Direction.INBOUND, is_automated=False
-        ).exists():
+        if (
+            not why_not
+            and not await Message.filter(
+                conversation_id=conversation.id, direction=Direction.INBOUND, is_automated=False
+            ).exists()
+        ):
             why_not = "only automatic mail in it"  # answering that could start a mail loop
         existing = await Message.get_or_none(dedup_key=f"survey:{job.id}")
         if why_not and existing is None:
