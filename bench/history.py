@@ -90,6 +90,7 @@ from bot.shapes import (
     CustomerPost,
     DeliveryState,
     OutboundReply,
+    SpikeAlert,
     ThreadErasure,
 )
 from bot.workflow import Workflow
@@ -491,6 +492,9 @@ class SilentChat:
         return user_id
 
     async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
+        return "1.0"
+
+    async def post_spike(self, chat_channel: str, alert: SpikeAlert, *, marker: str) -> str:
         return "1.0"
 
     async def post_agent_copy(

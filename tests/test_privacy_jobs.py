@@ -24,6 +24,8 @@ from bot.jobkinds import (
     OthersPayload,
     RulesPayload,
     SlaCheckPayload,
+    SpikeCheckPayload,
+    SpikePayload,
     StatusPayload,
     ThreadPayload,
     WaitingPayload,
@@ -58,6 +60,8 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "run_rules": lambda: RulesPayload(conversation, "message_in", f"message-{message}"),
         "call_webhook": lambda: WebhookCallPayload(conversation, "crm", {"event_id": "rule-1"}),
         "assign_fairly": lambda: CardPayload(conversation),
+        "check_spike": lambda: SpikeCheckPayload(conversation, message),
+        "post_spike": lambda: SpikePayload(1),
     }
 
 
@@ -91,9 +95,11 @@ async def test_forget_removes_the_jobs_of_every_kind_about_the_customer() -> Non
             f":{conversation.id}"
         )
         assert not names_it, f"{job.kind} job still names the forgotten conversation"
-    # Only kinds that name no conversation stay: the thread erasure, the purge and a status
-    # (a message id of WhatsApp's; it finds nothing of theirs any more).
-    assert {job.kind for job in left} <= {"erase_thread", "purge_closed", "show_status"}
+    # Only kinds that name no conversation stay: the thread erasure, the purge, a status (a
+    # message id of WhatsApp's; it finds nothing of theirs any more) and a spike's alert (it
+    # shows only the messages that still exist).
+    kept = {"erase_thread", "purge_closed", "show_status", "post_spike"}
+    assert {job.kind for job in left} <= kept
 
 
 @pytest.mark.usefixtures("db")
