@@ -8,24 +8,20 @@ modal asking for the problem's name; its submission links every conversation of 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.commands import Background
+from adapters.slack.commands import Background, confirm_submission
 from adapters.slack.render import SPIKE_ACTION, Block
 from adapters.slack.views import answer_text
 from bot.commands import Answer, Commands, LinkSpike
 from bot.jobs import Clock
 from bot.roles import Actor, Role, Roles
-
-log = logging.getLogger(__name__)
 
 SPIKE_MODAL = "switchboard_spike_problem_modal"
 TITLE_BLOCK = "title"
@@ -118,11 +114,4 @@ def register_spikes(
         await ack()
         channel = str(where.get("channel") or "")
         if channel:
-            background.spawn(_confirm(client, channel, actor.user_id, reply.text))
-
-
-async def _confirm(client: AsyncWebClient, channel: str, user: str, text: str) -> None:
-    try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text)
-    except SlackApiError as exc:
-        log.warning("could not confirm a linked spike", extra={"error": str(exc)})
+            background.spawn(confirm_submission(client, channel, actor.user_id, reply.text))
