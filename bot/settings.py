@@ -1361,7 +1361,7 @@ class SpikeSettings:
     window_minutes: int = 60
     #: The history a topic's usual share of all messages is read from (before the window).
     history_days: int = 7
-    #: At least this many messages of the topic in the window.
+    #: At least this many conversations of the topic in the window (one customer is one).
     min_messages: int = 10
     #: The topic's share of the window's messages, over its share of the history's.
     ratio: float = 4.0
