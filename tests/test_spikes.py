@@ -83,8 +83,8 @@ class Traffic:
 
 
 def ordinary_topic(rng: np.random.Generator) -> int:
-    """Ordinary traffic: a few topics are common (topic 0 is a fifth of it), most are rare."""
-    weights = np.array([20.0, 10.0, 8.0, 6.0] + [2.0] * (TOPICS - 5) + [0.0])
+    """Ordinary traffic: a few topics are common (topic 0 is over a quarter), most are rare."""
+    weights = np.array([30.0, 10.0, 8.0, 6.0] + [2.0] * (TOPICS - 5) + [0.0])
     return int(rng.choice(TOPICS, p=weights / weights.sum()))
 
 
@@ -119,9 +119,16 @@ async def test_ordinary_traffic_and_a_monday_peak_never_fire(traffic: Traffic) -
     assert await steady(traffic, MONDAY_NINE, 2, 50) == []
 
     assert not await Spike.exists()
-    # The common topic alone had ten conversations an hour on Monday: a count would have fired.
-    monday = await Message.filter(created_at__gte=MONDAY_NINE, text="topic 0").count()
-    assert monday >= 2 * traffic.spikes.settings.min_messages
+    # The common topic alone had more than the minimum in a Monday hour: a count would have
+    # fired, its share of the traffic did not.
+    hours = [MONDAY_NINE, MONDAY_NINE + timedelta(hours=1), MONDAY_NINE + timedelta(hours=2)]
+    busiest = max(
+        [
+            await Message.filter(created_at__gte=start, created_at__lt=end, text="topic 0").count()
+            for start, end in itertools.pairwise(hours)
+        ]
+    )
+    assert busiest >= traffic.spikes.settings.min_messages
 
 
 async def test_a_burst_of_one_topic_fires_once_within_minutes(traffic: Traffic) -> None:
