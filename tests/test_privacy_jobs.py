@@ -61,7 +61,8 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "call_webhook": lambda: WebhookCallPayload(conversation, "crm", {"event_id": "rule-1"}),
         "assign_fairly": lambda: CardPayload(conversation),
         "check_spike": lambda: SpikeCheckPayload(conversation, message),
-        "post_spike": lambda: SpikePayload(1),
+        # A spike is of many conversations and names none (its id is no conversation's).
+        "post_spike": lambda: SpikePayload(conversation + 100),
     }
 
 
