@@ -25,7 +25,7 @@ from tests.wordvectors import WordVectorClassifier
 
 LEADS = "support-leads"
 WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ri", "su", "ta") for b in range(40)]
-COMPLAINT = "payment declined at checkout card charged twice order failed"
+COMPLAINT = "payment declined at checkout <!channel> card charged twice order failed"
 
 
 @asynccontextmanager
@@ -108,6 +108,8 @@ async def test_a_burst_of_alike_complaints_alerts_the_leads_once_and_a_lead_link
         assert "10 conversations about the same thing" in shown
         assert shown.count("payment declined at checkout") == 3
         assert shown.count("/archives/") == 3  # each example links to its post
+        assert "<!channel>" not in shown  # what customers wrote pings nobody
+        assert shown.count("&lt;!channel&gt;") == 3
         assert "general (10)" in shown  # the skills and channels of its conversations
         assert "E-mail (10)" in shown
 
