@@ -30,6 +30,7 @@ from adapters.slack.chat import SlackChat
 from adapters.slack.commands import Background, UserGroups, register_team_workflow
 from adapters.slack.directory import SlackTeamDirectory
 from adapters.slack.events import AgentDirectory, build_bolt_app
+from adapters.slack.spikes import register_spikes
 from adapters.slack.suggest import register_suggestions
 from adapters.survey_page import SurveyPage
 from adapters.telegram.bot import build_bot, open_bot
@@ -56,12 +57,14 @@ from bot.jobkinds import (
     ASSIGN_FAIRLY,
     CALL_WEBHOOK,
     CATALOGUE,
+    CHECK_SPIKE,
     CHECK_WAITING,
     DELIVER_REPLY,
     ERASE_THREAD,
     MOVE_CONVERSATION,
     POST_ALERT,
     POST_INBOUND,
+    POST_SPIKE,
     PURGE_CLOSED,
     REDRAW_CARD,
     RUN_RULES,
@@ -89,6 +92,7 @@ from bot.rules import CallWebhook, Rules, RunRules
 from bot.settings import Settings
 from bot.shapes import ChannelKind
 from bot.similar import Similar
+from bot.spikes import CheckSpike, PostSpike, Spikes
 from bot.suggestions import Suggester
 from bot.survey import AskSurvey, ShowRating, Surveys
 from bot.vectors import MessageIndex, MessageVectors
@@ -169,6 +173,9 @@ class Service:
         embedder = classifier if isinstance(classifier, Embedder) else None
         self.vectors = MessageVectors(self.index, embedder)
         self.similar = Similar(self.index, clock=clock)
+        self.spikes = Spikes(
+            self.index, settings.spikes, self.similar, clock=clock, on_queued=jobs_added.set
+        )
         self.suggester = Suggester(self.index, embedder)
         self.facts = Facts(settings, clock=clock)
         self.surveys = Surveys(settings, chat, senders, clock=clock)
@@ -203,6 +210,7 @@ class Service:
             people=People(clock=clock, on_queued=jobs_added.set),
             similar=self.similar,
             reports=self.reports,
+            spikes=self.spikes,
         )
         self.directory = AgentDirectory(self.client, stored_override=agent_name_override)
         self.background = Background()
@@ -250,6 +258,8 @@ class Service:
             ASSIGN_FAIRLY: AssignFairly(self.assignment),
             ASK_SURVEY: AskSurvey(self.surveys),
             SHOW_RATING: ShowRating(self.surveys),
+            CHECK_SPIKE: CheckSpike(self.spikes),
+            POST_SPIKE: PostSpike(chat, self.spikes),
         }
         missing = set(CATALOGUE) - {kind.name for kind in handlers}
         assert not missing, f"job kinds without a handler: {sorted(missing)}"
@@ -295,6 +305,14 @@ class Service:
                 name_of=self.directory.name_of,
                 background=self.background,
             )
+            register_spikes(
+                app,
+                commands=self.commands,
+                roles=self.roles,
+                actor_of=actor_of,
+                background=self.background,
+                clock=clock,
+            )
 
         self.bolt = build_bolt_app(
             client=self.client,
@@ -328,6 +346,7 @@ class Service:
         await self.deadlines.customer_wrote(conversation, message)
         await self.rules.customer_wrote(conversation, message, opened)
         await self.assignment.customer_wrote(conversation, message, opened)
+        await self.spikes.customer_wrote(conversation, message)
 
     async def _reply_sent(self, conversation: Conversation, message: Message) -> None:
         await self.facts.reply_sent(conversation, message)

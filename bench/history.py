@@ -90,6 +90,7 @@ from bot.shapes import (
     CustomerPost,
     DeliveryState,
     OutboundReply,
+    SpikeAlert,
     ThreadErasure,
 )
 from bot.workflow import Workflow
@@ -496,6 +497,9 @@ class SilentChat:
     async def post_rating(
         self, chat_channel: str, thread_ts: str, rating: int, comment: str, *, marker: str
     ) -> str:
+        return "1.0"
+
+    async def post_spike(self, chat_channel: str, alert: SpikeAlert, *, marker: str) -> str:
         return "1.0"
 
     async def post_agent_copy(

@@ -40,6 +40,7 @@ from bot.routing import skill_names
 from bot.rules import describe
 from bot.shapes import Priority
 from bot.similar import Similar
+from bot.spikes import Spikes
 from bot.whatsapp import Templates
 from bot.workflow import Workflow
 from models import TextBlock
@@ -220,6 +221,14 @@ class ListProblems:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class LinkSpike:
+    """Link every conversation of a spike to a known problem (the alert's button)."""
+
+    spike_id: int
+    title: str
+
+
 BlockCommand = ListBlocks | EditBlock | SaveBlock | RemoveBlock | LinkProblem | ListProblems
 
 
@@ -249,6 +258,7 @@ Command = (
     | ConfirmDetail
     | CustomerOf
     | ListRules
+    | LinkSpike
 )
 
 
@@ -510,7 +520,7 @@ def _parse_blocks(name: str, args: list[str]) -> Command:
 
 def required_role(command: Command, actor: Actor) -> Role:
     """The role ``command`` needs from ``actor``."""
-    if isinstance(command, EditBlock | SaveBlock | RemoveBlock | LinkProblem):
+    if isinstance(command, EditBlock | SaveBlock | RemoveBlock | LinkProblem | LinkSpike):
         return Role.LEAD
     if isinstance(command, Assign) and command.user_id in ("me", actor.user_id):
         return Role.AGENT
@@ -543,6 +553,7 @@ class Commands:
         templates: Templates | None = None,
         people: People | None = None,
         similar: Similar | None = None,
+        spikes: Spikes | None = None,
         reports: Reports | None = None,
     ) -> None:
         self.people = people or People()
@@ -553,6 +564,7 @@ class Commands:
         self.command_name = command_name
         self.templates = templates
         self.similar = similar
+        self.spikes = spikes
 
     async def _report(self, period_text: str, skill: str) -> Reply:
         if self.reports is None:
@@ -632,6 +644,10 @@ class Commands:
                 return await lookups.customer(str(customer_id))
             case ListRules():
                 return Answer(describe(workflow.settings.rules))
+            case LinkSpike(spike_id, title):
+                if self.spikes is None:
+                    return Answer("Spike alerts are not set up on this service.", refused=True)
+                return Answer(await self.spikes.link_problem(actor, spike_id, title))
         assert isinstance(command, ConversationCommand)
         conversation = await find_conversation(command.conversation)
         match command:

@@ -211,6 +211,26 @@ class OthersPayload:
     link_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class SpikeCheckPayload:
+    """A customer's message just shown: is its topic far above its usual rate?"""
+
+    conversation_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpikePayload:
+    """A spike found: post its one alert to the leads."""
+
+    spike_id: int
+
+
+# One key for every check: checks run one at a time across replicas, so two messages of one
+# burst cannot both open a spike.
+CHECK_SPIKE = JobKind("check_spike", SpikeCheckPayload, lambda p: "spikes")
+POST_SPIKE = JobKind("post_spike", SpikePayload, lambda p: f"spike:{p.spike_id}")
+
 SHOW_OTHERS = JobKind("show_others", OthersPayload, lambda p: f"conversation:{p.conversation_id}")
 
 # A status only moves its reply's state forward, so repeats and any order are harmless.
@@ -239,5 +259,7 @@ CATALOGUE: dict[str, JobKind[Any]] = {
         ASSIGN_FAIRLY,
         ASK_SURVEY,
         SHOW_RATING,
+        CHECK_SPIKE,
+        POST_SPIKE,
     )
 }

@@ -16,6 +16,7 @@ from bot.shapes import (
     DeliveryState,
     InboundMessage,
     OutboundReply,
+    SpikeAlert,
     ThreadErasure,
     Triage,
 )
@@ -111,6 +112,13 @@ class ChatPort(Protocol):
 
     async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
         """Post our own text at the top of a channel (an alert); returns its ts.
+
+        A retry can find it with ``find_post(chat_channel, None, marker)``.
+        """
+        ...
+
+    async def post_spike(self, chat_channel: str, alert: SpikeAlert, *, marker: str) -> str:
+        """Post a spike's alert at the top of a channel, with its "link all" button; its ts.
 
         A retry can find it with ``find_post(chat_channel, None, marker)``.
         """

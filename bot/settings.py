@@ -320,6 +320,7 @@ class Settings:
     outgoing_webhooks: tuple[OutgoingWebhookSettings, ...] = ()
     assignment: tuple[AssignmentSettings, ...] = ()
     survey: SurveySettings = field(default_factory=SurveySettings)
+    spikes: SpikeSettings = field(default_factory=lambda: SpikeSettings())
 
     def webhook(self, name: str) -> WebhookSourceSettings | None:
         """The webhook source called ``name``, if configured."""
@@ -639,6 +640,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
     outgoing_webhooks = _read_outgoing_webhooks(root, env)
     rules = _read_rules(root, skills, outgoing_webhooks)
     assignment = _read_assignment(root, skills)
+    spikes = _read_spikes(root, sla)
     # Last, when every table has been read: a misspelt key would otherwise be ignored silently.
     root.unknown_keys()
 
@@ -662,6 +664,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         outgoing_webhooks=outgoing_webhooks,
         assignment=assignment,
         survey=survey,
+        spikes=spikes,
     )
     return settings, problems
 
@@ -1382,3 +1385,74 @@ def _read_assignment(root: _Reader, skills: list[SkillSettings]) -> tuple[Assign
             reader.fail("skill", f"{item.skill!r} has two [[assignment]] entries")
         found.append(item)
     return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeSettings:
+    """``[spikes]``: one alert when messages about one thing come far above their usual rate.
+
+    bot/spikes.py says how the usual rate is computed (README, "Spike alerts").
+    """
+
+    enabled: bool = False
+    #: Where the alert goes: the leads' channel (``sla.leads_channel`` unless set here).
+    channel: str = ""
+    #: The recent window a topic's messages are counted in.
+    window_minutes: int = 60
+    #: The history a topic's usual share of all messages is read from (before the window).
+    history_days: int = 7
+    #: At least this many conversations of the topic in the window (one customer is one).
+    min_messages: int = 10
+    #: The topic's share of the window's messages, over its share of the history's.
+    ratio: float = 4.0
+    #: Messages at least this alike (cosine of their vectors) are about the same thing.
+    similarity: float = 0.65
+    #: How many nearest messages a check looks at.
+    neighbours: int = 200
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.window_minutes)
+
+    @property
+    def history(self) -> timedelta:
+        return timedelta(days=self.history_days)
+
+
+def _read_spikes(root: _Reader, sla: SlaSettings) -> SpikeSettings:
+    sp = root.table_at("spikes")
+    built_in = SpikeSettings()
+    channel = sp.get("channel", str, "", '"support-leads"').lstrip("#") or sla.leads_channel
+    settings = SpikeSettings(
+        enabled=sp.get("enabled", bool, bool(channel)),
+        channel=channel,
+        window_minutes=sp.get("window_minutes", int, built_in.window_minutes, "60"),
+        history_days=sp.get("history_days", int, built_in.history_days, "7"),
+        min_messages=sp.get("min_messages", int, built_in.min_messages, "10"),
+        ratio=sp.get("ratio", float, built_in.ratio, "4.0"),
+        similarity=sp.get("similarity", float, built_in.similarity, "0.65"),
+        neighbours=sp.get("neighbours", int, built_in.neighbours, "200"),
+    )
+    sp.check(
+        "enabled",
+        not settings.enabled or bool(settings.channel),
+        'needs a channel for the alerts: set spikes.channel (like "support-leads") or '
+        "sla.leads_channel, or set enabled = false",
+    )
+    sp.check(
+        "window_minutes", 5 <= settings.window_minutes <= 1440, "must be from 5 to 1440 minutes"
+    )
+    sp.check(
+        "history_days",
+        1 <= settings.history_days <= 90 and settings.history > settings.window * 4,
+        "must be from 1 to 90 days and more than four windows (spikes.window_minutes)",
+    )
+    sp.check("min_messages", settings.min_messages >= 2, "must be 2 or more")
+    sp.check("ratio", settings.ratio > 1.0, "must be more than 1 (4.0: four times the usual)")
+    sp.check(
+        "similarity",
+        0.0 < settings.similarity < 1.0,
+        "must be between 0 and 1 (the cosine of two messages' vectors, like 0.65)",
+    )
+    sp.check("neighbours", 10 <= settings.neighbours <= 2000, "must be from 10 to 2000")
+    return settings

@@ -249,3 +249,29 @@ class DeadlineView:
     state: DeadlineState
     left: timedelta
     due_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeExample:
+    """One message of a spike as its alert shows it: a link to it and its first words."""
+
+    short_id: str
+    excerpt: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeAlert:
+    """The leads' alert of a spike (bot/spikes.py): how many, examples, where they came in."""
+
+    spike_id: int
+    count: int
+    window_minutes: int
+    #: How many the window would hold at the topic's usual share of all messages.
+    usual: float
+    examples: tuple[SpikeExample, ...]
+    #: (skill, messages) and (channel, messages), most first.
+    skills: tuple[tuple[str, int], ...]
+    channels: tuple[tuple[ChannelKind, int], ...]
+    #: The Slack channels (ids) the spike's conversations are in.
+    chat_channels: tuple[str, ...] = ()

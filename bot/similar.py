@@ -156,6 +156,14 @@ class Similar:
 
     async def link_problem(self, actor: Actor, conversation: Conversation, title: str) -> str:
         """Link ``conversation`` to the known problem ``title`` (made if new); audited."""
+        problem = await self.link_all(actor, [conversation], title)
+        return f"`{short_id(conversation)}` is linked to “{problem.title}”."
+
+    async def link_all(
+        self, actor: Actor, conversations: list[Conversation], title: str
+    ) -> KnownProblem:
+        """Link each of ``conversations`` to the known problem ``title`` (made if new), in one
+        transaction; each link is audited and said in its thread."""
         title = " ".join(title.split())
         if not title:
             raise ActionRefused("Name the problem, like “payment provider outage”.")
@@ -167,27 +175,29 @@ class Similar:
                 problem = await KnownProblem.create(
                     title=title, created_by=actor.user_id, using_db=conn
                 )
-            await ProblemLink.filter(conversation_id=conversation.id).using_db(conn).delete()
-            await ProblemLink.create(
-                conversation_id=conversation.id,
-                problem=problem,
-                created_by=actor.user_id,
-                using_db=conn,
-            )
+            ids = [conversation.id for conversation in conversations]
+            await ProblemLink.filter(conversation_id__in=ids).using_db(conn).delete()
             summary = f"{actor.label} linked this to the known problem “{problem.title}”."
-            entry = await AuditEntry.create(
-                conversation=conversation,
-                actor_id=actor.user_id,
-                actor_name=actor.label[:255],
-                action="problem",
-                detail={"problem": problem.id, "title": problem.title},
-                summary=summary,
-                using_db=conn,
-            )
-            await SHOW_CHANGE.enqueue(
-                ChangePayload(entry.id, conversation.id), now=self.clock(), conn=conn
-            )
-        return f"`{short_id(conversation)}` is linked to “{problem.title}”."
+            for conversation in conversations:
+                await ProblemLink.create(
+                    conversation_id=conversation.id,
+                    problem=problem,
+                    created_by=actor.user_id,
+                    using_db=conn,
+                )
+                entry = await AuditEntry.create(
+                    conversation=conversation,
+                    actor_id=actor.user_id,
+                    actor_name=actor.label[:255],
+                    action="problem",
+                    detail={"problem": problem.id, "title": problem.title},
+                    summary=summary,
+                    using_db=conn,
+                )
+                await SHOW_CHANGE.enqueue(
+                    ChangePayload(entry.id, conversation.id), now=self.clock(), conn=conn
+                )
+        return problem
 
     async def problems(self) -> list[tuple[str, int]]:
         """Known problems with how many conversations are linked to each, newest first."""

@@ -548,3 +548,37 @@ class SurveyAnswer(Model):
         table = "survey_answers"
         unique_together = (("conversation_id",),)
         indexes = (Index(fields=("created_at",), name="idx_survey_answers_created"),)
+
+
+class Spike(Model):
+    """Messages about one thing arriving far above their usual rate: one alert while it lasts.
+
+    ``centroid_id`` is the message whose check found the spike, ``example_ids`` the messages
+    the alert shows (the centroid first), ``member_ids`` every message found to be about it. A
+    later message alike to one of its members joins it. The spike is open (``ended_at`` None)
+    until no message of it came at spike pace for a whole window. Only message ids are kept:
+    what the messages say stays with them, and goes when a customer is forgotten.
+    """
+
+    id = fields.IntField(primary_key=True)
+    centroid_id = fields.IntField(unique=True)
+    example_ids = fields.JSONField[list[int]](default=list)
+    #: The messages found to be about it (a lead links their conversations with one button).
+    member_ids = fields.JSONField[list[int]](default=list)
+    #: How many conversations of the topic the window held when the spike was found, then its
+    #: peak, and how many it would have held at the topic's usual share of the traffic.
+    count = fields.IntField(default=0)
+    usual = fields.FloatField(default=0.0)
+    started_at = fields.DatetimeField()
+    last_seen_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True)
+    #: Where the alert was posted, once it was.
+    chat_channel = fields.CharField(max_length=32, default="")
+    chat_ts = fields.CharField(max_length=32, default="")
+    #: The known problem a lead linked the spike's conversations to.
+    problem_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "spikes"
+        indexes = (Index(fields=("ended_at",), name="idx_spikes_ended"),)

@@ -25,6 +25,8 @@ from bot.jobkinds import (
     RatingPayload,
     RulesPayload,
     SlaCheckPayload,
+    SpikeCheckPayload,
+    SpikePayload,
     StatusPayload,
     SurveyPayload,
     ThreadPayload,
@@ -62,6 +64,9 @@ def payloads(conversation: int, message: int, audit: int) -> dict[str, Callable[
         "assign_fairly": lambda: CardPayload(conversation),
         "ask_survey": lambda: SurveyPayload(conversation),
         "show_rating": lambda: RatingPayload(audit, conversation),
+        "check_spike": lambda: SpikeCheckPayload(conversation, message),
+        # A spike is of many conversations and names none (its id is no conversation's).
+        "post_spike": lambda: SpikePayload(conversation + 100),
     }
 
 
@@ -95,9 +100,11 @@ async def test_forget_removes_the_jobs_of_every_kind_about_the_customer() -> Non
             f":{conversation.id}"
         )
         assert not names_it, f"{job.kind} job still names the forgotten conversation"
-    # Only kinds that name no conversation stay: the thread erasure, the purge and a status
-    # (a message id of WhatsApp's; it finds nothing of theirs any more).
-    assert {job.kind for job in left} <= {"erase_thread", "purge_closed", "show_status"}
+    # Only kinds that name no conversation stay: the thread erasure, the purge, a status (a
+    # message id of WhatsApp's; it finds nothing of theirs any more) and a spike's alert (it
+    # shows only the messages that still exist).
+    kept = {"erase_thread", "purge_closed", "show_status", "post_spike"}
+    assert {job.kind for job in left} <= kept
 
 
 @pytest.mark.usefixtures("db")

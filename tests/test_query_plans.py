@@ -26,6 +26,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from tortoise import connections
 
+from adapters.hnsw_index import HnswIndex
 from adapters.slack.chat import SlackChat
 from bench.fill import SKILLS, fill_history
 from bot.conversations import find_conversation as thread_of
@@ -39,8 +40,11 @@ from bot.privacy import CustomerAddress, Privacy
 from bot.relay import Relay
 from bot.roles import Actor
 from bot.routing import FixedSkillClassifier
-from bot.settings import RetentionSettings, Settings
+from bot.settings import RetentionSettings, Settings, SpikeSettings
 from bot.shapes import AgentMessage, ChannelKind, InboundMessage
+from bot.similar import Similar
+from bot.spikes import Spikes
+from bot.vectors import MessageIndex, store_vector
 from bot.workflow import Workflow, first_words
 from models import (
     Conversation,
@@ -52,6 +56,7 @@ from models import (
     Skill,
 )
 from tests.conftest import SettingsFactory
+from tests.wordvectors import word_vector
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_DB") != "postgres",
@@ -178,6 +183,13 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
         await escalation.customer_wrote(conversation, inbound)
         await escalation.check(conversation.id, inbound.id)
 
+    async def spike_check() -> None:
+        await store_vector(inbound.id, conversation.id, word_vector(inbound.text))
+        index = MessageIndex(HnswIndex)
+        await index.load()
+        spikes = Spikes(index, SpikeSettings(enabled=True, channel="leads"), Similar(index))
+        await spikes.check(inbound.id)
+
     return {
         "an agent writes in a conversation thread": agent_note,
         "a link to a message of a thread": lambda: conversation_of_message(
@@ -193,6 +205,7 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
         "threading a customer's message": threading,
         "delivering a reply": deliver_reply,
         "the customer wrote (snooze, reopening, waiting rules)": customer_wrote,
+        "a spike check (the topic and all messages, now and in the last week)": spike_check,
         "/switchboard queue": lookups.queue,
         "/switchboard queue billing": lambda: lookups.queue("billing"),
         "App Home": lambda: lookups.home("U0AGENT3"),

@@ -23,6 +23,7 @@ from bot.shapes import (
     ConversationCard,
     CustomerPost,
     DeliveryState,
+    SpikeAlert,
     ThreadErasure,
 )
 
@@ -360,6 +361,13 @@ class SlackChat:
 
     async def post_message(self, chat_channel: str, text: str, *, marker: str) -> str:
         response = await self._post(chat_channel, text=text, metadata=self._metadata(marker))
+        return str(response["ts"])
+
+    async def post_spike(self, chat_channel: str, alert: SpikeAlert, *, marker: str) -> str:
+        text, blocks = render.spike_alert(alert)
+        response = await self._post(
+            chat_channel, text=text, blocks=blocks, metadata=self._metadata(marker)
+        )
         return str(response["ts"])
 
     async def download(self, url: str) -> bytes:

@@ -353,3 +353,11 @@ async def _tell(client: AsyncWebClient, where: dict[str, str], user_id: str, tex
         )
     except SlackApiError as exc:
         log.warning("could not confirm a reassignment", extra={"error": str(exc)})
+
+
+async def confirm_submission(client: AsyncWebClient, channel: str, user: str, text: str) -> None:
+    """Tell the person who submitted a modal what it did (only them, in ``channel``)."""
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text)
+    except SlackApiError as exc:
+        log.warning("could not confirm a modal's submission", extra={"error": str(exc)})

@@ -21,6 +21,7 @@ from bot.shapes import (
     DeadlineView,
     DeliveryState,
     Priority,
+    SpikeAlert,
 )
 from bot.workflow import format_time
 
@@ -366,3 +367,58 @@ def agent_copy(author_name: str, text: str) -> tuple[str, list[Block]]:
         for chunk in _chunks(body)
     ]
     return f"{author}: {body[:2900]}", blocks
+
+
+SPIKE_ACTION = "switchboard_spike_problem"
+
+
+def spike_alert(alert: SpikeAlert) -> tuple[str, list[Block]]:
+    """A spike's alert for the leads: how many, three linked examples, where, and a button."""
+    usual = f"{alert.usual:.1f}" if alert.usual < 10 else f"{alert.usual:.0f}"
+    text = (
+        f":rotating_light: *{alert.count} conversations about the same thing* in the last "
+        f"{alert.window_minutes} minutes (usually about {usual})."
+    )
+    lines: list[str] = []
+    for example in alert.examples:
+        excerpt = escape(example.excerpt) or "(no text)"
+        label = f"`{example.short_id}`"
+        lines.append(
+            f"• <{example.link}|{label}> {excerpt}" if example.link else f"• {label} {excerpt}"
+        )
+    where: list[str] = []
+    if alert.skills:
+        skills = ", ".join(f"{escape(skill or 'none')} ({n})" for skill, n in alert.skills)
+        where.append(f"*Skills:* {skills}")
+    if alert.channels:
+        labels = ", ".join(
+            f"{CHANNEL_LABEL.get(kind, escape(str(kind)))} ({n})" for kind, n in alert.channels
+        )
+        where.append(f"*Channels:* {labels}")
+    if alert.chat_channels:
+        where.append("*In:* " + " ".join(f"<#{c}>" for c in alert.chat_channels[:10]))
+    blocks: list[Block] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+    ]
+    if lines:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "\n".join(lines)[:_SECTION_LIMIT],
+                    "verbatim": True,
+                },
+            }
+        )
+    if where:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "   ".join(where)[:3000]}]}
+        )
+    button = _button(SPIKE_ACTION, "Link all to a known problem", "primary")
+    button["value"] = str(alert.spike_id)
+    blocks.append(
+        {"type": "actions", "block_id": "switchboard_spike_actions", "elements": [button]}
+    )
+    fallback = f"{alert.count} conversations about the same thing in {alert.window_minutes} minutes"
+    return fallback, blocks

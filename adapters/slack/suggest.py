@@ -19,11 +19,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from adapters.slack.commands import Background
+from adapters.slack.commands import Background, confirm_submission
 from adapters.slack.render import SIMILAR_ACTION, SUGGEST_ACTION, Block, escape
 from adapters.slack.views import BLOCK_FIELDS, BLOCK_MODAL
 from bot.blocks import BlockDraft
@@ -296,11 +295,4 @@ def register_suggestions(
         await ack()
         channel = str(where.get("channel") or "")
         if channel:
-            background.spawn(_confirm(client, channel, actor.user_id, reply.text))
-
-
-async def _confirm(client: AsyncWebClient, channel: str, user: str, text: str) -> None:
-    try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text)
-    except SlackApiError as exc:
-        log.warning("could not confirm a saved text block", extra={"error": str(exc)})
+            background.spawn(confirm_submission(client, channel, actor.user_id, reply.text))
