@@ -153,18 +153,15 @@ class PostInbound:
             return
         retrying = job.attempts > 1
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
-            if retrying and self.after_post is not None:
-                # The post is done; a crash came before what follows it: do that part now.
-                conversation = threaded(message)
-                await self.after_post(conversation, message, await _opened_by(message))
             return
         conversation = threaded(message)
         attachments = await _attachments(message)
-        opened = conversation.chat_thread_ts is None
-        if not opened and retrying:
-            # An earlier try may have opened the thread with this very message, then crashed.
-            opened = await _opened_by(message)
-        if opened:
+        new_thread = conversation.chat_thread_ts is None
+        # Whether this message opened the thread: also on a retry after an earlier try opened
+        # it and failed before the message was recorded as posted, so the hooks below never
+        # ran for it (they start what a new thread starts: waiting checks, timers, a turn).
+        opened = new_thread or (retrying and await _opened_by(message))
+        if new_thread:
             await self._open_thread(
                 conversation, message, inbound_of(message, attachments), retrying
             )
