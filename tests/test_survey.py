@@ -75,6 +75,8 @@ def rate_in_chromium(link: str, comment: str) -> dict[str, Any]:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
     options = Options()
     assert CHROMIUM is not None
@@ -95,7 +97,13 @@ def rate_in_chromium(link: str, comment: str) -> dict[str, Any]:
             ),
         }
         driver.find_element(By.ID, "comment").send_keys(comment)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
+        button.click()
+        # The answer is a new page: wait until the old one is gone before reading it.
+        WebDriverWait(driver, 20).until(expected_conditions.staleness_of(button))
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "notice").text.startswith("Thank you, we have")
+        )
         seen["after_send"] = driver.find_element(By.ID, "notice").text
         seen["comment_kept"] = driver.find_element(By.ID, "comment").get_attribute("value")
         return seen
