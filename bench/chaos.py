@@ -242,9 +242,19 @@ class ServiceProcess:
     """``python -m adapters serve`` as a child process that can be killed and started again."""
 
     def __init__(
-        self, config: Path, env: dict[str, str], log: Path, *, http_port: int, smtp_port: int
+        self,
+        config: Path,
+        env: dict[str, str],
+        log: Path,
+        *,
+        http_port: int,
+        smtp_port: int,
+        cwd: Path | None = None,
     ) -> None:
         self.config = config
+        # ``python -m`` puts the working directory first on the path: the code that runs is
+        # the checkout it starts in.
+        self.cwd = cwd
         self.env = env
         self.log = log
         self.http_port = http_port
@@ -267,6 +277,7 @@ class ServiceProcess:
                 stdout=log,
                 stderr=log,
                 env=self.env,
+                cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -409,7 +409,9 @@ async def run_service(
         if tree is not None:
             env["PYTHONPATH"] = str(tree)
         log = workdir / f"{label}.log"
-        service = ServiceProcess(config, env, log, http_port=http_port, smtp_port=smtp_port)
+        service = ServiceProcess(
+            config, env, log, http_port=http_port, smtp_port=smtp_port, cwd=tree
+        )
         say(f"{label}: starting the service")
         await service.start(timeout=300)
         try:

@@ -81,7 +81,7 @@ class Escalation:
     async def _apply(self, conversation: Conversation, streak: _Streak) -> None:
         waited = self.clock() - streak.first_at
         priority, reason = escalate(
-            await _base_priority(conversation),
+            _base_priority(conversation, streak.changes),
             follow_ups=streak.length - 1,
             waiting_hours=max(waited.total_seconds() / 3600, 0.0),
             rules=self.rules,
@@ -105,11 +105,39 @@ class Escalation:
 
 @dataclass(frozen=True, slots=True)
 class _Streak:
-    """The customer's unanswered messages: the first one's id and time, and how many."""
+    """The customer's unanswered messages: the first one's id and time, and how many; and the
+    conversation's priority changes, which the rules raise from."""
 
     first_id: int
     first_at: datetime
     length: int
+    changes: _PriorityChanges
+
+
+@dataclass(frozen=True, slots=True)
+class _PriorityChanges:
+    """The last lead's priority choice, and the rules' first raise after it (audit entries)."""
+
+    lead_choice_at: datetime | None
+    #: The level the first raise since the lead's choice started from; None: no raise since.
+    raised_from: str | None
+
+
+async def _priority_changes(conversation_id: int) -> _PriorityChanges:
+    """One read of the conversation's priority changes (a handful at most) serves both."""
+    rows = (
+        await AuditEntry.filter(conversation_id=conversation_id, action="priority")
+        .order_by("id")
+        .values_list("actor_id", "created_at", "detail")
+    )
+    choice_at: datetime | None = None
+    raised_from: str | None = None
+    for actor_id, created_at, detail in rows:
+        if actor_id:  # a lead's choice: raises before it no longer count
+            choice_at, raised_from = created_at, None
+        elif raised_from is None and isinstance(detail, dict):
+            raised_from = str(detail["from"])
+    return _PriorityChanges(choice_at, raised_from)
 
 
 async def _unanswered(conversation_id: int) -> _Streak | None:
@@ -124,9 +152,9 @@ async def _unanswered(conversation_id: int) -> _Streak | None:
     )
     if reply:
         since["id__gt"] = reply[0]
-    choice = await _last_lead_choice(conversation_id)
-    if choice is not None:
-        since["created_at__gt"] = choice.created_at
+    changes = await _priority_changes(conversation_id)
+    if changes.lead_choice_at is not None:
+        since["created_at__gt"] = changes.lead_choice_at
     streak = (
         await Message.filter(
             conversation_id=conversation_id,
@@ -141,28 +169,14 @@ async def _unanswered(conversation_id: int) -> _Streak | None:
     if not streak:
         return None
     first_id, first_at = streak[0]
-    return _Streak(int(first_id), first_at, len(streak))
+    return _Streak(int(first_id), first_at, len(streak), changes)
 
 
-async def _last_lead_choice(conversation_id: int) -> AuditEntry | None:
-    return (
-        await AuditEntry.filter(conversation_id=conversation_id, action="priority")
-        .exclude(actor_id="")
-        .order_by("-id")
-        .first()
-    )
-
-
-async def _base_priority(conversation: Conversation) -> Priority:
+def _base_priority(conversation: Conversation, changes: _PriorityChanges) -> Priority:
     """The level the rules raise from: before their own raises since the last lead's choice."""
-    choice = await _last_lead_choice(conversation.id)
-    raises = AuditEntry.filter(conversation_id=conversation.id, action="priority", actor_id="")
-    if choice is not None:
-        raises = raises.filter(id__gt=choice.id)
-    first_raise = await raises.order_by("id").first()
-    if first_raise is None:
+    if changes.raised_from is None:
         return conversation.priority
-    return Priority(str(first_raise.detail["from"]))
+    return Priority(changes.raised_from)
 
 
 class CheckWaiting:

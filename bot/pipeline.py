@@ -166,7 +166,7 @@ class PostInbound:
                 conversation, message, inbound_of(message, attachments), retrying
             )
         elif self.vectors is not None and not message.is_automated:
-            await self.vectors.remember(message, conversation)
+            await self.vectors.remember(message, conversation, retrying=retrying)
         assert conversation.chat_channel is not None
         assert conversation.chat_thread_ts is not None
         marker = f"message-{message.id}"
@@ -214,7 +214,7 @@ class PostInbound:
         conversation.language = triage.language
         conversation.sentiment = triage.sentiment
         if self.vectors is not None and not message.is_automated:
-            await self.vectors.remember(message, conversation, triage.vector)
+            await self.vectors.remember(message, conversation, triage.vector, retrying=retrying)
         marker = f"conversation-{conversation.id}"
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:

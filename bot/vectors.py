@@ -320,9 +320,17 @@ class MessageVectors:
         self.embedder = embedder
 
     async def remember(
-        self, message: Message, conversation: Conversation, vector: bytes = b""
+        self,
+        message: Message,
+        conversation: Conversation,
+        vector: bytes = b"",
+        *,
+        retrying: bool = False,
     ) -> None:
-        if await MessageVector.exists(message_id=message.id):
+        """Store and index the message's vector; a retry first asks whether it was stored."""
+        # Only a retried job can find it stored: the first try skips the look-up (the unique
+        # message id still refuses a second row).
+        if retrying and await MessageVector.exists(message_id=message.id):
             return
         if not vector:
             if self.embedder is None:
