@@ -145,8 +145,7 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
         async with in_transaction() as own:
             return await enqueue_jobs(jobs, own)
     keys = sorted({job.serial_key for job in jobs})
-    await _lock_keys(keys, conn)
-    busy = await _busy(keys, conn)
+    busy = await _lock_busy_keys(keys, conn)
     for job in jobs:
         job.state = JobState.QUEUED if job.serial_key in busy else JobState.PENDING
         busy.add(job.serial_key)
@@ -154,6 +153,7 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
         await jobs[0].save(using_db=conn)
     else:
         await Job.bulk_create(list(jobs), using_db=conn)
+    _count_added(jobs)
     return list(jobs)
 
 
@@ -168,6 +168,40 @@ async def start_queue(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = None
     for index, job in enumerate(jobs):
         job.state = JobState.QUEUED if index else JobState.PENDING
     await Job.bulk_create(list(jobs), using_db=conn)
+    _count_added(jobs)
+
+
+#: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).
+#: After a job, a runner looks for more work only when this moved, the job let a queued one go,
+#: or it was at capacity: anything else (another replica's jobs, a timer coming due, a job
+#: queued behind another) its next poll or the promotion finds.
+_due_jobs_added = 0
+
+
+def _count_added(jobs: Sequence[Job]) -> None:
+    global _due_jobs_added
+    now = utcnow()
+    _due_jobs_added += sum(1 for j in jobs if j.state is JobState.PENDING and j.run_at <= now)
+
+
+def jobs_added() -> int:
+    """How many jobs due at once this process has added (it only grows)."""
+    return _due_jobs_added
+
+
+async def _lock_busy_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[str]:
+    """Lock the serial keys (``_lock_keys``) and return those with unfinished work.
+
+    On PostgreSQL one call (``switchboard_busy_keys``, models/migrations/0012) does both: it
+    reads after taking the locks, as the two statements did.
+    """
+    if keys and conn.capabilities.dialect == "postgres":
+        _, rows = await conn.execute_query(
+            "SELECT k FROM switchboard_busy_keys($1::text[]) AS k", [sorted(keys)]
+        )
+        return {str(row["k"]) for row in rows}
+    await _lock_keys(keys, conn)
+    return await _busy(keys, conn)
 
 
 async def _busy(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[str]:
@@ -195,12 +229,15 @@ async def _lock_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> None:
     )
 
 
-async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> None:
-    """Make the oldest queued job of a key pending, if nothing else of the key is unfinished."""
+async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> bool:
+    """Make the oldest queued job of a key pending, if nothing else of the key is unfinished.
+
+    True if it did.
+    """
     # One statement: this runs after every job, so it is worth a round trip. Its states are
     # HEAD's.
     mark = "$1" if conn.capabilities.dialect == "postgres" else "?"
-    await conn.execute_query(
+    promoted, _ = await conn.execute_query(
         f"""UPDATE jobs SET state = 'pending'
         WHERE id = (SELECT MIN(id) FROM jobs WHERE serial_key = {mark} AND state = 'queued')
           AND NOT EXISTS (
@@ -209,6 +246,7 @@ async def _promote_next(serial_key: str, conn: BaseDBAsyncClient) -> None:
           )""",
         [serial_key] if mark == "$1" else [serial_key, serial_key],
     )
+    return bool(promoted)
 
 
 async def end_jobs(
@@ -321,6 +359,7 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._tidy_task: asyncio.Task[None] | None = None
         self._next_full_claim = 0.0
+        self._added_at_claim = -1
 
     def notify(self) -> None:
         """A job was added: look for work now instead of at the next poll."""
@@ -350,6 +389,7 @@ class JobRunner:
         while not self._stopping.is_set():
             free = self.settings.workers - len(self._running)
             claimed: list[Job] = []
+            self._added_at_claim = jobs_added()
             if free > 0:
                 loop_time = asyncio.get_running_loop().time()
                 all_due = loop_time >= self._next_full_claim
@@ -371,8 +411,13 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        was_full = len(self._running) >= self.settings.workers
         self._running.discard(task)
-        self._wake.set()
+        # Look for work again only if there can be some the last claim did not see: it left
+        # due jobs for want of a free worker, or jobs were added since (by the job that just
+        # ended, most often). A promoted follower wakes the loop in ``_end``.
+        if was_full or jobs_added() != self._added_at_claim:
+            self._wake.set()
 
     async def _tidy_loop(self) -> None:
         """Tidy the queue now and every ``MAINTENANCE_SECONDS``, beside the claiming loop."""
@@ -577,11 +622,13 @@ class JobRunner:
             await self._end(job, JobState.FAILED, reason)
 
     async def _end(self, job: Job, state: JobState, error: str) -> None:
-        ended = await _end_running(job, state, error)
-        if ended:
-            self._outcome(job.kind, state.value)
-        else:
+        outcome = await _end_running(job, state, error)
+        if outcome == "lost":
             self._lost(job, f"it was to be {state.value}")
+            return
+        self._outcome(job.kind, state.value)
+        if outcome == "promoted":
+            self._wake.set()  # the next job of its key is due now
 
     async def _release(self, job: Job) -> None:
         await Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING).update(
@@ -671,27 +718,29 @@ async def _lease(
     return chosen
 
 
-async def _end_running(job: Job, state: JobState, error: str) -> bool:
-    """End a job this worker runs and let the next of its key go; False if the lease is lost.
+async def _end_running(job: Job, state: JobState, error: str) -> str:
+    """End a job this worker runs and let the next of its key go.
 
-    On PostgreSQL one call of ``switchboard_end_job`` (models/migrations/0006) does it all.
+    Returns "ended", "promoted" (a queued job of its key is pending now), or "lost" (the lease
+    is lost: another worker holds the job). On PostgreSQL one call of ``switchboard_finish_job``
+    (models/migrations/0012) does it all.
     """
     conn = connections.get("default")
     if conn.capabilities.dialect == "postgres":
         rows = await conn.execute_query_dict(
-            "SELECT switchboard_end_job($1, $2, $3, $4, $5, $6) AS ended",
+            "SELECT switchboard_finish_job($1, $2, $3, $4, $5, $6) AS outcome",
             [job.id, job.locked_by, state.value, error, utcnow(), job.serial_key],
         )
-        return bool(rows[0]["ended"])
+        return str(rows[0]["outcome"])
     async with in_transaction() as own:
         ended = await (
             Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING)
             .using_db(own)
             .update(state=state, locked_until=None, last_error=error, updated_at=utcnow())
         )
-        if ended:
-            await _promote_next(job.serial_key, own)
-    return bool(ended)
+        if not ended:
+            return "lost"
+        return "promoted" if await _promote_next(job.serial_key, own) else "ended"
 
 
 async def prune_finished(before: datetime, *, batches: int | None = None) -> int:
