@@ -219,7 +219,9 @@ class PostInbound:
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
             oncall = oncall_for(skill, triage.priority, self.settings)
-            similar = await self.similar.summary(conversation) if self.similar else None
+            # The opening message's vector, as stored above (automatic mail has none).
+            stored = triage.vector if self.vectors is not None and not message.is_automated else b""
+            similar = await self.similar.summary(conversation, stored) if self.similar else None
             card = card_for(conversation, tuple(skills), oncall=oncall, similar=similar)
             ts = await self.chat.post_root(chat_channel, card, marker=marker)
         conversation.chat_channel = chat_channel

@@ -75,13 +75,18 @@ class Similar:
         self.clock = clock
         self.min_similarity = min_similarity
 
-    async def _neighbours(self, conversation: Conversation) -> dict[int, float]:
-        """Other conversations near this one's customer messages: id -> best similarity."""
-        vectors = await MessageVector.filter(conversation_id=conversation.id).order_by("id")
+    async def _neighbours(
+        self, conversation: Conversation, vectors: list[bytes] | None = None
+    ) -> dict[int, float]:
+        """Other conversations near this one's customer messages (its last three, or
+        ``vectors``): id -> best similarity."""
+        if vectors is None:
+            stored = await MessageVector.filter(conversation_id=conversation.id).order_by("id")
+            vectors = [bytes(v.vector) for v in stored[-3:]]
         best: dict[int, float] = {}
-        for stored in vectors[-3:]:
+        for vector in vectors:
             for found in await self.index.nearest(
-                bytes(stored.vector),
+                vector,
                 NEIGHBOURS,
                 exclude_conversation=conversation.id,
                 min_similarity=self.min_similarity,
@@ -91,9 +96,14 @@ class Similar:
                 )
         return best
 
-    async def summary(self, conversation: Conversation) -> SimilarSummary:
-        """The card's line: similar open, closed within a week, and a known problem."""
-        best = await self._neighbours(conversation)
+    async def summary(self, conversation: Conversation, opening: bytes = b"") -> SimilarSummary:
+        """The card's line: similar open, closed within a week, and a known problem.
+
+        ``opening`` is the vector of the message opening the conversation, when the card is
+        drawn for the first time: the neighbours of that one message, and no problem of its
+        own yet (only an agent links one, on the card).
+        """
+        best = await self._neighbours(conversation, [opening] if opening else None)
         if not best:
             return SimilarSummary()
         others = await Conversation.filter(id__in=list(best)).values("id", "status", "updated_at")
@@ -104,19 +114,20 @@ class Similar:
             for c in others
             if c["status"] == ConversationStatus.CLOSED and c["updated_at"] >= since
         )
-        problem = await self._problem_of(conversation, best)
+        problem = await self._problem_of(conversation, best, own=not opening)
         return SimilarSummary(
             open_count, closed, problem.title if problem else "", problem.link if problem else ""
         )
 
     async def _problem_of(
-        self, conversation: Conversation, best: dict[int, float]
+        self, conversation: Conversation, best: dict[int, float], *, own: bool = True
     ) -> KnownProblem | None:
-        own = await ProblemLink.get_or_none(conversation_id=conversation.id).prefetch_related(
-            "problem"
-        )
-        if own is not None:
-            return own.problem
+        if own:
+            link = await ProblemLink.get_or_none(conversation_id=conversation.id).prefetch_related(
+                "problem"
+            )
+            if link is not None:
+                return link.problem
         links = await ProblemLink.filter(conversation_id__in=list(best)).prefetch_related("problem")
         if not links:
             return None
