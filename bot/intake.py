@@ -165,7 +165,11 @@ class Intake:
             await enqueue_jobs(
                 [
                     THREAD_INBOUND.new(
-                        ThreadPayload(ids[key], sender_of(m.channel, m.sender_address)),
+                        ThreadPayload(
+                            ids[key],
+                            sender_of(m.channel, m.sender_address),
+                            files=bool(m.attachments),
+                        ),
                         run_at=now,
                     )
                     for key, m in fresh.items()
@@ -296,7 +300,8 @@ class ThreadInbound:
         self.on_threaded = on_threaded
 
     async def run(self, job: Job) -> None:
-        message_id = THREAD_INBOUND.payload_of(job).message_id
+        payload = THREAD_INBOUND.payload_of(job)
+        message_id = payload.message_id
         async with in_transaction() as conn:
             message = await Message.filter(id=message_id).using_db(conn).first()
             # None: the message was removed (forgotten) before it was threaded.
@@ -337,7 +342,8 @@ class ThreadInbound:
             message.conversation = conversation
             await message.save(using_db=conn, update_fields=["conversation_id"])
             post = POST_INBOUND.new(
-                MessagePayload(message.id, conversation.id), run_at=self.clock()
+                MessagePayload(message.id, conversation.id, files=payload.files),
+                run_at=self.clock(),
             )
             if opened:
                 await start_queue([post], conn)  # a new conversation's key: nothing to wait for

@@ -22,6 +22,8 @@ class ThreadPayload:
 
     message_id: int
     sender: str = ""
+    #: False when the message came without attachments: posting it need not look for any.
+    files: bool = True
 
 
 def sender_of(channel: ChannelKind, address: str) -> str:
@@ -40,6 +42,8 @@ class MessagePayload:
 
     message_id: int
     conversation_id: int
+    #: False when a customer's message came without attachments (``ThreadPayload.files``).
+    files: bool = True
 
 
 @dataclass(frozen=True, slots=True)

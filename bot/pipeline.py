@@ -155,7 +155,8 @@ class PostInbound:
         if message.chat_ts and (message.chat_files_posted or not await _has_files(message)):
             return
         conversation = threaded(message)
-        attachments = await _attachments(message)
+        files = POST_INBOUND.payload_of(job).files
+        attachments = await _attachments(message) if files else ()
         new_thread = conversation.chat_thread_ts is None
         # Whether this message opened the thread: also on a retry after an earlier try opened
         # it and failed before the message was recorded as posted, so the hooks below never

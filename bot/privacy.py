@@ -527,17 +527,25 @@ async def _add_customers_left_without_data(plan: _Plan, conn: BaseDBAsyncClient)
         )
     )
     gone = customer_ids - kept
+    if not gone:
+        return
     identities = await Identity.filter(customer_id__in=gone).using_db(conn)
     waiting = Q(id__in=[])
     for identity in identities:
         waiting |= Q(channel=identity.channel, sender_address=identity.address)
     # A message of theirs waiting to be threaded still needs its identity.
-    still_writing = set(
-        await Message.filter(waiting, conversation_id__isnull=True)
-        .using_db(conn)
-        .values_list("channel", "sender_address")
+    still_writing = (
+        set(
+            await Message.filter(waiting, conversation_id__isnull=True)
+            .using_db(conn)
+            .values_list("channel", "sender_address")
+        )
+        if identities
+        else set()
     )
     gone -= {i.customer_id for i in identities if (i.channel, i.address) in still_writing}  # type: ignore[attr-defined]
+    if not gone:
+        return
     plan.customers = list(await Customer.filter(id__in=gone).using_db(conn))
     plan.identities = [i for i in identities if i.customer_id in gone]  # type: ignore[attr-defined]
 
@@ -585,8 +593,10 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         # Survey comments are the customer's words: they go with the conversation.
         await SurveyAnswer.filter(conversation_id__in=ids).using_db(conn).delete()
         await Conversation.filter(id__in=ids).using_db(conn).delete()
-    await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
-    await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
+    if plan.identities:
+        await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
+    if plan.customers:
+        await Customer.filter(id__in=[c.id for c in plan.customers]).using_db(conn).delete()
     for ids in _sets(plan.example_ids):
         await SkillExample.filter(id__in=ids).using_db(conn).delete()
     return _Deleted(keys, messages, attachments, audit_entries)
