@@ -317,18 +317,26 @@ class People:
 
 
 async def point_to_others(
-    chat: ChatPort, conversation: Conversation, *, marker: str, lead_in: str, retrying: bool
+    chat: ChatPort,
+    conversation: Conversation,
+    *,
+    marker: str,
+    lead_in: str,
+    retrying: bool,
+    earlier_only: bool = False,
 ) -> None:
-    """Post links to the customer's other threads, on any channel, in ``conversation``'s."""
-    others = (
-        await Conversation.filter(
-            customer_id=conversation.customer_id,  # type: ignore[attr-defined]
-            chat_thread_ts__isnull=False,
-        )
-        .exclude(id=conversation.id)
-        .order_by("-id")
-        .limit(5)
-    )
+    """Post links to the customer's other threads, on any channel, in ``conversation``'s.
+
+    ``earlier_only``: only those opened before it (a new thread's "wrote before": two threads
+    opened at once must not each point to the other).
+    """
+    others_query = Conversation.filter(
+        customer_id=conversation.customer_id,  # type: ignore[attr-defined]
+        chat_thread_ts__isnull=False,
+    ).exclude(id=conversation.id)
+    if earlier_only:
+        others_query = others_query.filter(id__lt=conversation.id)
+    others = await others_query.order_by("-id").limit(5)
     if not others or not (conversation.chat_channel and conversation.chat_thread_ts):
         return
     if retrying and await chat.find_post(

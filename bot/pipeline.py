@@ -234,6 +234,7 @@ class PostInbound:
             marker=f"earlier-{conversation.id}",
             lead_in="This customer wrote before",
             retrying=retrying,
+            earlier_only=True,
         )
 
     async def give_up(self, job: Job, reason: str) -> None:
