@@ -11,13 +11,14 @@ import secrets
 import string
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.settings import ThreadingSettings
-from bot.shapes import ChannelKind, InboundMessage
+from bot.shapes import SENT_STATES, ChannelKind, InboundMessage
 from bot.subjects import normalise_subject
-from models import Conversation, ConversationStatus, Identity, Message
+from models import Conversation, ConversationStatus, Direction, Identity, Message
 
 _TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -85,3 +86,40 @@ async def find_conversation(
                 .first()
             )
     return None
+
+
+async def customer_waiting_since(
+    conversation_id: int, *, before: int | None = None, conn: BaseDBAsyncClient | None = None
+) -> datetime | None:
+    """When the customer's oldest message that no reply reaching them has answered came in.
+
+    ``before``: as it stood just before the message with that id (a reply being recorded).
+    Automatic mail (auto-replies, bounces) waits for nothing.
+    """
+    below = {"id__lt": before} if before is not None else {}
+    reply = (
+        await Message.filter(
+            conversation_id=conversation_id,
+            direction=Direction.OUTBOUND,
+            delivery_state__in=SENT_STATES,
+            **below,
+        )
+        .using_db(conn)
+        .order_by("-id")
+        .limit(1)
+        .values_list("id", flat=True)
+    )
+    first = (
+        await Message.filter(
+            conversation_id=conversation_id,
+            direction=Direction.INBOUND,
+            is_automated=False,
+            id__gt=reply[0] if reply else 0,
+            **below,
+        )
+        .using_db(conn)
+        .order_by("id")
+        .limit(1)
+        .values_list("created_at", flat=True)
+    )
+    return cast(datetime, first[0]) if first else None

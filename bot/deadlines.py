@@ -34,7 +34,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.businesstime import BusinessHours, format_working
-from bot.conversations import short_id
+from bot.conversations import customer_waiting_since, short_id
 from bot.jobkinds import (
     POST_ALERT,
     REDRAW_CARD,
@@ -50,7 +50,7 @@ from bot.jobkinds import (
 from bot.jobs import Clock, cancel_about, hold_claim, utcnow
 from bot.ports import ChatPort
 from bot.settings import Settings, SlaTargets
-from bot.shapes import ConversationCard, DeadlineState, DeadlineView, DeliveryState
+from bot.shapes import SENT_STATES, ConversationCard, DeadlineState, DeadlineView
 from models import (
     AuditEntry,
     Conversation,
@@ -166,7 +166,7 @@ class Deadlines:
         wanted: dict[str, datetime | None] = {}
         waiting_since: datetime | None = None
         if row.status is ConversationStatus.OPEN:
-            waiting_since = await _customer_waiting_since(row.id, conn)
+            waiting_since = await customer_waiting_since(row.id, conn=conn)
             if waiting_since is not None:
                 answered = await _reply_sent(row.id, conn)
                 wanted[NEXT_RESPONSE if answered else FIRST_RESPONSE] = waiting_since
@@ -388,43 +388,12 @@ class Deadlines:
         )
 
 
-async def _customer_waiting_since(conversation_id: int, conn: BaseDBAsyncClient) -> datetime | None:
-    """When the customer's oldest message without a sent reply after it came in, if any."""
-    since: dict[str, object] = {}
-    reply = (
-        await Message.filter(
-            conversation_id=conversation_id,
-            direction=Direction.OUTBOUND,
-            delivery_state=DeliveryState.SENT,
-        )
-        .using_db(conn)
-        .order_by("-id")
-        .limit(1)
-        .values_list("id", flat=True)
-    )
-    if reply:
-        since["id__gt"] = reply[0]
-    first = (
-        await Message.filter(
-            conversation_id=conversation_id,
-            direction=Direction.INBOUND,
-            is_automated=False,
-            **since,
-        )
-        .using_db(conn)
-        .order_by("id")
-        .limit(1)
-        .values_list("created_at", flat=True)
-    )
-    return first[0] if first else None  # type: ignore[return-value]
-
-
 async def _reply_sent(conversation_id: int, conn: BaseDBAsyncClient) -> bool:
     return (
         await Message.filter(
             conversation_id=conversation_id,
             direction=Direction.OUTBOUND,
-            delivery_state=DeliveryState.SENT,
+            delivery_state__in=SENT_STATES,
         )
         .using_db(conn)
         .exists()

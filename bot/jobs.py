@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -718,7 +718,11 @@ async def _lease(
     return chosen
 
 
-async def _end_running(job: Job, state: JobState, error: str) -> str:
+#: How ending a running job went (``_end_running``).
+Ending = Literal["lost", "ended", "promoted"]
+
+
+async def _end_running(job: Job, state: JobState, error: str) -> Ending:
     """End a job this worker runs and let the next of its key go.
 
     Returns "ended", "promoted" (a queued job of its key is pending now), or "lost" (the lease
@@ -731,7 +735,8 @@ async def _end_running(job: Job, state: JobState, error: str) -> str:
             "SELECT switchboard_finish_job($1, $2, $3, $4, $5, $6) AS outcome",
             [job.id, job.locked_by, state.value, error, utcnow(), job.serial_key],
         )
-        return str(rows[0]["outcome"])
+        outcome = str(rows[0]["outcome"])
+        return "lost" if outcome == "lost" else "promoted" if outcome == "promoted" else "ended"
     async with in_transaction() as own:
         ended = await (
             Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING)

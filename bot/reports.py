@@ -28,15 +28,14 @@ from tortoise.expressions import Q
 from tortoise.queryset import ValuesListQuery
 
 from bot.businesstime import format_working
+from bot.conversations import customer_waiting_since
 from bot.errors import ActionRefused
 from bot.jobs import Clock, utcnow
 from bot.metrics import FIRST_RESPONSE_SECONDS, RESOLUTION_SECONDS
 from bot.settings import Settings
-from bot.shapes import DeliveryState
+from bot.shapes import SENT_STATES
 from models import AuditEntry, Conversation, ConversationStatus, Direction, Message, SurveyAnswer
 
-#: Delivery states of a reply that reached the customer.
-SENT_STATES = (DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.READ)
 #: Ages of the open backlog: (label, up to this many hours).
 AGE_BUCKETS: tuple[tuple[str, float], ...] = (
     ("< 4 h", 4),
@@ -667,7 +666,7 @@ class Facts:
         hours = self.settings.sla.hours_for(conversation.skill)
         waited: int | None = message.response_seconds
         if waited is None:
-            since = await waiting_since(conversation.id, message.id)
+            since = await customer_waiting_since(conversation.id, before=message.id)
             if since is not None:
                 waited = int(hours.working_time_between(since, now).total_seconds())
                 await Message.filter(id=message.id, response_seconds__isnull=True).update(
@@ -705,31 +704,3 @@ class Facts:
         conversation.resolution_seconds = seconds
         RESOLUTION_SECONDS.labels(conversation.skill or "triage").observe(seconds)
         return ("closed_at", "resolution_seconds")
-
-
-async def waiting_since(conversation_id: int, reply_id: int) -> datetime | None:
-    """When the customer's oldest message that no sent reply before ``reply_id`` answered came."""
-    earlier = (
-        await Message.filter(
-            conversation_id=conversation_id,
-            direction=Direction.OUTBOUND,
-            delivery_state__in=SENT_STATES,
-            id__lt=reply_id,
-        )
-        .order_by("-id")
-        .limit(1)
-        .values_list("id", flat=True)
-    )
-    first = (
-        await Message.filter(
-            conversation_id=conversation_id,
-            direction=Direction.INBOUND,
-            is_automated=False,
-            id__lt=reply_id,
-            id__gt=earlier[0] if earlier else 0,
-        )
-        .order_by("id")
-        .limit(1)
-        .values_list("created_at", flat=True)
-    )
-    return cast(datetime, first[0]) if first else None

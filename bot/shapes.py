@@ -39,6 +39,11 @@ class DeliveryState(enum.StrEnum):
     READ = "read"
 
 
+#: Delivery states of a reply that reached the customer (a channel that reports back moves a
+#: sent reply on to delivered and read).
+SENT_STATES = (DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.READ)
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     filename: str

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.cli import main
-from bot.conversations import short_id
+from bot.conversations import customer_waiting_since, short_id
 from bot.database import open_database
 from bot.errors import ActionRefused
 from bot.reports import Reports, Spread, parse_period, percentile, time_buckets
@@ -304,3 +304,29 @@ async def test_the_cli_exports_the_figures_as_csv_and_json(
 
     assert await report("last-week") == 2
     assert "is not a period" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("state", [DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.READ])
+async def test_a_reply_that_reached_the_customer_ends_their_wait_whatever_its_channel_reported(
+    db: str, state: DeliveryState
+) -> None:
+    # WhatsApp moves a sent reply on to delivered and read: it still answered the customer.
+    customer = await Customer.create(name="Anna")
+    conversation = await _conversation(customer, ChannelKind.WHATSAPP, "billing", NOW)
+    (asked,) = await Message.filter(conversation_id=conversation.id)
+    reply = await Message.create(
+        conversation=conversation,
+        direction=Direction.OUTBOUND,
+        channel=ChannelKind.WHATSAPP,
+        text="Gern",
+        delivery_state=state,
+    )
+    assert await customer_waiting_since(conversation.id) is None
+    # Just before that reply was recorded, the customer waited since their message.
+    assert await customer_waiting_since(conversation.id, before=reply.id) == NOW
+    again = await Message.create(
+        conversation=conversation, direction=Direction.INBOUND, channel=ChannelKind.WHATSAPP
+    )
+    await Message.filter(id=again.id).update(created_at=NOW + timedelta(hours=1))
+    assert await customer_waiting_since(conversation.id) == NOW + timedelta(hours=1)
+    assert asked.id < reply.id < again.id
