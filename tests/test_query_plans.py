@@ -38,6 +38,7 @@ from bot.lookups import ByText, Lookups, conversation_of_message, find_conversat
 from bot.pipeline import outbound_reply
 from bot.privacy import CustomerAddress, Privacy
 from bot.relay import Relay
+from bot.reports import Reports
 from bot.roles import Actor
 from bot.routing import FixedSkillClassifier
 from bot.settings import RetentionSettings, Settings, SpikeSettings
@@ -136,6 +137,7 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
         clock=lambda: oldest + timedelta(days=37),
     )
     runner = JobRunner({}, settings.jobs)
+    reports = Reports(settings)
 
     def mail(**fields: Any) -> InboundMessage:
         return InboundMessage(
@@ -219,6 +221,10 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
         "customers forget": lambda: privacy.forget(ORDINARY),
         "retention": privacy.purge_closed,
         "claiming jobs": lambda: runner.claim(4),
+        "/switchboard report (this week)": lambda: reports.report(reports.period("week")),
+        "/switchboard report (this week, one skill)": lambda: reports.report(
+            reports.period("week"), "billing"
+        ),
         "queue depth and waiting jobs": lambda: _both(queue_depth(), waiting_by_kind()),
     }
 

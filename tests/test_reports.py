@@ -154,12 +154,14 @@ async def test_a_report_reads_the_stored_facts_of_its_period(
         await _conversation(
             customer, ChannelKind.EMAIL, "billing", monday - timedelta(days=3), sentiment="positive"
         )  # fmt: skip
-        await AuditEntry.create(
+        breach = await AuditEntry.create(
             conversation=late,
             actor_id="",
             action="sla breach",
             detail={"target": "first_response"},
         )
+        # Stored at the breach, by the report's clock (not whenever the test runs).
+        await AuditEntry.filter(id=breach.id).update(created_at=monday + timedelta(hours=5))
         report = await reports.report(reports.period("week"))
         billing = await reports.report(reports.period("week"), "billing")
 
