@@ -214,14 +214,14 @@ class PostInbound:
         conversation.priority_reason = triage.priority_reason[:255]
         conversation.language = triage.language
         conversation.sentiment = triage.sentiment
+        stored = b""  # the opening message's vector, once kept (automatic mail keeps none)
         if self.vectors is not None and not message.is_automated:
             await self.vectors.remember(message, conversation, triage.vector, retrying=retrying)
+            stored = triage.vector
         marker = f"conversation-{conversation.id}"
         ts = await self.chat.find_post(chat_channel, None, marker) if retrying else None
         if ts is None:
             oncall = oncall_for(skill, triage.priority, self.settings)
-            # The opening message's vector, as stored above (automatic mail has none).
-            stored = triage.vector if self.vectors is not None and not message.is_automated else b""
             similar = await self.similar.summary(conversation, stored) if self.similar else None
             card = card_for(conversation, tuple(skills), oncall=oncall, similar=similar)
             ts = await self.chat.post_root(chat_channel, card, marker=marker)

@@ -581,25 +581,17 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         messages += await Message.filter(id__in=ids).using_db(conn).delete()
     for ids in _sets([c.id for c in plan.conversations]):
         await forget_vectors(ids, conn)
-        of_these = _in_list(conn, ids)
         # Plain statements: these run for every batch of retention, and the query builder
         # took longer to write them than the database to run them.
-        first: tuple[type[Model], ...] = (ProblemLink, SuggestionEvent)
-        for table in first:
-            await _delete(conn, table, f"conversation_id IN {of_these}", ids)
+        of_these = f"conversation_id IN {_in_list(conn, ids)}"
+        for table in _CONVERSATION_ROWS:
+            await _delete(conn, table, of_these, ids)
         attachments += await _delete(
-            conn,
-            StoredAttachment,
-            f"message_id IN (SELECT id FROM messages WHERE conversation_id IN {of_these})",
-            ids,
+            conn, StoredAttachment, f"message_id IN (SELECT id FROM messages WHERE {of_these})", ids
         )
-        messages += await _delete(conn, Message, f"conversation_id IN {of_these}", ids)
-        audit_entries += await _delete(conn, AuditEntry, f"conversation_id IN {of_these}", ids)
-        # Survey comments are the customer's words: they go with the conversation.
-        then: tuple[type[Model], ...] = (FormerThread, SlaClock, SurveyAnswer)
-        for table in then:
-            await _delete(conn, table, f"conversation_id IN {of_these}", ids)
-        await _delete(conn, Conversation, f"id IN {of_these}", ids)
+        messages += await _delete(conn, Message, of_these, ids)
+        audit_entries += await _delete(conn, AuditEntry, of_these, ids)
+        await _delete(conn, Conversation, f"id IN {_in_list(conn, ids)}", ids)
     if plan.identities:
         await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     if plan.customers:
@@ -607,6 +599,17 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
     for ids in _sets(plan.example_ids):
         await SkillExample.filter(id__in=ids).using_db(conn).delete()
     return _Deleted(keys, messages, attachments, audit_entries)
+
+
+#: The rows that only a conversation's id ties to it, deleted with it. Survey comments are the
+#: customer's words: they go with the conversation.
+_CONVERSATION_ROWS: tuple[type[Model], ...] = (
+    ProblemLink,
+    SuggestionEvent,
+    FormerThread,
+    SlaClock,
+    SurveyAnswer,
+)
 
 
 def _in_list(conn: BaseDBAsyncClient, ids: Sequence[int]) -> str:
