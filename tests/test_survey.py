@@ -22,7 +22,7 @@ from adapters.webhook.signing import signed_headers
 from bot.conversations import short_id
 from bot.roles import Actor
 from bot.survey import SurveyRefused, Tokens
-from models import AuditEntry, Conversation, Customer, SurveyAnswer
+from models import AuditEntry, Conversation, Customer, Job, SurveyAnswer
 from standins.callbacks import CallbackReceiver
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
@@ -35,7 +35,7 @@ from tests.test_flow_webhook import event
 SURVEY = """
 [survey]
 enabled = true
-delay_minutes = 0
+delay_minutes = {delay}
 skip_skills = ["legal"]
 ask_again_after_days = 30
 """
@@ -47,13 +47,17 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @asynccontextmanager
 async def surveyed(
-    make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink, clock: FakeClock
+    make_settings: SettingsFactory,
+    slack: SlackSandbox,
+    relay: SmtpSink,
+    clock: FakeClock,
+    delay_minutes: int = 0,
 ) -> AsyncIterator[Harness]:
     """The team of test_flow_commands (a lead, an agent) with surveys on."""
     original = make_settings
 
     def with_survey(**settings: Any) -> Any:
-        settings["extra"] = str(settings.get("extra", "")) + SURVEY
+        settings["extra"] = str(settings.get("extra", "")) + SURVEY.format(delay=delay_minutes)
         return original(**settings)
 
     async with team(with_survey, slack, relay, clock) as h:
@@ -205,17 +209,22 @@ async def test_skipped_skills_and_reopened_conversations_are_not_asked(
     make_settings: SettingsFactory, slack: SlackSandbox, relay: SmtpSink
 ) -> None:
     clock = FakeClock()
-    async with surveyed(make_settings, slack, relay, clock) as h:
+    # The question waits ten minutes, so the test can change the conversation before it is due.
+    async with surveyed(make_settings, slack, relay, clock, delay_minutes=10) as h:
         conversation = await new_conversation(h)
         await Conversation.filter(id=conversation.id).update(skill="legal")
         await ask(h, LEAD, f"close {short_id(conversation)}")
+        assert await Job.filter(kind="ask_survey").count() == 1
+        clock.advance(timedelta(minutes=11))
         await settle(h)
         assert relay.received == []
         await Conversation.filter(id=conversation.id).update(skill="general")
         await ask(h, LEAD, f"reopen {short_id(conversation)}")
         await ask(h, LEAD, f"close {short_id(conversation)}")
         await Conversation.filter(id=conversation.id).update(status="open")  # a reopen races
+        clock.advance(timedelta(minutes=11))
         await settle(h)
+        assert await Job.filter(kind="ask_survey", state="done").count() == 2
         assert relay.received == []
 
 
@@ -279,7 +288,7 @@ api_url = "{telegram.url}"
 name = "widget"
 callback_url = "{receiver.url}"
 secret_env = "WEBHOOK_WIDGET_SECRET"
-{SURVEY}"""
+{SURVEY.format(delay=0)}"""
         env = {
             "TELEGRAM_BOT_TOKEN": telegram.token,
             "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
