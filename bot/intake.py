@@ -16,9 +16,11 @@ from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
+from tortoise.fields.data import JSON_DUMPS
 from tortoise.transactions import in_transaction
 
 from bot.conversations import find_conversation, new_token
+from bot.database import insert_rows, placeholders
 from bot.jobkinds import (
     POST_INBOUND,
     THREAD_INBOUND,
@@ -150,16 +152,15 @@ class Intake:
             if key not in ids:
                 fresh.setdefault(key, message)
         if fresh:
-            await Message.bulk_create(
-                [_unthreaded(message, key, self.clock()) for key, message in fresh.items()],
-                using_db=conn,
-            )
-            ids.update(
-                await Message.filter(dedup_key__in=list(fresh))
-                .using_db(conn)
-                .values_list("dedup_key", "id")
-            )
             now = self.clock()
+            stored = await insert_rows(
+                conn,
+                "messages",
+                _UNTHREADED,
+                [_unthreaded(message, key, now) for key, message in fresh.items()],
+                returning="dedup_key, id",
+            )
+            ids.update((str(row["dedup_key"]), int(row["id"])) for row in stored)
             # One sender's messages are threaded in the order they came, so their second
             # message finds the conversation their first one opened.
             await enqueue_jobs(
@@ -222,10 +223,11 @@ async def _dedup_keys(
         f"{label[:480]}#{fingerprint}"
         for label, fingerprint in zip(labels, fingerprints, strict=True)
     ]
-    rows = (
-        await Message.filter(dedup_key__in=[*labels, *own_keys])
-        .using_db(conn)
-        .values("dedup_key", "id", "sender_address", "subject", "text")
+    wanted = [*labels, *own_keys]
+    _, rows = await conn.execute_query(
+        "SELECT dedup_key, id, sender_address, subject, text FROM messages"
+        f" WHERE dedup_key IN ({', '.join(placeholders(conn, len(wanted)))})",
+        wanted,
     )
     ids = {str(row["dedup_key"]): int(row["id"]) for row in rows}
     stored = {
@@ -255,28 +257,28 @@ async def _dedup_keys(
     return keys, ids
 
 
-def _unthreaded(message: InboundMessage, key: str, received_at: datetime) -> Message:
-    """The row of an inbound message that has no conversation yet, received by our clock."""
-    return Message(
-        created_at=received_at,
-        conversation=None,
-        direction=Direction.INBOUND,
-        channel=message.channel,
-        dedup_key=key,
-        external_id=message.external_id[:998],
-        thread_key=message.thread_key,
-        conversation_token=message.conversation_token,
-        sender_name=message.sender_name[:255],
-        sender_address=message.sender_address[:320],
-        subject=message.subject[:998],
-        text=message.text,
-        full_text=message.full_text,
-        replies_to=list(message.replies_to),
-        raw_source=message.raw or None,
-        is_automated=message.is_automated,
-        automated_reason=message.automated_reason[:255],
-        claims=[list(claim) for claim in message.claims] or None,
-    )
+_UNTHREADED = (
+    "created_at", "conversation_id", "direction", "channel", "dedup_key", "external_id",
+    "thread_key", "conversation_token", "sender_name", "sender_address", "author_id", "subject",
+    "text", "full_text", "replies_to", "raw_source", "is_automated", "automated_reason",
+    "chat_ts", "chat_files_posted", "delivery_state", "delivery_error", "template", "claims",
+    "response_seconds",
+)  # fmt: skip
+
+
+def _unthreaded(message: InboundMessage, key: str, received_at: datetime) -> tuple[object, ...]:
+    """The row (``_UNTHREADED``'s columns) of an inbound message that has no conversation yet,
+    received by our clock."""
+    claims = [list(claim) for claim in message.claims]
+    return (
+        received_at, None, Direction.INBOUND.value, message.channel.value, key,
+        message.external_id[:998], message.thread_key, message.conversation_token,
+        message.sender_name[:255], message.sender_address[:320], "", message.subject[:998],
+        message.text, message.full_text, JSON_DUMPS(list(message.replies_to)),
+        message.raw or None, message.is_automated, message.automated_reason[:255],
+        None, False, None, "", None, JSON_DUMPS(claims) if claims else None,
+        None,
+    )  # fmt: skip
 
 
 class ThreadInbound:

@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q, Subquery
+from tortoise.fields.data import JSON_DUMPS
 from tortoise.functions import Count, Min
 from tortoise.transactions import in_transaction
 
+from bot.database import insert_rows, placeholders
 from bot.errors import (
     BlockedDeliveryError,
     DeliveryRefused,
@@ -152,7 +154,7 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
     if len(jobs) == 1:
         await jobs[0].save(using_db=conn)
     else:
-        await Job.bulk_create(list(jobs), using_db=conn)
+        await _insert(jobs, conn)
     _count_added(jobs)
     return list(jobs)
 
@@ -167,8 +169,28 @@ async def start_queue(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = None
         raise ValueError("start_queue takes the jobs of one serial key")
     for index, job in enumerate(jobs):
         job.state = JobState.QUEUED if index else JobState.PENDING
-    await Job.bulk_create(list(jobs), using_db=conn)
+    await _insert(jobs, conn or connections.get("default"))
     _count_added(jobs)
+
+
+_COLUMNS = (
+    "kind", "payload", "serial_key", "conversation_id", "state", "run_at",
+    "attempts", "locked_until", "locked_by", "last_error", "created_at", "updated_at",
+)  # fmt: skip
+
+
+async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
+    """Save new jobs in one statement, in order (a key's queue runs in id order).
+
+    The job objects do not learn their ids; ``JobKind.enqueue`` saves one job that does.
+    """
+    now = utcnow()
+    rows = [
+        (job.kind, JSON_DUMPS(job.payload), job.serial_key, job.conversation_id,
+         job.state.value, job.run_at, 0, None, "", "", now, now)
+        for job in jobs
+    ]  # fmt: skip
+    await insert_rows(conn, "jobs", _COLUMNS, rows)
 
 
 #: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).
@@ -206,12 +228,16 @@ async def _lock_busy_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[s
 
 async def _busy(keys: Sequence[str], conn: BaseDBAsyncClient) -> set[str]:
     """The keys among ``keys`` with unfinished work: a new job of theirs queues behind it."""
-    return {
-        str(key)
-        for key in await Job.filter(serial_key__in=keys, state__in=UNFINISHED)
-        .using_db(conn)
-        .values_list("serial_key", flat=True)
-    }
+    if not keys:
+        return set()
+    marks = placeholders(conn, len(keys) + len(UNFINISHED))
+    keys_in, states_in = ", ".join(marks[: len(keys)]), ", ".join(marks[len(keys) :])
+    _, rows = await conn.execute_query(
+        f"SELECT DISTINCT serial_key FROM jobs WHERE serial_key IN ({keys_in})"
+        f" AND state IN ({states_in})",
+        [*keys, *(state.value for state in UNFINISHED)],
+    )
+    return {str(row["serial_key"]) for row in rows}
 
 
 async def _lock_keys(keys: Sequence[str], conn: BaseDBAsyncClient) -> None:
