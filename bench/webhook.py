@@ -22,6 +22,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -108,16 +109,26 @@ async def client_load(
         return time.perf_counter() - started
 
 
-def run_client(url: str, requests: int, concurrency: int, run: str, kind: str = "webhook") -> float:
-    """Run the load in a child process and read back its duration."""
-    return seconds_in_child(
+@dataclass(frozen=True, slots=True)
+class Run:
+    seconds: float
+    #: CPU time of this process (the server under load, all its threads) during the run.
+    server_cpu: float
+
+
+async def loaded(url: str, requests: int, concurrency: int, run: str, kind: str) -> Run:
+    """Run the load in a child process; its duration and the server's CPU time meanwhile."""
+    cpu = time.process_time()
+    seconds = await asyncio.to_thread(
+        seconds_in_child,
         "bench.webhook",
         *("--client-url", url, "--requests", str(requests)),
         *("--concurrency", str(concurrency), "--run", run, "--kind", kind),
     )
+    return Run(seconds, time.process_time() - cpu)
 
 
-async def measure_bare(requests: int, concurrency: int) -> float:
+async def measure_bare(requests: int, concurrency: int) -> Run:
     async def nothing(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -128,7 +139,7 @@ async def measure_bare(requests: int, concurrency: int) -> float:
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/bench"
-        return await asyncio.to_thread(run_client, url, requests, concurrency, "bare")
+        return await loaded(url, requests, concurrency, "bare", "webhook")
     finally:
         await runner.cleanup()
 
@@ -139,7 +150,7 @@ async def measure_switchboard(
     database_url: str,
     run: str = "switchboard",
     kind: str = "webhook",
-) -> float:
+) -> Run:
     settings = settings_from_toml(
         f"""
 [service]
@@ -173,15 +184,15 @@ channel = "support"
     async with Service(settings, run_jobs=False, classifier=classifier) as service:
         path = "/whatsapp/webhook" if kind == "whatsapp" else "/webhooks/bench"
         url = f"http://127.0.0.1:{service.http_port}{path}"
-        return await asyncio.to_thread(run_client, url, requests, concurrency, run, kind)
+        return await loaded(url, requests, concurrency, run, kind)
 
 
 async def main(
     requests: int, concurrency: int, database_url: str | None, rounds: int = 3
 ) -> dict[str, object]:
-    bare: list[float] = []
-    switchboard: list[float] = []
-    whatsapp: list[float] = []
+    bare: list[Run] = []
+    switchboard: list[Run] = []
+    whatsapp: list[Run] = []
     with tempfile.TemporaryDirectory() as folder:
         for turn in range(rounds):
             # A new database (or new event ids) each round: every post is stored, none is a
@@ -201,21 +212,34 @@ async def main(
                     await measure_switchboard(requests, concurrency, wa_url, run, "whatsapp")
                 )
                 switchboard.append(await measure_switchboard(requests, concurrency, url, run))
-    ratios = [b / s for b, s in zip(bare, switchboard, strict=True)]
-    wa_ratios = [b / w for b, w in zip(bare, whatsapp, strict=True)]
+    ratios = [b.seconds / s.seconds for b, s in zip(bare, switchboard, strict=True)]
+    wa_ratios = [b.seconds / w.seconds for b, w in zip(bare, whatsapp, strict=True)]
+
+    def per_second(runs: list[Run]) -> float:
+        return round(requests / statistics.median(r.seconds for r in runs), 1)
+
+    def cpu_ms(runs: list[Run]) -> float:
+        return round(1000 * statistics.median(r.server_cpu for r in runs) / requests, 3)
+
     return {
         "benchmark": "webhook_intake",
         "requests": requests,
         "concurrency": concurrency,
         "database": (database_url or "sqlite://").split("://", 1)[0],
         "rounds": rounds,
-        "bare_aiohttp_per_second": round(requests / statistics.median(bare), 1),
-        "switchboard_per_second": round(requests / statistics.median(switchboard), 1),
+        "bare_aiohttp_per_second": per_second(bare),
+        "switchboard_per_second": per_second(switchboard),
         "ratio": round(statistics.median(ratios), 3),
         "ratio_per_round": [round(ratio, 3) for ratio in ratios],
-        "whatsapp_per_second": round(requests / statistics.median(whatsapp), 1),
+        "whatsapp_per_second": per_second(whatsapp),
         "whatsapp_ratio": round(statistics.median(wa_ratios), 3),
         "whatsapp_ratio_per_round": [round(ratio, 3) for ratio in wa_ratios],
+        # The server's CPU per request (all its threads; not the database server's).
+        "server_cpu_ms_per_request": {
+            "bare": cpu_ms(bare),
+            "switchboard": cpu_ms(switchboard),
+            "whatsapp": cpu_ms(whatsapp),
+        },
     }
 
 
