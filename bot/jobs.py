@@ -151,10 +151,7 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
     for job in jobs:
         job.state = JobState.QUEUED if job.serial_key in busy else JobState.PENDING
         busy.add(job.serial_key)
-    if len(jobs) == 1:
-        await jobs[0].save(using_db=conn)
-    else:
-        await _insert(jobs, conn)
+    await _insert(jobs, conn)
     _count_added(jobs)
     return list(jobs)
 
@@ -182,7 +179,7 @@ _COLUMNS = (
 async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
     """Save new jobs in one statement, in order (a key's queue runs in id order).
 
-    The job objects do not learn their ids; ``JobKind.enqueue`` saves one job that does.
+    A single job learns its id (``JobKind.enqueue`` returns it); jobs saved together do not.
     """
     now = utcnow()
     rows = [
@@ -190,7 +187,14 @@ async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
          job.state.value, job.run_at, 0, None, "", "", now, now)
         for job in jobs
     ]  # fmt: skip
-    await insert_rows(conn, "jobs", _COLUMNS, rows)
+    if len(jobs) != 1:
+        await insert_rows(conn, "jobs", _COLUMNS, rows)
+        return
+    (job,) = jobs
+    (row,) = await insert_rows(conn, "jobs", _COLUMNS, rows, returning="id")
+    job.id = int(row["id"])
+    job.created_at = job.updated_at = now
+    job._saved_in_db = True
 
 
 #: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).
