@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.cli import main
+from bot.triage.evaluation import read_examples
 
 PAYLOADS = Path(__file__).parent / "payloads" / "triage"
 TRAIN = str(PAYLOADS / "tiny_train.csv")
@@ -141,3 +142,19 @@ def test_zero_shots_are_refused_not_read_as_all(capsys: pytest.CaptureFixture[st
 
     assert exit_.value.code == 2
     assert "--shots: must be 1 or more, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name", ["priority_eval.tsv", "priority_holdout.tsv", "priority_holdout2.tsv"]
+)
+def test_the_priority_sets_read_whole_with_valid_labels(name: str) -> None:
+    path = Path(__file__).parent / "payloads" / "triage" / name
+    lines = path.read_text(encoding="utf-8").splitlines()
+    examples = read_examples(path, label_col="priority")
+
+    assert len(examples) == len(lines) - 1 >= 100  # every row read, none dropped
+    assert {e.label for e in examples} == {"urgent", "high", "normal", "low"}
+    assert all(e.label == "low" for e in examples if e.automated)
+    languages = [line.split("\t")[3] for line in lines[1:]]
+    assert set(languages) - {""} == {"en", "de"}  # "": the undecodable rows of the eval set
+    assert min(languages.count("en"), languages.count("de")) >= 50
