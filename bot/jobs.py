@@ -194,7 +194,7 @@ async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
     (row,) = await insert_rows(conn, "jobs", _COLUMNS, rows, returning="id")
     job.id = int(row["id"])
     job.created_at = job.updated_at = now
-    job._saved_in_db = True
+    job._saved_in_db = True  # as after save(): a later save() updates this row
 
 
 #: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).

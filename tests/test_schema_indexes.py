@@ -1,4 +1,5 @@
-"""The migrated schema has every index the models declare, on both backends.
+"""The schema is what the code assumes: every index the models declare is in the database, on
+both backends, and the hot paths' raw inserts name every column of their tables.
 
 SQLite rebuilds a table to alter a column, and such a rebuild once dropped indexes the models
 declare (fixed by migration 0013): the query-plan test reads plans on PostgreSQL only, so this
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from tortoise import Tortoise, connections
 from tortoise.indexes import Index
+
+from bot import intake, jobs
+from models import Job, Message
 
 
 def _declared() -> set[tuple[str, tuple[str, ...]]]:
@@ -58,3 +62,11 @@ async def test_every_declared_index_is_in_the_database(db: str) -> None:
     assert ("jobs", ("serial_key", "state")) in declared  # the one whose loss showed it
     missing = sorted(declared - await _present())
     assert missing == [], f"indexes the models declare but the database lacks: {missing}"
+
+
+def test_the_raw_inserts_name_every_column_of_their_table() -> None:
+    # Intake and the job queue insert without the ORM (bot/database.py::insert_rows): a column
+    # added to the model must be added to their lists too, or it would be left to the database.
+    for model, columns in ((Message, intake._UNTHREADED), (Job, jobs._COLUMNS)):
+        expected = set(model._meta.fields_db_projection.values()) - {"id"}
+        assert sorted(columns) == sorted(expected), model._meta.db_table
