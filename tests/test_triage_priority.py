@@ -35,6 +35,23 @@ def test_keywords_match_at_the_start_of_words_in_both_languages() -> None:
     assert decide("The download link is broken")[0] == Priority.NORMAL
 
 
+def test_a_keyword_denied_or_naming_another_case_does_not_count() -> None:
+    for said in ("Nicht dringend, nur eine Frage zur Rechnung.", "This is not urgent at all."):
+        assert decide(said) == (Priority.NORMAL, "")
+    assert decide("Es ist kein Notfall, aber bitte prüfen Sie das.") == (Priority.NORMAL, "")
+    # Out-of-office replies and signatures name the case in which to call someone else.
+    for case in (
+        "Bis 3. Juni bin ich nicht im Büro. In dringenden Fällen wenden Sie sich an Frau Weber.",
+        "I am away this week. For urgent matters please contact our front desk.",
+        "Im Notfall erreichen Sie mich unter 0171 2345678.",
+    ):
+        assert decide(case) == (Priority.NORMAL, ""), case
+    # Said of itself, the same words still count.
+    assert decide("Dringend: die Kasse bucht nichts mehr.")[0] == Priority.URGENT
+    assert decide("It is urgent, not a joke.")[0] == Priority.URGENT
+    assert decide("Das ist ein Notfall!")[0] == Priority.URGENT
+
+
 OUTAGE = (("outage", 0.55), ("blocked work", 0.3), ("request", 0.1), ("nothing to do", 0.05))
 
 

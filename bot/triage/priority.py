@@ -63,10 +63,35 @@ def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE) if alternatives else None
 
 
+#: A keyword right after one of these is denied, not said ("not urgent", "kein Notfall").
+_NEGATION = re.compile(
+    r"(?<!\w)(?:not|no|never|nothing|isn't|aren't|nicht|kein\w*|nie)\W+(?:\w+\W+)?$",
+    re.IGNORECASE,
+)
+
+
+#: ... or names a case, not this one: "in dringenden Fällen wenden Sie sich an", "for urgent
+#: matters please call", "im Notfall erreichen Sie" (out-of-office replies and signatures).
+_CASE_BEFORE = re.compile(r"(?<!\w)(?:in|im|bei|für|for)\s+$", re.IGNORECASE)
+_CASE_AFTER = re.compile(
+    r"\w*\s+(?:fällen|fälle|anliegen|angelegenheiten|fragen|matters|cases|enquiries|inquiries"
+    r"|issues|requests|questions)(?!\w)",
+    re.IGNORECASE,
+)
+
+
 def _find(words: tuple[str, ...], text: str) -> str:
+    """The first of ``words`` that ``text`` says of itself; empty if none."""
     pattern = _keyword_pattern(words)
-    found = pattern.search(text) if pattern else None
-    return found.group(0) if found else ""
+    for found in pattern.finditer(text) if pattern else ():
+        start, end = found.start(), found.end()
+        if _NEGATION.search(text, max(0, start - 40), start):
+            continue
+        before = _CASE_BEFORE.search(text, max(0, start - 8), start)
+        if before and (found.group(0).lower() == "notfall" or _CASE_AFTER.match(text, end)):
+            continue
+        return found.group(0)
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
