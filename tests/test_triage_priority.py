@@ -49,6 +49,8 @@ def test_a_keyword_denied_or_naming_another_case_does_not_count() -> None:
     # Said of itself, the same words still count.
     assert decide("Dringend: die Kasse bucht nichts mehr.")[0] == Priority.URGENT
     assert decide("It is urgent, not a joke.")[0] == Priority.URGENT
+    assert decide("Login not working, urgent!")[0] == Priority.URGENT
+    assert decide("Nicht so dringend, danke.") == (Priority.NORMAL, "")
     assert decide("Das ist ein Notfall!")[0] == Priority.URGENT
 
 

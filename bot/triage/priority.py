@@ -63,9 +63,11 @@ def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE) if alternatives else None
 
 
-#: A keyword right after one of these is denied, not said ("not urgent", "kein Notfall").
+#: A keyword right after one of these is denied, not said ("not urgent", "nicht so dringend",
+#: "kein Notfall"); only a softening word may stand between ("not working, urgent" counts).
 _NEGATION = re.compile(
-    r"(?<!\w)(?:not|no|never|nothing|isn't|aren't|nicht|kein\w*|nie)\W+(?:\w+\W+)?$",
+    r"(?<!\w)(?:not|no|never|nothing|isn't|aren't|nicht|kein\w*|nie)\s+"
+    r"(?:(?:so|that|very|really|too|sehr|besonders|wirklich|ganz|allzu)\s+)?$",
     re.IGNORECASE,
 )
 
