@@ -35,6 +35,11 @@ def test_keywords_match_at_the_start_of_words_in_both_languages() -> None:
     assert decide("The download link is broken")[0] == Priority.NORMAL
 
 
+def test_a_keyword_over_a_reading_of_nothing_to_do_names_only_the_keyword() -> None:
+    idle = (("nothing to do", 0.9), ("request", 0.1))
+    assert decide("urgent: log in here", concerns=idle) == (Priority.URGENT, "urgent: 'urgent'")
+
+
 def test_a_keyword_denied_or_naming_another_case_does_not_count() -> None:
     for said in ("Nicht dringend, nur eine Frage zur Rechnung.", "This is not urgent at all."):
         assert decide(said) == (Priority.NORMAL, "")

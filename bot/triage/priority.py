@@ -181,6 +181,9 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
     elif low_hit and level == Priority.NORMAL:
         level = Priority.LOW
         reasons.append(f"'{low_hit}'")
+    if level != Priority.LOW:
+        # A keyword raised a message the model read as needing nothing: only the keyword counts.
+        reasons = [reason for reason in reasons if reason not in LOW_CONCERNS]
 
     if (
         signals.readable
