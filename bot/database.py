@@ -115,6 +115,9 @@ async def open_database(database_url: str, *, migrate_first: bool = True) -> Asy
         await connections.close_all()
 
 
+_MAX_PARAMETERS = 30_000
+
+
 def placeholders(conn: BaseDBAsyncClient, count: int, start: int = 1) -> list[str]:
     """``count`` parameter marks in the connection's dialect (``$1`` or ``?``)."""
     if conn.capabilities.dialect == "postgres":
@@ -136,20 +139,25 @@ async def insert_rows(
     and JSON dumped to str. ``returning`` lists columns to read back; the rows come back in no
     promised order, so read back something that tells them apart.
     """
-    if not rows:
-        return []
     width = len(columns)
-    marks = placeholders(conn, width * len(rows))
-    values = ", ".join(
-        f"({', '.join(marks[index * width : (index + 1) * width])})" for index in range(len(rows))
-    )
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
-    params = [value for row in rows for value in row]
-    if not returning:
-        await conn.execute_query(sql, params)
-        return []
-    # execute_query would not fetch the rows of an INSERT on PostgreSQL.
-    return await conn.execute_query_dict(f"{sql} RETURNING {returning}", params)
+    # Both databases take at most 32,766 parameters a statement: more rows go in several, in order.
+    per_statement = max(1, _MAX_PARAMETERS // width)
+    found: list[dict[str, Any]] = []
+    for first in range(0, len(rows), per_statement):
+        chunk = rows[first : first + per_statement]
+        marks = placeholders(conn, width * len(chunk))
+        values = ", ".join(
+            f"({', '.join(marks[index * width : (index + 1) * width])})"
+            for index in range(len(chunk))
+        )
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
+        params = [value for row in chunk for value in row]
+        if not returning:
+            await conn.execute_query(sql, params)
+        else:
+            # execute_query would not fetch the rows of an INSERT on PostgreSQL.
+            found += await conn.execute_query_dict(f"{sql} RETURNING {returning}", params)
+    return found
 
 
 # For tortoise's own CLI, to write a migration after changing models/:

@@ -14,6 +14,7 @@ from bot.jobs import (
     JobRunner,
     cancel_pending,
     end_jobs,
+    enqueue_jobs,
     prune_finished,
     queue_depth,
     retry_jobs,
@@ -356,3 +357,15 @@ async def test_a_job_that_waited_long_is_kept_for_the_days_after_it_ended() -> N
 
     assert await prune_finished(utcnow() - timedelta(days=7)) == 0
     assert (await state_of(job)).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_thousands_of_jobs_enqueued_at_once_are_all_kept_in_order() -> None:
+    # More rows than one statement's parameters allow (12 a job): several inserts, in order.
+    clock = Clock()
+    await enqueue_jobs([POST.new(Item("one key"), run_at=clock()) for _ in range(3_000)])
+
+    states = [job.state for job in await Job.filter(serial_key="one key").order_by("id")]
+    assert len(states) == 3_000
+    assert states[0] == JobState.PENDING  # the first is the key's head, the rest queue behind
+    assert set(states[1:]) == {JobState.QUEUED}
