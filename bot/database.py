@@ -118,10 +118,10 @@ async def open_database(database_url: str, *, migrate_first: bool = True) -> Asy
 _MAX_PARAMETERS = 30_000
 
 
-def placeholders(conn: BaseDBAsyncClient, count: int, start: int = 1) -> list[str]:
-    """``count`` parameter marks in the connection's dialect (``$1`` or ``?``)."""
+def placeholders(conn: BaseDBAsyncClient, count: int) -> list[str]:
+    """``count`` parameter marks in the connection's dialect (``$1, $2, ...`` or ``?``)."""
     if conn.capabilities.dialect == "postgres":
-        return [f"${number}" for number in range(start, start + count)]
+        return [f"${number}" for number in range(1, count + 1)]
     return ["?"] * count
 
 

@@ -32,6 +32,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from bot.database import placeholders
 from bot.errors import ActionRefused
 from bot.jobkinds import (
     CHECK_WAITING,
@@ -614,9 +615,7 @@ _CONVERSATION_ROWS: tuple[type[Model], ...] = (
 
 def _in_list(conn: BaseDBAsyncClient, ids: Sequence[int]) -> str:
     """``(?, ?, ...)`` or ``($1, $2, ...)``: the placeholders of ``ids`` in this dialect."""
-    if conn.capabilities.dialect == "postgres":
-        return "(" + ", ".join(f"${n}" for n in range(1, len(ids) + 1)) + ")"
-    return "(" + ", ".join("?" * len(ids)) + ")"
+    return f"({', '.join(placeholders(conn, len(ids)))})"
 
 
 async def _delete(
