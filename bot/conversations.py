@@ -15,6 +15,7 @@ from typing import cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from bot.database import Prepared
 from bot.settings import ThreadingSettings
 from bot.shapes import SENT_STATES, ChannelKind, InboundMessage
 from bot.subjects import normalise_subject
@@ -31,6 +32,28 @@ def new_token() -> str:
 def short_id(conversation: Conversation) -> str:
     """The id people use in Slack to name a conversation."""
     return conversation.token[:6]
+
+
+# Run for every message: their SQL built once.
+_BY_TOKEN = Prepared(lambda token: Conversation.filter(token=token).first(), "token")
+_SAME_CHAT = Prepared(
+    lambda identity_id, thread_key: (
+        Conversation.filter(identity_id=identity_id, thread_key=thread_key).order_by("-id").first()
+    ),
+    1,
+    "chat",
+)
+_SAME_CHAT_OPEN = Prepared(
+    lambda identity_id, thread_key: (
+        Conversation.filter(
+            identity_id=identity_id, thread_key=thread_key, status=ConversationStatus.OPEN
+        )
+        .order_by("-id")
+        .first()
+    ),
+    1,
+    "chat",
+)
 
 
 async def find_conversation(
@@ -59,17 +82,15 @@ async def find_conversation(
         if earlier is not None:
             return earlier.conversation
     if message.conversation_token:
-        found = await Conversation.filter(token=message.conversation_token).using_db(conn).first()
+        found = await _BY_TOKEN(message.conversation_token, conn=conn)
         if found is not None:
             return found
     if new_sender:
         # A sender seen for the first time has no conversations of their own to continue.
         return None
     if message.thread_key:
-        same_chat = Conversation.filter(identity_id=identity.id, thread_key=message.thread_key)
-        if message.channel not in reopen_closed:
-            same_chat = same_chat.filter(status=ConversationStatus.OPEN)
-        return await same_chat.using_db(conn).order_by("-id").first()
+        same_chat = _SAME_CHAT if message.channel in reopen_closed else _SAME_CHAT_OPEN
+        return await same_chat(identity.id, message.thread_key, conn=conn)
     if message.channel is ChannelKind.EMAIL and threading.subject_window_hours > 0:
         subject = normalise_subject(message.subject)
         if subject:

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
+from bot.database import Prepared
 from bot.jobkinds import CHECK_WAITING, WaitingPayload
 from bot.jobs import Clock, cancel_about, enqueue_jobs, start_queue, utcnow
 from bot.settings import PriorityRules
@@ -123,13 +124,30 @@ class _PriorityChanges:
     raised_from: str | None
 
 
-async def _priority_changes(conversation_id: int) -> _PriorityChanges:
-    """One read of the conversation's priority changes (a handful at most) serves both."""
-    rows = (
-        await AuditEntry.filter(conversation_id=conversation_id, action="priority")
+# Both run after every customer message: their SQL built once.
+_PRIORITY_CHANGES = Prepared(
+    lambda conversation_id: (
+        AuditEntry.filter(conversation_id=conversation_id, action="priority")
         .order_by("id")
         .values_list("actor_id", "created_at", "detail")
-    )
+    ),
+    1,
+)
+_LAST_REPLY = Prepared(
+    lambda conversation_id: (
+        Message.filter(conversation_id=conversation_id, direction=Direction.OUTBOUND)
+        .exclude(delivery_state=DeliveryState.CANCELLED)
+        .order_by("-id")
+        .limit(1)
+        .values_list("id", flat=True)
+    ),
+    1,
+)
+
+
+async def _priority_changes(conversation_id: int) -> _PriorityChanges:
+    """One read of the conversation's priority changes (a handful at most) serves both."""
+    rows = await _PRIORITY_CHANGES(conversation_id)
     choice_at: datetime | None = None
     raised_from: str | None = None
     for actor_id, created_at, detail in rows:
@@ -143,13 +161,7 @@ async def _priority_changes(conversation_id: int) -> _PriorityChanges:
 async def _unanswered(conversation_id: int) -> _Streak | None:
     """The customer's messages since the last agent reply and the last lead's priority choice."""
     since: dict[str, object] = {}
-    reply = (
-        await Message.filter(conversation_id=conversation_id, direction=Direction.OUTBOUND)
-        .exclude(delivery_state=DeliveryState.CANCELLED)
-        .order_by("-id")
-        .limit(1)
-        .values_list("id", flat=True)
-    )
+    reply = await _LAST_REPLY(conversation_id)
     if reply:
         since["id__gt"] = reply[0]
     changes = await _priority_changes(conversation_id)

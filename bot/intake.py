@@ -20,7 +20,7 @@ from tortoise.fields.data import JSON_DUMPS
 from tortoise.transactions import in_transaction
 
 from bot.conversations import find_conversation, new_token
-from bot.database import insert_rows, placeholders
+from bot.database import Prepared, insert_rows, placeholders
 from bot.jobkinds import (
     POST_INBOUND,
     THREAD_INBOUND,
@@ -305,7 +305,7 @@ class ThreadInbound:
         payload = THREAD_INBOUND.payload_of(job)
         message_id = payload.message_id
         async with in_transaction() as conn:
-            message = await Message.filter(id=message_id).using_db(conn).first()
+            message = await _MESSAGE(message_id, conn=conn)
             # None: the message was removed (forgotten) before it was threaded.
             if message is None or message.conversation_id is not None:  # type: ignore[attr-defined]
                 return
@@ -359,13 +359,18 @@ class ThreadInbound:
         log.error("could not thread a message", extra={"job": job.id, "reason": reason})
 
 
+# The queries run for every message, their SQL built once.
+_MESSAGE = Prepared(lambda message_id: Message.filter(id=message_id).first(), 1)
+_IDENTITY = Prepared(
+    lambda channel, address: Identity.filter(channel=channel, address=address).first(),
+    ChannelKind.EMAIL,
+    "someone@example.org",
+)
+
+
 async def _identity(message: InboundMessage, conn: BaseDBAsyncClient) -> tuple[Identity, bool]:
     """The sender's identity, created with a new customer the first time; True if new."""
-    identity = (
-        await Identity.filter(channel=message.channel, address=message.sender_address)
-        .using_db(conn)
-        .first()
-    )
+    identity = await _IDENTITY(message.channel, message.sender_address, conn=conn)
     if identity is not None:
         if message.sender_name and identity.display_name != message.sender_name:
             identity.display_name = message.sender_name[:255]

@@ -19,6 +19,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
+from bot.database import Prepared
 from bot.errors import ActionRefused
 from bot.jobkinds import SHOW_CHANGE, SHOW_OTHERS, ChangePayload, OthersPayload
 from bot.jobs import Clock, enqueue_jobs, utcnow
@@ -316,6 +317,31 @@ class People:
             self.on_queued()
 
 
+# Run for every new thread: their SQL built once.
+_OTHER_THREADS = Prepared(
+    lambda customer_id, conversation_id: (
+        Conversation.filter(customer_id=customer_id, chat_thread_ts__isnull=False)
+        .exclude(id=conversation_id)
+        .order_by("-id")
+        .limit(5)
+    ),
+    1,
+    2,
+)
+_EARLIER_THREADS = Prepared(
+    lambda customer_id, conversation_id: (
+        Conversation.filter(
+            customer_id=customer_id, chat_thread_ts__isnull=False, id__lt=conversation_id
+        )
+        .exclude(id=conversation_id)
+        .order_by("-id")
+        .limit(5)
+    ),
+    1,
+    2,
+)
+
+
 async def point_to_others(
     chat: ChatPort,
     conversation: Conversation,
@@ -330,13 +356,8 @@ async def point_to_others(
     ``earlier_only``: only those opened before it (a new thread's "wrote before": two threads
     opened at once must not each point to the other).
     """
-    others_query = Conversation.filter(
-        customer_id=conversation.customer_id,  # type: ignore[attr-defined]
-        chat_thread_ts__isnull=False,
-    ).exclude(id=conversation.id)
-    if earlier_only:
-        others_query = others_query.filter(id__lt=conversation.id)
-    others = await others_query.order_by("-id").limit(5)
+    others_of = _EARLIER_THREADS if earlier_only else _OTHER_THREADS
+    others = await others_of(conversation.customer_id, conversation.id)  # type: ignore[attr-defined]
     if not others or not (conversation.chat_channel and conversation.chat_thread_ts):
         return
     if retrying and await chat.find_post(

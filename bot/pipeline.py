@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from bot.conversations import short_id
+from bot.database import Prepared
 from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError, WindowClosed
 from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
 from bot.jobs import JobKind
@@ -39,11 +40,18 @@ from models import Conversation, Direction, Job, Message, StoredAttachment
 log = logging.getLogger(__name__)
 
 
+# One query with joins, its SQL built once: this runs for every message in and out.
+_MESSAGE_IN_CONVERSATION = Prepared(
+    lambda message_id: (
+        Message.filter(id=message_id).select_related("conversation__identity").first()
+    ),
+    1,
+)
+
+
 async def _message_of(job: Job, kind: JobKind[MessagePayload]) -> Message | None:
     """The message a job is about; None once it was removed (forgotten or purged)."""
-    message_id = kind.payload_of(job).message_id
-    # One query with joins: this runs for every message in and out.
-    return await Message.filter(id=message_id).select_related("conversation__identity").first()
+    return await _MESSAGE_IN_CONVERSATION(kind.payload_of(job).message_id)
 
 
 async def _attachments(message: Message) -> tuple[Attachment, ...]:
@@ -384,11 +392,26 @@ async def _opened_by(message: Message) -> bool:
     ).exists()
 
 
+_LATEST_RECEIVED = Prepared(
+    lambda conversation_id: (
+        Message.filter(conversation_id=conversation_id, direction=Direction.INBOUND)
+        .order_by("-id")
+        .first()
+    ),
+    1,
+)
+_ANY_FROM_A_PERSON = Prepared(
+    lambda conversation_id: Message.filter(
+        conversation_id=conversation_id, direction=Direction.INBOUND, is_automated=False
+    ).exists(),
+    1,
+)
+
+
 async def outbound_reply(message: Message, conversation: Conversation) -> OutboundReply:
     """``message`` (a stored reply) as its channel's adapter sends it, threaded."""
-    received = Message.filter(conversation_id=conversation.id, direction=Direction.INBOUND)
-    latest = await received.order_by("-id").first()
-    if latest is not None and not await received.filter(is_automated=False).exists():
+    latest = await _LATEST_RECEIVED(conversation.id)
+    if latest is not None and not await _ANY_FROM_A_PERSON(conversation.id):
         raise DeliveryRefused(
             "this conversation holds only automatic mail (auto-replies or bounces), and "
             "answering those can start a mail loop"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bot.database import Prepared
 from bot.settings import Settings
 from bot.shapes import TRIAGE_SKILL, InboundMessage, Priority, Triage
 from models import Skill
@@ -33,9 +34,13 @@ async def sync_skills(settings: Settings) -> None:
         )
 
 
+# Read for every new conversation: its SQL built once.
+_SKILL_CHANNELS = Prepared(lambda: Skill.all().order_by("name").values_list("name", "chat_channel"))
+
+
 async def stored_skills() -> dict[str, str]:
     """Every stored skill's Slack channel, by skill name in order (one query: a short table)."""
-    rows = await Skill.all().order_by("name").values_list("name", "chat_channel")
+    rows = await _SKILL_CHANNELS()
     return {str(name): str(channel) for name, channel in rows}
 
 
