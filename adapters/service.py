@@ -225,7 +225,6 @@ class Service:
                     else (ChannelKind.TELEGRAM,)
                 ),
                 clock=clock,
-                on_threaded=jobs_added.set,
             ),
             POST_INBOUND: PostInbound(
                 chat,

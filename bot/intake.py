@@ -2,7 +2,7 @@
 
 Adapters call ``Intake.accept`` and give the sender its success answer (SMTP 250, HTTP 200)
 only after it returns: from then on the message is durable and everything else is a job.
-The first job (``ThreadInbound``) finds the message's conversation and queues its post.
+The first job (``ThreadInbound``) finds the message's conversation and hands on its post.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bot.jobkinds import (
     ThreadPayload,
     sender_of,
 )
-from bot.jobs import Clock, enqueue_jobs, start_queue, utcnow
+from bot.jobs import Clock, enqueue_jobs, run_next, utcnow
 from bot.metrics import MESSAGES_IN
 from bot.people import recognise
 from bot.pipeline import inbound_of
@@ -282,7 +282,7 @@ def _unthreaded(message: InboundMessage, key: str, received_at: datetime) -> tup
 
 
 class ThreadInbound:
-    """The first job after intake: put a message in its conversation, then queue its post.
+    """The first job after intake: put a message in its conversation, then hand on its post.
 
     A message in a chat whose conversation was closed starts a new conversation, except on the
     channels in ``reopen_closed``, where it reopens the old one.
@@ -294,12 +294,10 @@ class ThreadInbound:
         *,
         reopen_closed: Collection[ChannelKind] = (),
         clock: Clock = utcnow,
-        on_threaded: Callable[[], None] | None = None,
     ) -> None:
         self.threading = threading
         self.clock = clock
         self.reopen_closed = frozenset(reopen_closed)
-        self.on_threaded = on_threaded
 
     async def run(self, job: Job) -> None:
         payload = THREAD_INBOUND.payload_of(job)
@@ -347,12 +345,9 @@ class ThreadInbound:
                 MessagePayload(message.id, conversation.id, files=payload.files),
                 run_at=self.clock(),
             )
-            if opened:
-                await start_queue([post], conn)  # a new conversation's key: nothing to wait for
-            else:
-                await enqueue_jobs([post], conn)
-        if self.on_threaded is not None:
-            self.on_threaded()
+            # This worker posts it next, unless an earlier post of the conversation is still
+            # to go. A new conversation's key has nothing to wait for.
+            await run_next(post, conn, new_key=opened)
 
     async def give_up(self, job: Job, reason: str) -> None:
         # Only the database can make threading fail; the message stays stored for a replay.

@@ -19,6 +19,10 @@ How a job moves::
   The worker renews the lease while the job runs; if a renewal finds the token gone, another
   worker holds the job, and this one stops it and records nothing. Every state change checks
   the token, and long jobs call ``hold_claim`` in each transaction they commit.
+- **Hand-over.** A job can leave the work that follows from it at once to its own worker
+  (``run_next``: a message's post after its threading). That job is saved already leased, and
+  the worker runs it as soon as the first one is done: no claim, no turn of the runner's loop.
+  If the worker dies in between, the lease runs out and another worker claims it as usual.
 - **Parking.** Work that carries a customer's message or an agent's reply (``may_park``) never
   fails for good because of a wrong token, a missing channel or a long outage: it parks, is
   tried again every ``park_retry_seconds``, and at once when the runner's probe (Slack's
@@ -29,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
@@ -184,7 +189,8 @@ async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
     now = utcnow()
     rows = [
         (job.kind, JSON_DUMPS(job.payload), job.serial_key, job.conversation_id,
-         job.state.value, job.run_at, 0, None, "", "", now, now)
+         job.state.value, job.run_at, job.attempts, job.locked_until, job.locked_by, "", now,
+         now)
         for job in jobs
     ]  # fmt: skip
     if len(jobs) != 1:
@@ -195,6 +201,51 @@ async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
     job.id = int(row["id"])
     job.created_at = job.updated_at = now
     job._saved_in_db = True  # as after save(): a later save() updates this row
+
+
+@dataclass(slots=True)
+class _Running:
+    """The job a runner's task is running now, and what it hands over (``run_next``)."""
+
+    runner: JobRunner
+    #: Saved leased to this worker, each with the loop time it was saved at.
+    handed: list[tuple[Job, float]] = field(default_factory=list)
+    #: False once the job's handler is over: later hand-overs are enqueued as usual.
+    open: bool = True
+
+
+_RUNNING: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
+    "switchboard_running_job", default=None
+)
+
+
+async def run_next(job: Job, conn: BaseDBAsyncClient, *, new_key: bool = False) -> None:
+    """Save ``job`` to run on this worker as soon as the job it is running now is done.
+
+    For work that follows at once from the running job (a message's post after its
+    threading): it is saved leased to this worker, so it needs no claim and no turn of the
+    runner's loop. It is a job like any other all the same: if the worker dies first, its
+    lease runs out and another worker claims it. When its key has unfinished work, outside a
+    runner's job, or for a kind this runner does not run, it is enqueued as usual instead.
+
+    Call it in a transaction the running job commits before it returns. ``new_key``: nobody
+    else can have used the key yet (``start_queue``'s rule), so no lock and no look.
+    """
+    running = _RUNNING.get()
+    if running is None or not running.open or job.kind not in running.runner.handlers:
+        await (start_queue([job], conn) if new_key else enqueue_jobs([job], conn))
+        return
+    if not new_key and await _lock_busy_keys([job.serial_key], conn):
+        job.state = JobState.QUEUED
+        await _insert([job], conn)
+        return
+    runner = running.runner
+    job.state = JobState.RUNNING
+    job.attempts = 1
+    job.locked_by = runner.new_token()
+    job.locked_until = runner.clock() + timedelta(seconds=runner.settings.lease_seconds)
+    await _insert([job], conn)
+    running.handed.append((job, asyncio.get_running_loop().time()))
 
 
 #: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).
@@ -487,7 +538,7 @@ class JobRunner:
         come due seconds or minutes apart, so the runner's loop looks for them less often.
         """
         now = self.clock()
-        token = f"{self.worker_id}-{uuid.uuid4().hex[:16]}"
+        token = self.new_token()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         # Small index scans instead of one OR: each reads only as many rows as it takes.
         sources = [_PENDING_DUE]
@@ -506,11 +557,46 @@ class JobRunner:
                 chosen += await _lease(due, now, wanted, kinds, lease, token)
         return chosen
 
+    def new_token(self) -> str:
+        """A fresh claim token of this worker (``locked_by`` of the jobs it leases)."""
+        return f"{self.worker_id}-{uuid.uuid4().hex[:16]}"
+
     async def _run(self, job: Job) -> None:
+        """Run ``job``, then what it handed over (``run_next``), on this task."""
+        handed = await self._run_one(job)
+        while handed:
+            follower, saved_at = handed.pop(0)
+            try:
+                if await self._still_held(follower, saved_at):
+                    handed = await self._run_one(follower) + handed
+            except asyncio.CancelledError:
+                # Stopping: what was not started goes back to the queue for the next worker.
+                await asyncio.shield(self._release_all([j for j, _ in handed]))
+                raise
+
+    async def _still_held(self, job: Job, saved_at: float) -> bool:
+        """Whether a handed-over job's lease is still this worker's; renewed if it is old.
+
+        Within a third of the lease nobody else can have claimed it (the keeper renews at
+        that pace too); later, the renewal tells.
+        """
+        if asyncio.get_running_loop().time() - saved_at < self.settings.lease_seconds / 3:
+            return True
+        renewed = await Job.filter(
+            id=job.id, locked_by=job.locked_by, state=JobState.RUNNING
+        ).update(locked_until=self.clock() + timedelta(seconds=self.settings.lease_seconds))
+        if not renewed:
+            self._lost(job, "it was handed over, and its lease ran out before it started")
+        return bool(renewed)
+
+    async def _run_one(self, job: Job) -> list[tuple[Job, float]]:
+        """Run one job and record its outcome; returns the jobs it handed over, when it is
+        done (a job that failed may have handed over nothing that was committed)."""
         handler = self.handlers.get(job.kind)
         if handler is None:
             await self._end(job, JobState.FAILED, f"no handler for job kind {job.kind!r}")
-            return
+            return []
+        running = _Running(self)
         current = asyncio.current_task()
         assert current is not None
         lost = asyncio.Event()
@@ -520,14 +606,18 @@ class JobRunner:
         keeper = asyncio.create_task(
             self._keep_lease(job, current, lost, ran), name=f"lease-{job.id}"
         )
+        context = _RUNNING.set(running)
         try:
             try:
                 await handler.run(job)
             finally:
+                running.open = False
+                _RUNNING.reset(context)
                 ran.set()
         except asyncio.CancelledError:
+            await asyncio.shield(self._release_all([j for j, _ in running.handed]))
             if lost.is_set():
-                return  # another worker holds the job now; it records the outcome
+                return []  # another worker holds the job now; it records the outcome
             await asyncio.shield(self._release(job))
             raise
         except LeaseLost as exc:
@@ -547,10 +637,15 @@ class JobRunner:
             await self._retry(handler, job, f"{type(exc).__name__}: {exc}", None)
         else:
             await self._end(job, JobState.DONE, "")
+            return running.handed
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+        # Not done: what it handed over (if that was committed at all) goes to the queue, so
+        # the next worker claims it instead of waiting for its lease to end.
+        await self._release_all([j for j, _ in running.handed])
+        return []
 
     async def _keep_lease(
         self, job: Job, task: asyncio.Task[Any], lost: asyncio.Event, ran: asyncio.Event
@@ -659,6 +754,10 @@ class JobRunner:
         self._outcome(job.kind, state.value)
         if outcome == "promoted":
             self._wake.set()  # the next job of its key is due now
+
+    async def _release_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            await self._release(job)
 
     async def _release(self, job: Job) -> None:
         await Job.filter(id=job.id, locked_by=job.locked_by, state=JobState.RUNNING).update(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tortoise.transactions import in_transaction
 
 from bot.errors import BlockedDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.jobs import (
@@ -18,6 +19,7 @@ from bot.jobs import (
     prune_finished,
     queue_depth,
     retry_jobs,
+    run_next,
     unstick_queues,
     utcnow,
     waiting_by_kind,
@@ -369,3 +371,117 @@ async def test_thousands_of_jobs_enqueued_at_once_are_all_kept_in_order() -> Non
     assert len(states) == 3_000
     assert states[0] == JobState.PENDING  # the first is the key's head, the rest queue behind
     assert set(states[1:]) == {JobState.QUEUED}
+
+
+@dataclass
+class HandsOver:
+    """A first step that hands its follow-up (a ``DELIVER`` job of ``key``) to its worker, and
+    fails after committing it as often as told."""
+
+    key: str
+    clock: Clock
+    failures: list[Exception] = field(default_factory=list)
+    ran: list[int] = field(default_factory=list)
+
+    async def run(self, job: Job) -> None:
+        self.ran.append(job.id)
+        async with in_transaction() as conn:
+            await run_next(DELIVER.new(Item(self.key), run_at=self.clock()), conn)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        pass
+
+
+class CountingRunner(JobRunner):
+    """Counts its claims that found work."""
+
+    claims = 0
+
+    async def claim(self, limit: int, *, all_due: bool = True) -> list[Job]:
+        claimed = await super().claim(limit, all_due=all_due)
+        self.claims += bool(claimed)
+        return claimed
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_handed_over_job_runs_next_on_the_same_worker_without_a_claim() -> None:
+    clock = Clock()
+    first, follow = HandsOver("c9", clock), Recorder()
+    runner = CountingRunner({POST: first, DELIVER: follow}, SETTINGS, clock=clock)
+    job = await POST.enqueue(Item("c1"), now=clock())
+
+    await runner.run_until_idle()
+
+    assert first.ran == [job.id]
+    assert len(follow.ran) == 1
+    assert runner.claims == 1  # the first job's; the follow-up needed none
+    handed = await Job.get(id=follow.ran[0])
+    assert (handed.kind, handed.state, handed.attempts) == ("deliver", JobState.DONE, 1)
+    assert await queue_depth() == 0
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_hand_over_to_a_busy_key_queues_behind_it_in_order() -> None:
+    clock = Clock()
+    first, follow = HandsOver("c9", clock), Recorder()
+    runner = JobRunner({POST: first, DELIVER: follow}, SETTINGS, clock=clock)
+    earlier = await DELIVER.enqueue(Item("c9"), now=clock(), run_at=clock() + timedelta(hours=1))
+    await POST.enqueue(Item("c1"), now=clock())
+
+    await runner.run_until_idle()
+    assert follow.ran == []  # behind the earlier job of its key, which is not due yet
+    (queued,) = await Job.filter(kind="deliver", state=JobState.QUEUED)
+
+    clock.advance(3600)
+    await runner.run_until_idle()
+    await runner.run_until_idle()
+    assert follow.ran == [earlier.id, queued.id]
+
+
+@pytest.mark.usefixtures("db")
+async def test_what_a_failed_job_handed_over_goes_to_the_queue_and_still_runs() -> None:
+    clock = Clock()
+    first = HandsOver("c9", clock, failures=[TransientDeliveryError("after the commit")])
+    follow = Recorder()
+    runner = JobRunner({POST: first, DELIVER: follow}, SETTINGS, clock=clock)
+    await POST.enqueue(Item("c1"), now=clock())
+
+    await runner.run_until_idle()
+    # Not run by the failed job's worker, but released to the queue (not left leased until
+    # its lease ends), and claimed from there as any job: its second attempt.
+    (released,) = await Job.filter(kind="deliver")
+    assert follow.ran == [released.id]
+    assert (released.state, released.attempts) == (JobState.DONE, 2)
+    (retried,) = await Job.filter(kind="post")
+    assert retried.state is JobState.PENDING
+
+
+@pytest.mark.usefixtures("db")
+async def test_a_handed_over_job_of_a_worker_that_died_is_claimed_when_its_lease_ends() -> None:
+    clock = Clock()
+    first, follow = HandsOver("c9", clock), Recorder()
+    dying = JobRunner({POST: first, DELIVER: follow}, SETTINGS, clock=clock)
+    await POST.enqueue(Item("c1"), now=clock())
+    (job,) = await dying.claim(1)
+    # The worker runs the first job and dies before the follow-up starts.
+    handed = await dying._run_one(job)
+    assert len(handed) == 1
+    assert follow.ran == []
+
+    other = JobRunner({DELIVER: follow}, SETTINGS, clock=clock)
+    await other.run_until_idle()
+    assert follow.ran == []  # still leased
+    clock.advance(SETTINGS.lease_seconds + 1)
+    await other.run_until_idle()
+    assert follow.ran == [handed[0][0].id]
+    assert (await state_of(handed[0][0])).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_outside_a_job_a_hand_over_is_an_ordinary_enqueue() -> None:
+    async with in_transaction() as conn:
+        await run_next(DELIVER.new(Item("c9"), run_at=utcnow()), conn)
+    (job,) = await Job.all()
+    assert (job.state, job.attempts, job.locked_by) == (JobState.PENDING, 0, "")
