@@ -32,7 +32,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from bot.database import placeholders
+from bot.database import in_list
 from bot.errors import ActionRefused
 from bot.jobkinds import (
     CHECK_WAITING,
@@ -584,7 +584,7 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         await forget_vectors(ids, conn)
         # Plain statements: these run for every batch of retention, and the query builder
         # took longer to write them than the database to run them.
-        of_these = f"conversation_id IN {_in_list(conn, ids)}"
+        of_these = f"conversation_id IN {in_list(conn, len(ids))}"
         for table in _CONVERSATION_ROWS:
             await _delete(conn, table, of_these, ids)
         attachments += await _delete(
@@ -592,7 +592,7 @@ async def _remove(plan: _Plan, conn: BaseDBAsyncClient) -> _Deleted:
         )
         messages += await _delete(conn, Message, of_these, ids)
         audit_entries += await _delete(conn, AuditEntry, of_these, ids)
-        await _delete(conn, Conversation, f"id IN {_in_list(conn, ids)}", ids)
+        await _delete(conn, Conversation, f"id IN {in_list(conn, len(ids))}", ids)
     if plan.identities:
         await Identity.filter(id__in=[i.id for i in plan.identities]).using_db(conn).delete()
     if plan.customers:
@@ -611,11 +611,6 @@ _CONVERSATION_ROWS: tuple[type[Model], ...] = (
     SlaClock,
     SurveyAnswer,
 )
-
-
-def _in_list(conn: BaseDBAsyncClient, ids: Sequence[int]) -> str:
-    """``(?, ?, ...)`` or ``($1, $2, ...)``: the placeholders of ``ids`` in this dialect."""
-    return f"({', '.join(placeholders(conn, len(ids)))})"
 
 
 async def _delete(

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
+from bot.database import in_list
 from bot.errors import ActionRefused
 from bot.jobkinds import SHOW_CHANGE, ChangePayload
 from bot.jobs import Clock, utcnow
@@ -106,13 +108,18 @@ class Similar:
         best = await self._neighbours(conversation, [opening] if opening else None)
         if not best:
             return SimilarSummary()
-        others = await Conversation.filter(id__in=list(best)).values("id", "status", "updated_at")
+        conn = connections.get("default")
+        others = await conn.execute_query_dict(
+            f"SELECT status, updated_at FROM conversations WHERE id IN {in_list(conn, len(best))}",
+            list(best),
+        )
         since = self.clock() - RECENT
-        open_count = sum(1 for c in others if c["status"] == ConversationStatus.OPEN)
+        as_time = Conversation._meta.fields_map["updated_at"].to_python_value
+        open_count = sum(1 for c in others if c["status"] == ConversationStatus.OPEN.value)
         closed = sum(
             1
             for c in others
-            if c["status"] == ConversationStatus.CLOSED and c["updated_at"] >= since
+            if c["status"] == ConversationStatus.CLOSED.value and as_time(c["updated_at"]) >= since
         )
         problem = await self._problem_of(conversation, best, own=not opening)
         return SimilarSummary(
@@ -128,10 +135,16 @@ class Similar:
             )
             if link is not None:
                 return link.problem
-        links = await ProblemLink.filter(conversation_id__in=list(best)).prefetch_related("problem")
+        conn = connections.get("default")
+        links = await conn.execute_query_dict(
+            "SELECT conversation_id, problem_id FROM problem_links"
+            f" WHERE conversation_id IN {in_list(conn, len(best))}",
+            list(best),
+        )
         if not links:
             return None
-        return max(links, key=lambda link: best[link.conversation_id]).problem
+        closest = max(links, key=lambda link: best[int(link["conversation_id"])])
+        return await KnownProblem.get_or_none(id=closest["problem_id"])
 
     async def conversations(
         self, conversation: Conversation, limit: int = 15

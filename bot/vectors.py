@@ -20,9 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 
+from bot.database import in_list
 from bot.jobs import Clock, utcnow
 from bot.ports import Embedder
 from models import Conversation, Message, MessageVector, VectorRemoval
@@ -210,8 +212,11 @@ class MessageIndex:
         found = [(key, score) for key, score in found if score >= min_similarity]
         if not found:
             return []
-        rows = await MessageVector.filter(message_id__in=[k for k, _ in found]).values(
-            "message_id", "conversation_id", "skill", "language"
+        conn = connections.get("default")
+        rows = await conn.execute_query_dict(
+            "SELECT message_id, conversation_id, skill, language FROM message_vectors"
+            f" WHERE message_id IN {in_list(conn, len(found))}",
+            [key for key, _ in found],
         )
         by_id = {int(r["message_id"]): r for r in rows}
         result: list[Neighbour] = []
