@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.privacy import parse_address
-from models import Conversation, Message
+from models import Conversation, Job, JobState, Message
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
 from tests.conftest import Harness, SettingsFactory, running
@@ -91,6 +91,34 @@ async def test_a_follow_up_lands_in_the_same_thread(harness: Harness) -> None:
     assert "Alte Antwort" not in thread[1]
     stored = await Message.filter(text__contains="Noch eine Frage").get()
     assert "Alte Antwort" in stored.full_text
+
+
+async def test_each_post_is_handed_over_by_its_threading_job_not_claimed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = harness.service.runner
+    claimed: list[str] = []
+    claim = runner.claim
+
+    async def counted(limit: int, *, all_due: bool = True) -> list[Job]:
+        jobs = await claim(limit, all_due=all_due)
+        claimed.extend(job.kind for job in jobs)
+        return jobs
+
+    monkeypatch.setattr(runner, "claim", counted)
+    await harness.send_mail(mail("Erste Nachricht", message_id="<one@kunde.example>"))
+    await harness.settled()
+    await harness.send_mail(
+        mail("Zweite Nachricht", subject="AW: Rechnung", in_reply_to="<one@kunde.example>")
+    )
+    await harness.settled()
+
+    (thread,) = thread_texts(harness, "support")
+    assert len(thread) == 2
+    assert claimed.count("thread_inbound") == 2
+    assert "post_inbound" not in claimed  # each ran on the worker that threaded its message
+    posts = await Job.filter(kind="post_inbound").order_by("id")
+    assert [(job.state, job.attempts) for job in posts] == [(JobState.DONE, 1)] * 2
 
 
 async def test_same_sender_and_subject_without_headers_joins_the_conversation(
