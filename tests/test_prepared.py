@@ -105,13 +105,15 @@ async def test_prepared_queries_answer_as_the_plain_queries() -> None:
                 Message.filter(id=message.id).select_related("conversation__identity").first()
             )
             prepared = await with_joins(message.id)
-            assert plain is not None and prepared is not None
+            assert plain is not None
+            assert prepared is not None
             assert _fields(prepared) == _fields(plain)
             assert _fields(prepared.conversation) == _fields(plain.conversation)
             assert _fields(prepared.conversation.identity) == _fields(plain.conversation.identity)
         identity = await conversation.identity
         found = await by_channel(ChannelKind.EMAIL, identity.address)
-        assert found is not None and found.id == identity.id
+        assert found is not None
+        assert found.id == identity.id
         assert await by_channel(ChannelKind.TELEGRAM, identity.address) is None
         assert await ids_of(conversation.id) == await Message.filter(
             conversation_id=conversation.id, direction=Direction.OUTBOUND
@@ -134,11 +136,13 @@ async def test_prepared_queries_run_in_the_callers_transaction() -> None:
     async with in_transaction() as conn:
         await Conversation.filter(id=first.id).using_db(conn).update(token="moved-away")
         inside = await by_token("moved-away", conn=conn)
-        assert inside is not None and inside.id == first.id
+        assert inside is not None
+        assert inside.id == first.id
     # Committed: seen outside as well; the old token is gone.
     assert await by_token(first.token) is None
     outside = await by_token("moved-away")
-    assert outside is not None and outside.id == first.id
+    assert outside is not None
+    assert outside.id == first.id
 
 
 async def test_what_cannot_be_prepared_is_refused() -> None:
