@@ -108,6 +108,8 @@ async def test_prepared_queries_answer_as_the_plain_queries() -> None:
             assert plain is not None
             assert prepared is not None
             assert _fields(prepared) == _fields(plain)
+            assert prepared.conversation is not None
+            assert plain.conversation is not None
             assert _fields(prepared.conversation) == _fields(plain.conversation)
             assert _fields(prepared.conversation.identity) == _fields(plain.conversation.identity)
         identity = await conversation.identity
