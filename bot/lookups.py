@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tortoise.expressions import Case, Q, Subquery, When
-from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 
 from bot.conversations import short_id
@@ -416,26 +415,20 @@ class Lookups:
 
     async def home(self, user_id: str, per_skill: int = 5) -> HomeView:
         """Mine, the open queue per skill, and snoozed conversations due within a day."""
-        # The queues are counted and ordered in the database, and only the conversations shown
-        # are read: the open queue can hold thousands, too many to read on every view.
-        counts = (
-            await self._waiting()
-            .group_by("skill")
-            .annotate(count=Count("id"))
-            .values_list("skill", "count")
-        )
-        mine = await _most_urgent_first(self._waiting().filter(owner=user_id)).prefetch_related(
-            "identity"
-        )
+        # One pass over the open queue's ids, then the few conversations shown, in one query.
+        waiting = await _most_urgent_first(self._waiting()).values_list("id", "skill", "owner")
+        mine = [int(i) for i, _, owner in waiting if owner == user_id]
+        of_skill: dict[str, list[int]] = {}
+        for i, skill, _ in waiting:
+            of_skill.setdefault(str(skill), []).append(int(i))
+        shown_ids = mine + [i for ids in of_skill.values() for i in ids[:per_skill]]
+        shown = {
+            c.id: c
+            for c in await Conversation.filter(id__in=shown_ids).prefetch_related("identity")
+        }
         queues = tuple(
-            [
-                QueueView(
-                    str(skill),
-                    await _first(self._waiting().filter(skill=skill), per_skill),
-                    int(count),
-                )
-                for skill, count in sorted(counts)
-            ]
+            QueueView(skill, _entries([shown[i] for i in ids[:per_skill]]), len(ids))
+            for skill, ids in sorted(of_skill.items())
         )
         now = self.clock()
         snoozed = (
@@ -447,7 +440,7 @@ class Lookups:
             .order_by("snoozed_until")
             .prefetch_related("identity")
         )
-        return HomeView(user_id, _entries(mine), queues, _entries(snoozed))
+        return HomeView(user_id, _entries([shown[i] for i in mine]), queues, _entries(snoozed))
 
 
 async def _ending(conversation: Conversation) -> str:
