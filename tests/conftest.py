@@ -21,12 +21,14 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from adapters.service import Service
+from bot.conversations import new_token
 from bot.database import open_database
 from bot.jobs import Clock, utcnow
 from bot.ports import Classifier
 from bot.routing import FixedSkillClassifier
 from bot.settings import Settings, settings_from_toml
-from models import Conversation
+from bot.shapes import ChannelKind
+from models import Conversation, Customer, Identity
 from standins.mail import SmtpSink
 from standins.slack import SlackEvents, SlackSandbox
 from tests.postgres_reachable import ADMIN_URL
@@ -49,6 +51,26 @@ SKILL_CHANNELS = {"general": "support", "billing": "support-billing", "technical
 
 SettingsFactory = Callable[..., Settings]
 LEASE_SECONDS = 30
+
+
+async def stored_conversation(number: int, **fields: Any) -> Conversation:
+    """Customer ``number`` (e-mail cNUMBER@example.org) with a conversation, stored directly;
+    ``fields`` are the conversation's (subject, skill, priority, status, ...)."""
+    customer = await Customer.create(name=f"Customer {number}")
+    identity = await Identity.create(
+        customer=customer,
+        channel=ChannelKind.EMAIL,
+        address=f"c{number}@example.org",
+        display_name=f"C {number}",
+    )
+    fields.setdefault("subject", f"Subject {number}")
+    return await Conversation.create(
+        token=new_token(),
+        customer=customer,
+        identity=identity,
+        channel=ChannelKind.EMAIL,
+        **fields,
+    )
 
 
 @pytest.fixture

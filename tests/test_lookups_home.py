@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.conversations import new_token, short_id
+from bot.conversations import short_id
 from bot.lookups import Lookups
 from bot.settings import settings_from_toml
-from bot.shapes import ChannelKind, Priority
-from models import Conversation, ConversationStatus, Customer, Identity
+from bot.shapes import Priority
+from models import Conversation, ConversationStatus
+from tests.conftest import stored_conversation
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 SETTINGS = settings_from_toml(
@@ -29,19 +30,8 @@ async def _conversation(
     status: ConversationStatus = ConversationStatus.OPEN,
     snoozed_until: datetime | None = None,
 ) -> Conversation:
-    customer = await Customer.create(name=f"Customer {number}")
-    identity = await Identity.create(
-        customer=customer,
-        channel=ChannelKind.EMAIL,
-        address=f"c{number}@example.org",
-        display_name=f"C {number}",
-    )
-    conversation = await Conversation.create(
-        token=new_token(),
-        customer=customer,
-        identity=identity,
-        channel=ChannelKind.EMAIL,
-        subject=f"Subject {number}",
+    conversation = await stored_conversation(
+        number,
         skill=skill,
         priority=priority,
         owner=owner,

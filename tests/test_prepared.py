@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from tortoise.transactions import in_transaction
 
-from bot.conversations import new_token
 from bot.database import Prepared
 from bot.shapes import ChannelKind, DeliveryState
-from models import Conversation, Customer, Direction, Identity, Message
+from models import Conversation, Direction, Identity, Message
+from tests.conftest import stored_conversation
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -20,21 +20,8 @@ async def _two_conversations() -> tuple[Conversation, Conversation]:
     """Two customers' conversations, each with messages in and out (one reply cancelled)."""
     made = []
     for number in (1, 2):
-        customer = await Customer.create(name=f"Customer {number}")
-        identity = await Identity.create(
-            customer=customer,
-            channel=ChannelKind.EMAIL,
-            address=f"c{number}@example.org",
-            display_name=f"C {number}",
-        )
-        conversation = await Conversation.create(
-            token=new_token(),
-            customer=customer,
-            identity=identity,
-            channel=ChannelKind.EMAIL,
-            subject=f"Subject {number}",
-            thread_key=f"chat-{number}",
-        )
+        conversation = await stored_conversation(number, thread_key=f"chat-{number}")
+        identity = await conversation.identity
         for index, direction in enumerate(
             (Direction.INBOUND, Direction.OUTBOUND, Direction.INBOUND, Direction.OUTBOUND)
         ):
