@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.queryset import QuerySetSingle
 
 from bot.database import Prepared
 from bot.settings import ThreadingSettings
@@ -36,24 +37,21 @@ def short_id(conversation: Conversation) -> str:
 
 # Run for every message: their SQL built once.
 _BY_TOKEN = Prepared(lambda token: Conversation.filter(token=token).first(), "token")
-_SAME_CHAT = Prepared(
-    lambda identity_id, thread_key: (
-        Conversation.filter(identity_id=identity_id, thread_key=thread_key).order_by("-id").first()
-    ),
-    1,
-    "chat",
-)
-_SAME_CHAT_OPEN = Prepared(
-    lambda identity_id, thread_key: (
-        Conversation.filter(
-            identity_id=identity_id, thread_key=thread_key, status=ConversationStatus.OPEN
-        )
-        .order_by("-id")
-        .first()
-    ),
-    1,
-    "chat",
-)
+
+
+def _same_chat(open_only: bool) -> Prepared[Conversation | None]:
+    """The latest conversation of a sender's chat (``open_only``: if it is open)."""
+
+    def build(identity_id: int, thread_key: str) -> QuerySetSingle[Conversation | None]:
+        query = Conversation.filter(identity_id=identity_id, thread_key=thread_key)
+        if open_only:
+            query = query.filter(status=ConversationStatus.OPEN)
+        return query.order_by("-id").first()
+
+    return Prepared(build, 1, "chat")
+
+
+_SAME_CHAT, _SAME_CHAT_OPEN = _same_chat(False), _same_chat(True)
 
 
 async def find_conversation(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from bot.conversations import short_id
@@ -318,28 +319,20 @@ class People:
 
 
 # Run for every new thread: their SQL built once.
-_OTHER_THREADS = Prepared(
-    lambda customer_id, conversation_id: (
-        Conversation.filter(customer_id=customer_id, chat_thread_ts__isnull=False)
-        .exclude(id=conversation_id)
-        .order_by("-id")
-        .limit(5)
-    ),
-    1,
-    2,
-)
-_EARLIER_THREADS = Prepared(
-    lambda customer_id, conversation_id: (
-        Conversation.filter(
-            customer_id=customer_id, chat_thread_ts__isnull=False, id__lt=conversation_id
-        )
-        .exclude(id=conversation_id)
-        .order_by("-id")
-        .limit(5)
-    ),
-    1,
-    2,
-)
+def _other_threads(earlier_only: bool) -> Prepared[list[Conversation]]:
+    """A customer's five latest other threads (``earlier_only``: opened before this one)."""
+
+    def build(customer_id: int, conversation_id: int) -> QuerySet[Conversation]:
+        query = Conversation.filter(customer_id=customer_id, chat_thread_ts__isnull=False)
+        query = query.exclude(id=conversation_id)
+        if earlier_only:
+            query = query.filter(id__lt=conversation_id)
+        return query.order_by("-id").limit(5)
+
+    return Prepared(build, 1, 2)
+
+
+_OTHER_THREADS, _EARLIER_THREADS = _other_threads(False), _other_threads(True)
 
 
 async def point_to_others(
