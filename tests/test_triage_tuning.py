@@ -213,21 +213,3 @@ def test_e5s_embedding_matrix_is_frozen_and_minilms_is_not() -> None:
 
     assert not _freezes_embeddings(minilm, TuningSettings())
     assert _freezes_embeddings(minilm, TuningSettings(freeze_embeddings=True))
-
-
-def test_a_frozen_vocabulary_tunes_the_layers_at_its_own_rate() -> None:
-    texts = [e.text for e in read_examples(TRAIN)]
-    train = read_examples(TRAIN)
-    base = SentenceEncoder.load(backend="torch").encode(texts)
-
-    def tuned_with(**rates: float) -> np.ndarray:
-        settings = TuningSettings(epochs=1, batch_size=4, freeze_embeddings=True, **rates)
-        return SentenceEncoder.load(str(tune_encoder("", train, settings)), backend="torch").encode(
-            texts
-        )
-
-    # Only the frozen rate moves the layers when the vocabulary is frozen.
-    assert np.allclose(tuned_with(learning_rate=1e-3, frozen_learning_rate=0.0), base, atol=1e-5)
-    assert not np.allclose(
-        tuned_with(learning_rate=0.0, frozen_learning_rate=1e-3), base, atol=1e-3
-    )
