@@ -22,7 +22,7 @@ from tortoise.transactions import in_transaction
 
 from bot.database import Prepared
 from bot.jobkinds import CHECK_WAITING, WaitingPayload
-from bot.jobs import Clock, cancel_about, enqueue_jobs, start_queue, utcnow
+from bot.jobs import Clock, NewJob, cancel_about, enqueue_jobs, start_queue, utcnow
 from bot.settings import PriorityRules
 from bot.shapes import DeliveryState, Priority
 from bot.triage.priority import escalate, outranks
@@ -96,7 +96,7 @@ class Escalation:
             await cancel_about(CHECK_WAITING, conversation_id, conn)
             await enqueue_jobs(self._checks(conversation_id, first_message_id), conn)
 
-    def _checks(self, conversation_id: int, first_message_id: int) -> list[Job]:
+    def _checks(self, conversation_id: int, first_message_id: int) -> list[NewJob]:
         """The two checks of a streak, due when the waiting rules would raise it."""
         now = self.clock()
         payload = WaitingPayload(conversation_id, first_message_id)

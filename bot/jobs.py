@@ -90,6 +90,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(slots=True)
+class NewJob:
+    """A job not saved yet (``JobKind.new``): what ``enqueue_jobs`` and ``start_queue`` save.
+
+    A plain object rather than a ``Job`` model: intake adds a job per message, and building
+    tortoise models was a tenth of its CPU. Payloads hold plain values (ids, strings, flags).
+    """
+
+    kind: str
+    payload: dict[str, Any]
+    serial_key: str
+    conversation_id: int | None
+    run_at: datetime
+    state: JobState = JobState.PENDING
+    attempts: int = 0
+    locked_until: datetime | None = None
+    locked_by: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class JobKind(Generic[P]):
     """One kind of job, defined once: name, payload, serial key and whether it may park."""
@@ -105,11 +124,11 @@ class JobKind(Generic[P]):
         """The serial key of ``payload`` as the jobs table stores it (64 characters at most)."""
         return self.serial_key(payload)[:_KEY_LENGTH]
 
-    def new(self, payload: P, *, run_at: datetime) -> Job:
+    def new(self, payload: P, *, run_at: datetime) -> NewJob:
         """A job not saved yet; ``enqueue_jobs`` saves many at once."""
-        return Job(
+        return NewJob(
             kind=self.name,
-            payload=dataclasses.asdict(payload),
+            payload={f.name: getattr(payload, f.name) for f in dataclasses.fields(payload)},
             serial_key=self.stored_key(payload),
             conversation_id=getattr(payload, "conversation_id", None),
             run_at=run_at,
@@ -124,8 +143,7 @@ class JobKind(Generic[P]):
         now: datetime | None = None,
     ) -> Job:
         """Add a job; pass ``conn`` of the transaction that stores what the job is about."""
-        (job,) = await enqueue_jobs([self.new(payload, run_at=run_at or now or utcnow())], conn)
-        return job
+        return await enqueue_job(self.new(payload, run_at=run_at or now or utcnow()), conn)
 
     def payload_of(self, job: Job) -> P:
         """The job's payload as its dataclass (jobs stored before a field existed get defaults)."""
@@ -146,11 +164,12 @@ class JobHandler(Protocol):
         ...
 
 
-async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = None) -> list[Job]:
+async def enqueue_jobs(jobs: Sequence[NewJob], conn: BaseDBAsyncClient | None = None) -> None:
     """Save new jobs: pending when their serial key is free, queued behind it otherwise."""
     if conn is None:
         async with in_transaction() as own:
-            return await enqueue_jobs(jobs, own)
+            await enqueue_jobs(jobs, own)
+        return
     keys = sorted({job.serial_key for job in jobs})
     busy = await _lock_busy_keys(keys, conn)
     for job in jobs:
@@ -158,10 +177,21 @@ async def enqueue_jobs(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = Non
         busy.add(job.serial_key)
     await _insert(jobs, conn)
     _count_added(jobs)
-    return list(jobs)
 
 
-async def start_queue(jobs: Sequence[Job], conn: BaseDBAsyncClient | None = None) -> None:
+async def enqueue_job(job: NewJob, conn: BaseDBAsyncClient | None = None) -> Job:
+    """Save one new job as ``enqueue_jobs`` does; returns it saved, with its id."""
+    if conn is None:
+        async with in_transaction() as own:
+            return await enqueue_job(job, own)
+    if await _lock_busy_keys([job.serial_key], conn):
+        job.state = JobState.QUEUED
+    saved = await _insert_one(job, conn)
+    _count_added([job])
+    return saved
+
+
+async def start_queue(jobs: Sequence[NewJob], conn: BaseDBAsyncClient | None = None) -> None:
     """Save the first jobs of a serial key that has had none: one statement, no lock.
 
     The first is pending, the others queue behind it in order. Only for a key that nobody
@@ -181,26 +211,39 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-async def _insert(jobs: Sequence[Job], conn: BaseDBAsyncClient) -> None:
-    """Save new jobs in one statement, in order (a key's queue runs in id order).
+def _row(job: NewJob, now: datetime) -> tuple[object, ...]:
+    return (
+        job.kind, JSON_DUMPS(job.payload), job.serial_key, job.conversation_id, job.state.value,
+        job.run_at, job.attempts, job.locked_until, job.locked_by, "", now, now,
+    )  # fmt: skip
 
-    A single job learns its id (``JobKind.enqueue`` returns it); jobs saved together do not.
-    """
+
+async def _insert(jobs: Sequence[NewJob], conn: BaseDBAsyncClient) -> None:
+    """Save new jobs in one statement, in order (a key's queue runs in id order)."""
     now = utcnow()
-    rows = [
-        (job.kind, JSON_DUMPS(job.payload), job.serial_key, job.conversation_id,
-         job.state.value, job.run_at, job.attempts, job.locked_until, job.locked_by, "", now,
-         now)
-        for job in jobs
-    ]  # fmt: skip
-    if len(jobs) != 1:
-        await insert_rows(conn, "jobs", _COLUMNS, rows)
-        return
-    (job,) = jobs
-    (row,) = await insert_rows(conn, "jobs", _COLUMNS, rows, returning="id")
-    job.id = int(row["id"])
-    job.created_at = job.updated_at = now
-    job._saved_in_db = True  # as after save(): a later save() updates this row
+    await insert_rows(conn, "jobs", _COLUMNS, [_row(job, now) for job in jobs])
+
+
+async def _insert_one(job: NewJob, conn: BaseDBAsyncClient) -> Job:
+    """Save one new job; returns it as the ``Job`` a runner runs and a later save() updates."""
+    now = utcnow()
+    (row,) = await insert_rows(conn, "jobs", _COLUMNS, [_row(job, now)], returning="id")
+    saved = Job(
+        id=int(row["id"]),
+        kind=job.kind,
+        payload=job.payload,
+        serial_key=job.serial_key,
+        conversation_id=job.conversation_id,
+        state=job.state,
+        run_at=job.run_at,
+        attempts=job.attempts,
+        locked_until=job.locked_until,
+        locked_by=job.locked_by,
+        created_at=now,
+        updated_at=now,
+    )
+    saved._saved_in_db = True  # as after save(): a later save() updates this row
+    return saved
 
 
 @dataclass(slots=True)
@@ -219,7 +262,7 @@ _RUNNING: contextvars.ContextVar[_Running | None] = contextvars.ContextVar(
 )
 
 
-async def run_next(job: Job, conn: BaseDBAsyncClient, *, new_key: bool = False) -> None:
+async def run_next(job: NewJob, conn: BaseDBAsyncClient, *, new_key: bool = False) -> None:
     """Save ``job`` to run on this worker as soon as the job it is running now is done.
 
     For work that follows at once from the running job (a message's post after its
@@ -244,8 +287,8 @@ async def run_next(job: Job, conn: BaseDBAsyncClient, *, new_key: bool = False) 
     job.attempts = 1
     job.locked_by = runner.new_token()
     job.locked_until = runner.clock() + timedelta(seconds=runner.settings.lease_seconds)
-    await _insert([job], conn)
-    running.handed.append((job, asyncio.get_running_loop().time()))
+    saved = await _insert_one(job, conn)
+    running.handed.append((saved, asyncio.get_running_loop().time()))
 
 
 #: Jobs due at once that this process has added so far (``enqueue_jobs``, ``start_queue``).
@@ -255,7 +298,7 @@ async def run_next(job: Job, conn: BaseDBAsyncClient, *, new_key: bool = False) 
 _due_jobs_added = 0
 
 
-def _count_added(jobs: Sequence[Job]) -> None:
+def _count_added(jobs: Sequence[NewJob]) -> None:
     global _due_jobs_added
     now = utcnow()
     _due_jobs_added += sum(1 for j in jobs if j.state is JobState.PENDING and j.run_at <= now)
