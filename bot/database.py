@@ -72,13 +72,14 @@ async def apply_migrations(database_url: str) -> None:
     _ensure_sqlite_folder(database_url)
     try:
         async with _migration_turn(database_url):
-            await migrate(config=tortoise_config(database_url))
+            try:
+                await migrate(config=tortoise_config(database_url))
+            finally:
+                await connections.close_all(discard=True)
     except OSError as exc:
         raise ConfigError(
             "DATABASE_URL", f"cannot reach the database ({exc}); is it running?"
         ) from exc
-    finally:
-        await connections.close_all(discard=True)
 
 
 @asynccontextmanager
@@ -90,7 +91,14 @@ async def _migration_turn(database_url: str) -> AsyncIterator[None]:
     import asyncpg
 
     url = database_url.replace("asyncpg://", "postgres://", 1)
-    connection = await asyncpg.connect(url)
+    try:
+        connection = await asyncpg.connect(url)
+    except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"the database server refuses it ({exc}); check the database's name, the user and"
+            " the password, and create the database first (createdb NAME)",
+        ) from exc
     try:
         # Polled, not waited for: a replica blocked in pg_advisory_lock is an open transaction,
         # and CREATE INDEX CONCURRENTLY in the migrating replica waits for every open

@@ -12,6 +12,7 @@ from tortoise import Tortoise, connections
 from tortoise.migrations.api import migrate
 
 from bot.database import apply_migrations, open_database, tortoise_config
+from bot.errors import ConfigError
 from bot.jobkinds import (
     CHECK_WAITING,
     DELIVER_REPLY,
@@ -23,6 +24,7 @@ from models import Customer, Job
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
 from tests.conftest import BOT_TOKEN, Harness, SettingsFactory, running
+from tests.postgres_reachable import ADMIN_URL, reachable
 from tests.test_flow_email_to_slack import mail
 
 
@@ -140,6 +142,17 @@ async def test_a_start_logs_no_warning_about_an_unused_token(
         async with running(make_settings, slack, relay, run_jobs=False):
             pass
     assert not [r for r in caplog.records if "token" in r.getMessage()]
+
+
+async def test_a_database_that_does_not_exist_is_named_as_a_setting_to_fix() -> None:
+    if not await reachable():
+        pytest.skip("no PostgreSQL server to ask")
+    missing = ADMIN_URL.rsplit("/", 1)[0] + "/switchboard_no_such_database"
+    with pytest.raises(ConfigError) as refused:
+        await apply_migrations(missing)
+    assert refused.value.setting == "DATABASE_URL"
+    assert "switchboard_no_such_database" in refused.value.problem
+    assert "createdb" in refused.value.problem
 
 
 async def test_migrations_apply_twice_and_keep_data(database_url: str) -> None:
