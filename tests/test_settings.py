@@ -149,6 +149,16 @@ def test_a_wrong_priority_rule_is_named_with_its_fix(table: str, setting: str, h
     assert hint in problem
 
 
+def test_the_encoder_uses_one_thread_unless_told_otherwise() -> None:
+    assert settings_from_toml(MINIMAL, ENV).triage.encoder_threads == 1
+    told = settings_from_toml(MINIMAL + "[triage]\nencoder_threads = 2\n", ENV)
+    assert told.triage.encoder_threads == 2
+    for wrong, hint in (("0", "between 1 and 64"), ('"two"', "must be")):
+        named, problem = problems_in(MINIMAL + f"[triage]\nencoder_threads = {wrong}\n")
+        assert named == "triage.encoder_threads"
+        assert hint in problem
+
+
 def test_a_skill_names_its_on_call_group_by_id() -> None:
     settings = settings_from_toml(MINIMAL + 'oncall = "S0123ABCD"\n', ENV)
     assert settings.skills[0].oncall == "S0123ABCD"

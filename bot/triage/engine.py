@@ -243,7 +243,10 @@ class TriageEngine:
                     len(examples),
                 )
                 model = str(tune_encoder(settings.model, examples))
-            trainer = _Trainer(encoder or SentenceEncoder.load(model, backend=backend))
+            trainer = _Trainer(
+                encoder
+                or SentenceEncoder.load(model, backend=backend, threads=settings.encoder_threads)
+            )
             sets = labelled_sets()
             _check_labels(sets, "priority", {p.value for p in Priority})
             _check_labels(sets, "sentiment", set(SENTIMENT_LABELS))
