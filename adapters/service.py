@@ -90,7 +90,7 @@ from bot.roles import Actor, Roles
 from bot.routing import sync_skills
 from bot.rules import CallWebhook, Rules, RunRules
 from bot.settings import Settings
-from bot.shapes import ChannelKind
+from bot.shapes import ChannelKind, Triage
 from bot.similar import Similar
 from bot.spikes import CheckSpike, PostSpike, Spikes
 from bot.suggestions import Suggester
@@ -331,7 +331,7 @@ class Service:
         return True
 
     async def _customer_wrote(
-        self, conversation: Conversation, message: Message, opened: bool
+        self, conversation: Conversation, message: Message, opened: bool, reading: Triage | None
     ) -> None:
         if message.is_automated:
             return
@@ -341,7 +341,7 @@ class Service:
         else:
             await conversation.refresh_from_db()
             await self.workflow.customer_wrote(conversation, message)
-            await self.escalation.customer_wrote(conversation, message)
+            await self.escalation.customer_wrote(conversation, message, reading)
         await self.deadlines.customer_wrote(conversation, message)
         await self.rules.customer_wrote(conversation, message, opened)
         await self.assignment.customer_wrote(conversation, message, opened)

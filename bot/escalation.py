@@ -24,7 +24,7 @@ from bot.database import Prepared
 from bot.jobkinds import CHECK_WAITING, WaitingPayload
 from bot.jobs import Clock, NewJob, cancel_about, enqueue_jobs, start_queue, utcnow
 from bot.settings import PriorityRules
-from bot.shapes import DeliveryState, Priority
+from bot.shapes import DeliveryState, Priority, Triage
 from bot.triage.priority import escalate, outranks
 from bot.workflow import Workflow
 from models import AuditEntry, Conversation, ConversationStatus, Direction, Job, Message
@@ -54,20 +54,29 @@ class Escalation:
         """
         await start_queue(self._checks(conversation_id, message_id))
 
-    async def customer_wrote(self, conversation: Conversation, message: Message) -> None:
-        """A customer's message is in its thread: schedule the waiting checks, or apply rules.
+    async def customer_wrote(
+        self, conversation: Conversation, message: Message, reading: Triage | None = None
+    ) -> None:
+        """A customer's follow-up is in its thread: schedule the waiting checks, or apply rules.
 
-        ``conversation`` is read fresh by the caller.
+        ``conversation`` is read fresh by the caller. ``reading`` is triage's reading of the
+        message: when it is pressing (high or urgent: an outage, blocked work, an angry
+        customer...) and above the conversation's priority, it raises the conversation too.
         """
         if message.is_automated:
             return
+        read = _pressing(reading)
         streak = await _unanswered(conversation.id)
         if streak is None:
+            if read and outranks(read[0], conversation.priority):
+                await self.workflow.raise_priority(conversation, *read)
             return
         if streak.length == 1:
             await self._schedule(conversation.id, streak.first_id)
+            if read and outranks(read[0], conversation.priority):
+                await self.workflow.raise_priority(conversation, *read)
             return
-        await self._apply(conversation, streak)
+        await self._apply(conversation, streak, read)
 
     async def check(self, conversation_id: int, first_message_id: int) -> None:
         """Apply the rules if the streak that began with ``first_message_id`` is unanswered."""
@@ -79,7 +88,12 @@ class Escalation:
             return  # answered, or a newer streak has checks of its own
         await self._apply(conversation, streak)
 
-    async def _apply(self, conversation: Conversation, streak: _Streak) -> None:
+    async def _apply(
+        self,
+        conversation: Conversation,
+        streak: _Streak,
+        read: tuple[Priority, str] | None = None,
+    ) -> None:
         waited = self.clock() - streak.first_at
         priority, reason = escalate(
             _base_priority(conversation, streak.changes),
@@ -87,6 +101,8 @@ class Escalation:
             waiting_hours=max(waited.total_seconds() / 3600, 0.0),
             rules=self.rules,
         )
+        if read and outranks(read[0], priority):
+            priority, reason = read
         if outranks(priority, conversation.priority):
             await self.workflow.raise_priority(conversation, priority, reason)
 
@@ -102,6 +118,17 @@ class Escalation:
         payload = WaitingPayload(conversation_id, first_message_id)
         hours = (self.rules.waiting_hours_high, self.rules.waiting_hours_urgent)
         return [CHECK_WAITING.new(payload, run_at=now + timedelta(hours=h)) for h in hours]
+
+
+def _pressing(reading: Triage | None) -> tuple[Priority, str] | None:
+    """A follow-up's reading as a raise (its priority and reason), when it is high or urgent.
+
+    A plainer reading raises nothing: a lead who lowered the conversation has seen it.
+    """
+    if reading is None or not outranks(reading.priority, Priority.NORMAL):
+        return None
+    why = reading.priority_reason.partition(": ")[2] or reading.priority_reason
+    return reading.priority, f"{reading.priority.value}: {why or 'pressing'} in a follow-up"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
+from tortoise.transactions import in_transaction
+
 from bot.conversations import short_id
 from bot.database import Prepared
 from bot.errors import DeliveryError, DeliveryRefused, PermanentDeliveryError, WindowClosed
-from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, MessagePayload
+from bot.jobkinds import DELIVER_REPLY, POST_INBOUND, REDRAW_CARD, CardPayload, MessagePayload
 from bot.jobs import JobKind
 from bot.metrics import MESSAGES_OUT
 from bot.people import point_to_others
@@ -98,6 +100,7 @@ def card_for(
             priority_reason=conversation.priority_reason,
             language=conversation.language,
             sentiment=conversation.sentiment,
+            sentiment_message=conversation.sentiment_message,
         ),
         status=conversation.status.value,
         owner=conversation.owner,
@@ -132,6 +135,17 @@ def inbound_of(message: Message, attachments: tuple[Attachment, ...]) -> Inbound
     )
 
 
+async def customer_message_number(conversation_id: int, message_id: int) -> int:
+    """Which of the customer's messages in the conversation this is (1 for the first);
+    automatic mail does not count."""
+    return await Message.filter(
+        conversation_id=conversation_id,
+        direction=Direction.INBOUND,
+        is_automated=False,
+        id__lte=message_id,
+    ).count()
+
+
 class PostInbound:
     """Shows a customer's message in Slack: triage and a root post first, then the thread."""
 
@@ -141,7 +155,8 @@ class PostInbound:
         classifier: Classifier,
         settings: Settings,
         *,
-        after_post: Callable[[Conversation, Message, bool], Awaitable[None]] | None = None,
+        after_post: Callable[[Conversation, Message, bool, Triage | None], Awaitable[None]]
+        | None = None,
         vectors: MessageVectors | None = None,
         similar: Similar | None = None,
     ) -> None:
@@ -152,7 +167,7 @@ class PostInbound:
         self.vectors = vectors
         self.similar = similar
         # Told when a customer's message is in its thread (a snoozed conversation wakes up),
-        # and whether that message has just opened the thread.
+        # whether that message has just opened the thread, and a follow-up's triage.
         self.after_post = after_post
 
     async def run(self, job: Job) -> None:
@@ -170,12 +185,17 @@ class PostInbound:
         # it and failed before the message was recorded as posted, so the hooks below never
         # ran for it (they start what a new thread starts: waiting checks, timers, a turn).
         opened = new_thread or (retrying and await _opened_by(message))
+        reading: Triage | None = None
         if new_thread:
             await self._open_thread(
                 conversation, message, inbound_of(message, attachments), retrying
             )
-        elif self.vectors is not None and not message.is_automated:
-            await self.vectors.remember(message, conversation, retrying=retrying)
+        elif not message.is_automated:
+            if not opened:
+                reading = await self._read_follow_up(conversation, message, attachments)
+            if self.vectors is not None:
+                vector = reading.vector if reading else b""
+                await self.vectors.remember(message, conversation, vector, retrying=retrying)
         assert conversation.chat_channel is not None
         assert conversation.chat_thread_ts is not None
         marker = f"message-{message.id}"
@@ -207,7 +227,31 @@ class PostInbound:
             message.chat_files_posted = True
             await message.save(update_fields=["chat_files_posted"])
         if self.after_post is not None:
-            await self.after_post(conversation, message, opened)
+            await self.after_post(conversation, message, opened, reading)
+
+    async def _read_follow_up(
+        self, conversation: Conversation, message: Message, attachments: tuple[Attachment, ...]
+    ) -> Triage:
+        """Triage a follow-up as a new message is; its vector serves the similar conversations.
+
+        A mood read with confidence replaces the card's, with the number of the message it was
+        read from ("anger, 3rd message"). What the reading means for the priority is the
+        ``after_post`` hook's to decide (bot/escalation.py).
+        """
+        reading = await self.classifier.triage(inbound_of(message, attachments))
+        if not reading.sentiment:
+            return reading
+        number = await customer_message_number(conversation.id, message.id)
+        if (conversation.sentiment, conversation.sentiment_message) == (reading.sentiment, number):
+            return reading  # a retry, or the same mood as the card shows
+        conversation.sentiment = reading.sentiment[:16]
+        conversation.sentiment_message = number
+        async with in_transaction() as conn:
+            await conversation.save(
+                using_db=conn, update_fields=["sentiment", "sentiment_message", "updated_at"]
+            )
+            await REDRAW_CARD.enqueue(CardPayload(conversation.id), conn=conn)
+        return reading
 
     async def _open_thread(
         self, conversation: Conversation, message: Message, first: InboundMessage, retrying: bool

@@ -152,6 +152,9 @@ class Triage:
     priority_reason: str = ""
     language: str = ""
     sentiment: str = ""
+    #: Which of the customer's messages the sentiment was read from, when a follow-up's (2 for
+    #: the first follow-up); 0 for the message triaged.
+    sentiment_message: int = 0
     #: The message's embedding (float32 bytes) when the classifier computed one: stored once
     #: for similar conversations and suggestions, so nothing encodes the message again.
     vector: bytes = field(default=b"", compare=False, repr=False)

@@ -127,6 +127,9 @@ class Conversation(Model):
     priority_reason = fields.CharField(max_length=255, default="")
     language = fields.CharField(max_length=16, default="")
     sentiment = fields.CharField(max_length=16, default="")
+    #: Which of the customer's messages ``sentiment`` was read from: 2 for the first follow-up
+    #: (0 or 1: the opening message). A follow-up read with confidence replaces the reading.
+    sentiment_message = fields.IntField(default=0, db_default=0)
     confidence = fields.FloatField(default=0.0)
     status = fields.CharEnumField(ConversationStatus, max_length=16, default="open")
     owner = fields.CharField(max_length=64, default="")

@@ -35,7 +35,7 @@ from bot.errors import ActionRefused
 from bot.escalation import Escalation
 from bot.jobs import JobRunner, queue_depth, utcnow, waiting_by_kind
 from bot.lookups import ByText, Lookups, conversation_of_message, find_conversation
-from bot.pipeline import outbound_reply
+from bot.pipeline import customer_message_number, outbound_reply
 from bot.privacy import CustomerAddress, Privacy
 from bot.relay import Relay
 from bot.reports import Reports
@@ -207,6 +207,9 @@ def _hot_paths(settings: Settings, sample: dict[str, Any]) -> dict[str, HotPath]
         "threading a customer's message": threading,
         "delivering a reply": deliver_reply,
         "the customer wrote (snooze, reopening, waiting rules)": customer_wrote,
+        "a follow-up's number (the card names the message its mood was read from)": lambda: (
+            customer_message_number(conversation.id, inbound.id)
+        ),
         "a spike check (the topic and all messages, now and in the last week)": spike_check,
         "/switchboard queue": lookups.queue,
         "/switchboard queue billing": lambda: lookups.queue("billing"),

@@ -104,6 +104,13 @@ def _chunks(text: str) -> list[str]:
     return [text[i : i + _SECTION_LIMIT] for i in range(0, len(text), _SECTION_LIMIT)]
 
 
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    if number % 100 in (11, 12, 13):
+        return f"{number}th"
+    return f"{number}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th') }"
+
+
 def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
     """The fallback text and blocks of a conversation's root message."""
     triage = card.triage
@@ -129,7 +136,10 @@ def root_message(card: ConversationCard) -> tuple[str, list[Block]]:
     if card.tags:
         fields.append("*Tags*\n" + ", ".join(f"`{escape(tag)}`" for tag in card.tags))
     if triage.sentiment:
-        fields.append(f"*Language · sentiment*\n{triage.language or '?'} · {triage.sentiment}")
+        mood = triage.sentiment
+        if triage.sentiment_message > 1:
+            mood += f", {ordinal(triage.sentiment_message)} message"
+        fields.append(f"*Language · sentiment*\n{triage.language or '?'} · {mood}")
     elif triage.language:
         # Triage shows the mood only when it is sure of it.
         fields.append(f"*Language*\n{triage.language}")
