@@ -67,16 +67,13 @@ class Escalation:
             return
         read = _pressing(reading)
         streak = await _unanswered(conversation.id)
-        if streak is None:
-            if read and outranks(read[0], conversation.priority):
-                await self.workflow.raise_priority(conversation, *read)
+        if streak is not None and streak.length > 1:
+            await self._apply(conversation, streak, read)
             return
-        if streak.length == 1:
+        if streak is not None:
             await self._schedule(conversation.id, streak.first_id)
-            if read and outranks(read[0], conversation.priority):
-                await self.workflow.raise_priority(conversation, *read)
-            return
-        await self._apply(conversation, streak, read)
+        if read and outranks(read[0], conversation.priority):
+            await self.workflow.raise_priority(conversation, *read)
 
     async def check(self, conversation_id: int, first_message_id: int) -> None:
         """Apply the rules if the streak that began with ``first_message_id`` is unanswered."""

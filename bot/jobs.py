@@ -930,15 +930,16 @@ async def prune_finished(before: datetime, *, batches: int | None = None) -> int
     while batches is None or batches > 0:
         if batches is not None:
             batches -= 1
-        ids = (
-            await Job.filter(state__in=(JobState.DONE, JobState.CANCELLED), updated_at__lt=before)
+        # One statement a batch, the ids chosen in the database: an IN list of 5,000 ids built
+        # by the ORM held the event loop for tens of milliseconds a batch (a slow post behind it).
+        batch = (
+            Job.filter(state__in=(JobState.DONE, JobState.CANCELLED), updated_at__lt=before)
             .limit(_PRUNE_BATCH)
-            .values_list("id", flat=True)
+            .values("id")
         )
-        if not ids:
-            return removed
-        removed += await Job.filter(id__in=list(ids)).delete()
-        if len(ids) < _PRUNE_BATCH:
+        deleted = await Job.filter(id__in=Subquery(batch)).delete()
+        removed += deleted
+        if deleted < _PRUNE_BATCH:
             return removed
     return removed
 

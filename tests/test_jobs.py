@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tortoise.transactions import in_transaction
 
+import bot.jobs as jobs_module
 from bot.errors import BlockedDeliveryError, PermanentDeliveryError, TransientDeliveryError
 from bot.jobs import (
     JobKind,
@@ -273,6 +274,25 @@ async def test_parked_work_goes_on_at_once_when_the_probe_says_the_cause_is_gone
     await runner.maintain()  # Slack accepts the token again
     await runner.run_until_idle()
     assert (await state_of(job)).state is JobState.DONE
+
+
+@pytest.mark.usefixtures("db")
+async def test_finished_jobs_go_a_bounded_batch_at_a_time_and_nothing_else_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs_module, "_PRUNE_BATCH", 3)
+    old = utcnow() - timedelta(days=8)
+    await enqueue_jobs([POST.new(Item(f"k{n}"), run_at=old) for n in range(10)])
+    ids = sorted(await Job.all().values_list("id", flat=True))
+    await Job.filter(id__in=ids[:6]).update(state=JobState.DONE, updated_at=old)
+    await Job.filter(id=ids[6]).update(state=JobState.CANCELLED, updated_at=old)
+    await Job.filter(id=ids[7]).update(state=JobState.DONE)  # finished today: kept
+    await Job.filter(id=ids[8]).update(state=JobState.FAILED, updated_at=old)  # for people
+    # ids[9] is still pending.
+
+    assert await prune_finished(utcnow() - timedelta(days=7), batches=2) == 6
+    assert await prune_finished(utcnow() - timedelta(days=7), batches=2) == 1
+    assert sorted(await Job.all().values_list("id", flat=True)) == ids[7:]
 
 
 @pytest.mark.usefixtures("db")
