@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from email.message import EmailMessage
 
 import numpy as np
 
 from adapters.slack.render import ordinal
 from bot.shapes import InboundMessage, Priority, Triage
-from models import Conversation, MessageVector
+from models import MessageVector
 from standins.mail import SmtpSink
 from standins.slack import SlackSandbox
-from tests.conftest import Harness, SettingsFactory, running
-from tests.test_flow_commands import card_text, root_of, settle, thread_texts
-from tests.test_flow_email_to_slack import mail
-
-FIRST = "<first@kunde.example>"
+from tests.conftest import SettingsFactory, running
+from tests.test_flow_commands import card_text, root_of, thread_texts
+from tests.test_flow_priority_rules import write
 
 
 def _vector(text: str) -> bytes:
@@ -53,17 +50,6 @@ class MoodTriage:
     async def embed(self, texts: Sequence[str]) -> list[bytes]:
         self.encoded.extend(texts)
         return [_vector(text) for text in texts]
-
-
-async def write(h: Harness, text: str, *, first: bool = False, auto: bool = False) -> Conversation:
-    message: EmailMessage = mail(
-        text, message_id=FIRST if first else None, in_reply_to="" if first else FIRST
-    )
-    if auto:
-        message["Auto-Submitted"] = "auto-replied"
-    await h.send_mail(message)
-    await settle(h)
-    return await Conversation.get()
 
 
 async def test_an_angry_third_message_is_on_the_card_with_its_number(

@@ -17,12 +17,13 @@ from tests.test_flow_oncall import ONCALL, ONCALL_SETTINGS, PAGE, OutageTriage, 
 FIRST = "<first@kunde.example>"
 
 
-async def write(h: Harness, text: str, *, first: bool = False) -> Conversation:
-    """The customer writes (the first mail, or a follow-up to it); the conversation after."""
-    if first:
-        await h.send_mail(mail(text, message_id=FIRST))
-    else:
-        await h.send_mail(mail(text, in_reply_to=FIRST))
+async def write(h: Harness, text: str, *, first: bool = False, auto: bool = False) -> Conversation:
+    """The customer writes (the first mail, or a follow-up to it; ``auto``: an auto-reply);
+    the conversation after."""
+    message = mail(text, message_id=FIRST) if first else mail(text, in_reply_to=FIRST)
+    if auto:
+        message["Auto-Submitted"] = "auto-replied"
+    await h.send_mail(message)
     await settle(h)
     return await Conversation.get()
 
