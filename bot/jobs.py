@@ -95,7 +95,8 @@ class NewJob:
     """A job not saved yet (``JobKind.new``): what ``enqueue_jobs`` and ``start_queue`` save.
 
     A plain object rather than a ``Job`` model: intake adds a job per message, and building
-    tortoise models was a tenth of its CPU. Payloads hold plain values (ids, strings, flags).
+    tortoise models was a tenth of its CPU. ``payload`` holds the payload's fields as they are
+    (not copied): they are written as JSON when the job is saved.
     """
 
     kind: str
