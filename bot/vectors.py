@@ -316,8 +316,8 @@ def embedding_text(subject: str, text: str) -> str:
 class MessageVectors:
     """Stores each customer message's vector once and puts it in this replica's index.
 
-    The first message of a conversation brings the vector triage computed; a follow-up (which
-    triage does not read again) is embedded here, once.
+    A customer's message brings the vector triage computed for it; one that comes without (an
+    opening message's post retried, a classifier that computes none) is embedded here, once.
     """
 
     def __init__(self, index: MessageIndex, embedder: Embedder | None) -> None:
