@@ -2,7 +2,7 @@
 
 Every figure comes from facts stored when they happened, never from counters that reset:
 
-- a conversation's start (``created_at``), channel, skill and sentiment;
+- a conversation's start (``created_at``), channel, skill and sentiment (the latest mood read);
 - its first reply (``first_reply_at``, and ``first_reply_seconds`` the customer waited);
 - its last close (``closed_at``, and ``resolution_seconds`` from the first message);
 - each agent reply (``response_seconds``: how long the customer had waited for it);
@@ -209,7 +209,8 @@ class Report:
     deadlines: DeadlineFigures | None
     backlog: tuple[BacklogRow, ...]
     agents: tuple[AgentFigures, ...]
-    #: Conversations opened, by the sentiment triage read ("" when it was not sure).
+    #: Conversations opened, by the mood triage last read with confidence: the opening
+    #: message's, or a later follow-up's ("" when it was never sure).
     sentiment: dict[str, int]
     satisfaction: Satisfaction
 
