@@ -171,11 +171,7 @@ async def enqueue_jobs(jobs: Sequence[NewJob], conn: BaseDBAsyncClient | None = 
         async with in_transaction() as own:
             await enqueue_jobs(jobs, own)
         return
-    keys = sorted({job.serial_key for job in jobs})
-    busy = await _lock_busy_keys(keys, conn)
-    for job in jobs:
-        job.state = JobState.QUEUED if job.serial_key in busy else JobState.PENDING
-        busy.add(job.serial_key)
+    await _queue_behind_busy_keys(jobs, conn)
     await _insert(jobs, conn)
     _count_added(jobs)
 
@@ -185,11 +181,19 @@ async def enqueue_job(job: NewJob, conn: BaseDBAsyncClient | None = None) -> Job
     if conn is None:
         async with in_transaction() as own:
             return await enqueue_job(job, own)
-    if await _lock_busy_keys([job.serial_key], conn):
-        job.state = JobState.QUEUED
+    await _queue_behind_busy_keys([job], conn)
     saved = await _insert_one(job, conn)
     _count_added([job])
     return saved
+
+
+async def _queue_behind_busy_keys(jobs: Sequence[NewJob], conn: BaseDBAsyncClient) -> None:
+    """Each job pending when its serial key is free, queued behind its unfinished work (or an
+    earlier job of the same key in ``jobs``) otherwise; the keys stay locked (``_lock_keys``)."""
+    busy = await _lock_busy_keys(sorted({job.serial_key for job in jobs}), conn)
+    for job in jobs:
+        job.state = JobState.QUEUED if job.serial_key in busy else JobState.PENDING
+        busy.add(job.serial_key)
 
 
 async def start_queue(jobs: Sequence[NewJob], conn: BaseDBAsyncClient | None = None) -> None:
