@@ -454,6 +454,19 @@ def backoff_seconds(attempts: int, settings: JobSettings, retry_after: float | N
 Probe = Callable[[], Awaitable[bool]]
 
 
+def next_wait(wait: float, settings: JobSettings, *, found: bool, woken: bool) -> float:
+    """How long the runner's loop next waits for a wake-up before it looks for jobs again.
+
+    ``poll_seconds`` after a look that found work or a wake-up; otherwise twice the last wait,
+    up to ``idle_poll_seconds``. Jobs this process adds wake it at once; what else comes due (a
+    timer, another replica's work) waits at most that long, and an idle service does not ask the
+    database twice a second.
+    """
+    if found or woken:
+        return settings.poll_seconds
+    return min(wait * 2, settings.idle_wait_limit)
+
+
 class JobRunner:
     """Claims due jobs and runs them with their handlers, ``settings.workers`` at a time.
 
@@ -515,6 +528,7 @@ class JobRunner:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _loop(self) -> None:
+        wait = self.settings.poll_seconds
         while not self._stopping.is_set():
             free = self.settings.workers - len(self._running)
             claimed: list[Job] = []
@@ -536,8 +550,11 @@ class JobRunner:
             if claimed and len(claimed) == free:
                 continue
             self._wake.clear()
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                woken = True
+            wait = next_wait(wait, self.settings, found=bool(claimed), woken=woken)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         was_full = len(self._running) >= self.settings.workers

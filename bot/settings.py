@@ -199,13 +199,22 @@ class JobSettings:
     max_attempts: int = 25
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 900.0
+    #: An idle runner looks for due jobs after this long, then after twice that, and so on up
+    #: to ``idle_poll_seconds`` (``idle_wait_limit``) while nothing is due. Jobs added by this
+    #: process wake it at once.
     poll_seconds: float = 0.5
+    idle_poll_seconds: float = 2.0
     #: A parked job (waiting on a token, a channel or an outage) is tried again this often.
     park_retry_seconds: float = 300.0
     #: Finished jobs are deleted this many days after they finished.
     keep_done_days: float = 7.0
     #: /healthz answers 503 once a customer's message or an agent's reply waited this long.
     alert_after_seconds: float = 900.0
+
+    @property
+    def idle_wait_limit(self) -> float:
+        """The longest an idle runner waits between looks (never below ``poll_seconds``)."""
+        return max(self.poll_seconds, self.idle_poll_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +582,7 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
         backoff_base_seconds=jb.get("backoff_base_seconds", float, 2.0),
         backoff_max_seconds=jb.get("backoff_max_seconds", float, 900.0),
         poll_seconds=jb.get("poll_seconds", float, 0.5),
+        idle_poll_seconds=jb.get("idle_poll_seconds", float, 2.0),
         park_retry_seconds=jb.get("park_retry_seconds", float, 300.0),
         keep_done_days=jb.get("keep_done_days", float, 7.0),
         alert_after_seconds=jb.get("alert_after_seconds", float, 900.0),
@@ -580,6 +590,12 @@ def _read(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Settings, li
     jb.check("workers", jobs.workers >= 1, "must be 1 or more")
     jb.check("max_attempts", jobs.max_attempts >= 1, "must be 1 or more")
     jb.check("lease_seconds", jobs.lease_seconds >= 1, "must be 1 or more")
+    jb.check("poll_seconds", jobs.poll_seconds > 0, "must be more than 0")
+    jb.check(
+        "idle_poll_seconds",
+        0 < jobs.idle_poll_seconds <= 60,
+        "must be more than 0 and at most 60 (seconds)",
+    )
     jb.check("park_retry_seconds", jobs.park_retry_seconds > 0, "must be more than 0")
     jb.check("keep_done_days", jobs.keep_done_days >= 0, "must be 0 or more")
     jb.check("alert_after_seconds", jobs.alert_after_seconds > 0, "must be more than 0")

@@ -137,6 +137,7 @@ workers = 4
 backoff_base_seconds = 0.05
 backoff_max_seconds = 0.5
 poll_seconds = 0.05
+idle_poll_seconds = 0.05
 lease_seconds = {LEASE_SECONDS}
 {jobs_extra}
 

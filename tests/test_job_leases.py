@@ -41,7 +41,13 @@ from tests.conftest import BOT_TOKEN, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 0.6
-SETTINGS = JobSettings(workers=2, lease_seconds=LEASE, poll_seconds=0.05, backoff_base_seconds=0.05)
+SETTINGS = JobSettings(
+    workers=2,
+    lease_seconds=LEASE,
+    poll_seconds=0.05,
+    idle_poll_seconds=0.05,
+    backoff_base_seconds=0.05,
+)
 
 
 @dataclass(frozen=True, slots=True)

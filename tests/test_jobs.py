@@ -17,6 +17,7 @@ from bot.jobs import (
     cancel_pending,
     end_jobs,
     enqueue_jobs,
+    next_wait,
     prune_finished,
     queue_depth,
     retry_jobs,
@@ -27,6 +28,7 @@ from bot.jobs import (
 )
 from bot.settings import JobSettings
 from models import Job, JobState
+from tests.conftest import eventually
 
 SETTINGS = JobSettings(
     workers=4, lease_seconds=60, max_attempts=3, backoff_base_seconds=2, backoff_max_seconds=60
@@ -505,3 +507,36 @@ async def test_outside_a_job_a_hand_over_is_an_ordinary_enqueue() -> None:
         await run_next(DELIVER.new(Item("c9"), run_at=utcnow()), conn)
     (job,) = await Job.all()
     assert (job.state, job.attempts, job.locked_by) == (JobState.PENDING, 0, "")
+
+
+def test_an_idle_runner_looks_less_and_less_often_and_at_once_after_work_or_a_wake_up() -> None:
+    settings = JobSettings(poll_seconds=0.5, idle_poll_seconds=2.0)
+    waits = [settings.poll_seconds]
+    for _ in range(4):
+        waits.append(next_wait(waits[-1], settings, found=False, woken=False))
+    assert waits == [0.5, 1.0, 2.0, 2.0, 2.0]
+    assert next_wait(2.0, settings, found=True, woken=False) == 0.5
+    assert next_wait(2.0, settings, found=False, woken=True) == 0.5
+    # A limit below the first wait does not shorten it.
+    shorter = JobSettings(poll_seconds=0.5, idle_poll_seconds=0.1)
+    assert next_wait(0.5, shorter, found=False, woken=False) == 0.5
+
+
+@pytest.mark.usefixtures("db")
+async def test_an_idle_runner_still_finds_work_nobody_woke_it_for() -> None:
+    # Another replica's job, or a timer coming due: nothing in this process wakes the runner.
+    recorder = Recorder()
+    settings = JobSettings(workers=2, poll_seconds=0.05, idle_poll_seconds=0.4)
+    runner = JobRunner({POST: recorder}, settings)
+    await runner.start()
+    try:
+        await asyncio.sleep(1.0)  # looks found nothing: it waits the longest now
+        job = await POST.enqueue(Item("c1"), now=utcnow())
+        await eventually(lambda: _done(job))
+        assert recorder.ran == [job.id]
+    finally:
+        await runner.stop()
+
+
+async def _done(job: Job) -> bool:
+    return (await state_of(job)).state is JobState.DONE

@@ -159,6 +159,17 @@ def test_the_encoder_uses_one_thread_unless_told_otherwise() -> None:
         assert hint in problem
 
 
+def test_an_idle_job_runner_waits_at_most_idle_poll_seconds() -> None:
+    jobs = settings_from_toml(MINIMAL, ENV).jobs
+    assert (jobs.poll_seconds, jobs.idle_poll_seconds) == (0.5, 2.0)
+    told = settings_from_toml(MINIMAL + "[jobs]\npoll_seconds = 5\n", ENV).jobs
+    assert told.idle_wait_limit == 5  # never below the first wait
+    for table in ("idle_poll_seconds = 0", "idle_poll_seconds = 120", "poll_seconds = 0"):
+        named, problem = problems_in(MINIMAL + f"[jobs]\n{table}\n")
+        assert named == f"jobs.{table.split()[0]}"
+        assert "more than 0" in problem
+
+
 def test_a_skill_names_its_on_call_group_by_id() -> None:
     settings = settings_from_toml(MINIMAL + 'oncall = "S0123ABCD"\n', ENV)
     assert settings.skills[0].oncall == "S0123ABCD"
