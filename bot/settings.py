@@ -152,7 +152,20 @@ class PriorityRules:
         "kündige",
         "dritten mal",
     )
-    low_keywords: tuple[str, ...] = ("no rush", "no hurry", "keine eile", "unsubscribe", "abmelden")
+    #: Words saying nothing is pressing: they make a plain message low and keep the model's
+    #: pressing reading at normal (a keyword above still counts).
+    low_keywords: tuple[str, ...] = (
+        "no rush",
+        "no hurry",
+        "no action needed",
+        "no action required",
+        "nothing else needed",
+        "keine eile",
+        "kein handlungsbedarf",
+        "muss nichts passieren",
+        "unsubscribe",
+        "abmelden",
+    )
     #: The model's urgency counts from this probability on.
     model_min_confidence: float = 0.5
     #: Negative sentiment this sure raises the priority one step, at most to high.

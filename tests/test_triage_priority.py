@@ -59,6 +59,27 @@ def test_a_keyword_denied_or_naming_another_case_does_not_count() -> None:
     assert decide("Das ist ein Notfall!")[0] == Priority.URGENT
 
 
+def test_a_keyword_for_a_case_named_loosely_or_in_quotes_does_not_count() -> None:
+    for said in (
+        "I am on leave. For anything urgent regarding orders, write to orders@shop.example.",
+        "Ruf mich an, falls es dringend ist.",
+        "Please call me if urgent.",
+        'Bei der Aktion "Notfall-Set gratis" habe ich die Frist verpasst. Macht nichts.',
+        "Ihre Mail „Dringend: neue AGB“ habe ich gelesen, alles klar.",
+    ):
+        assert decide(said) == (Priority.NORMAL, ""), said
+    # Outside the quotes it still counts.
+    assert decide('Dringend! Das "Kassensystem" startet nicht.')[0] == Priority.URGENT
+
+
+def test_the_customer_saying_nothing_is_pressing_outweighs_the_models_reading() -> None:
+    said = "Just confirming I received the invoice, no action needed on your side."
+    assert decide(said, concerns=OUTAGE) == (Priority.NORMAL, "")
+    assert decide(said) == (Priority.LOW, "low: 'no action needed'")
+    # A keyword still counts.
+    assert decide("Server down! No action needed from you, we restart it.")[0] == Priority.URGENT
+
+
 OUTAGE = (("outage", 0.55), ("blocked work", 0.3), ("request", 0.1), ("nothing to do", 0.05))
 
 
@@ -105,6 +126,11 @@ def test_messages_that_need_nothing_are_low() -> None:
 
     assert decide("Thanks, all good", concerns=thanks) == (Priority.LOW, "low: nothing to do")
     assert decide("I am out of office", concerns=auto) == (Priority.LOW, "low: automatic reply")
+    # An automatic reply asks nothing: read as one, a question is still a person's.
+    asked = "My refills never came and I have two days left. Can you send them?"
+    assert decide(asked, concerns=auto) == (Priority.NORMAL, "")
+    encoded = decide("=?UTF-8?B?w6TDtsO8?= out of office", concerns=auto)
+    assert encoded == (Priority.LOW, "low: automatic reply")
 
 
 def test_automatic_mail_is_low_whatever_it_says() -> None:

@@ -35,8 +35,10 @@ ROUTINE_CONCERN = "request"
 CONCERN_NAMED_FROM = 0.25
 #: The model this sure that a message is an automatic reply (its likeliest reading) makes it
 #: low, keywords and all ("for urgent matters please contact ..."), even without the headers
-#: that mark one. Below it, that reading weighs as "nothing to do" does: a pressing reading or a
-#: keyword still raises the message (a customer's note that a delivery failed is no bounce).
+#: that mark one, unless it asks a question (an automatic reply does not; "my refills did not
+#: come, can you send them?" does). Below it, that reading weighs as "nothing to do" does: a
+#: pressing reading or a keyword still raises the message (a customer's note that a delivery
+#: failed is no bounce).
 AUTOMATIC_REPLY_FROM = 0.7
 #: The probability that a message is pressing from which it is at least high. Below one half:
 #: the concern model spreads an unsure reading over its eight pressing concerns, and missing a
@@ -81,6 +83,17 @@ _NEGATION = re.compile(
 #: ... or names a case, not this one: "in dringenden Fällen wenden Sie sich an", "for urgent
 #: matters please call", "im Notfall erreichen Sie" (out-of-office replies and signatures).
 _CASE_BEFORE = re.compile(r"(?<!\w)(?:in|im|bei|für|for)\s+$", re.IGNORECASE)
+#: ... the same without a noun after it: "for anything urgent, call", "if urgent", "falls es
+#: dringend ist", "wenn's eilt".
+_ANY_CASE_BEFORE = re.compile(
+    r"(?<!\w)(?:(?:for|in|bei|für)\s+(?:anything|something|alles|etwas)"
+    r"|if|falls|wenn)(?:\s+(?:it's|it\s+is|es|'s|sehr|really|wirklich))*\s+$",
+    re.IGNORECASE,
+)
+#: ... or stands in quotation marks: a name or a quote ("Notfall-Set", an old subject line).
+_QUOTED = re.compile(r'"[^"\n]{1,120}"|„[^“”"\n]{1,120}[“”"]|“[^”\n]{1,120}”|«[^»\n]{1,120}»')
+#: A question a person asks ("can you send them?"); an encoded word ("=?UTF-8?B?") is none.
+_QUESTION = re.compile(r"\w[\s)\"'“”]*\?(?:\s|$)")
 _CASE_AFTER = re.compile(
     r"\w*\s+(?:fällen|fälle|anliegen|angelegenheiten|fragen|matters|cases|enquiries|inquiries"
     r"|issues|requests|questions)(?!\w)",
@@ -91,6 +104,7 @@ _CASE_AFTER = re.compile(
 def _find(words: tuple[str, ...], text: str) -> str:
     """The first of ``words`` that ``text`` says of itself; empty if none."""
     pattern = _keyword_pattern(words)
+    quoted = [m.span() for m in _QUOTED.finditer(text)] if pattern else []
     for found in pattern.finditer(text) if pattern else ():
         start, end = found.start(), found.end()
         if _NEGATION.search(text, max(0, start - 40), start):
@@ -98,8 +112,17 @@ def _find(words: tuple[str, ...], text: str) -> str:
         before = _CASE_BEFORE.search(text, max(0, start - 8), start)
         if before and (found.group(0).lower() == "notfall" or _CASE_AFTER.match(text, end)):
             continue
+        if _ANY_CASE_BEFORE.search(text, max(0, start - 30), start):
+            continue
+        if any(first < start and end < last for first, last in quoted):
+            continue
         return found.group(0)
     return ""
+
+
+def asks_a_question(text: str) -> bool:
+    """True if ``text`` asks something, as a person writing does and an automatic reply does not."""
+    return _QUESTION.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +161,10 @@ def _model_reading(signals: PrioritySignals, rules: PriorityRules) -> tuple[Prio
     sure = signals.model_confidence >= rules.model_min_confidence
     heard = signals.model_priority if sure else Priority.NORMAL
     share, named = pressing_concerns(signals.concerns)
-    top = max(signals.concerns, key=lambda c: c[1], default=("", 0.0))
+    # A message that asks a question is a person's, whatever the model took it for.
+    person = asks_a_question(signals.text)
+    read = [c for c in signals.concerns if not (person and c[0] == LOW_CONCERNS[0])]
+    top = max(read, key=lambda c: c[1], default=("", 0.0))
     low = top[0] in LOW_CONCERNS and top[1] >= 0.5
     if share >= PRESSING_FROM or (heard in (Priority.HIGH, Priority.URGENT) and not low and named):
         return (Priority.URGENT if heard == Priority.URGENT else Priority.HIGH), named
@@ -163,8 +189,10 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
     """The priority and its reason (empty for a plain normal message)."""
     if signals.automated:
         return Priority.LOW, "low: automatic mail"
-    if signals.readable and dict(signals.concerns).get(LOW_CONCERNS[0], 0.0) >= (
-        AUTOMATIC_REPLY_FROM
+    if (
+        signals.readable
+        and dict(signals.concerns).get(LOW_CONCERNS[0], 0.0) >= AUTOMATIC_REPLY_FROM
+        and not asks_a_question(signals.text)
     ):
         return Priority.LOW, f"low: {LOW_CONCERNS[0]}"
     level = Priority.NORMAL
@@ -187,6 +215,9 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
     elif low_hit and level == Priority.NORMAL:
         level = Priority.LOW
         reasons.append(f"'{low_hit}'")
+    elif low_hit and level != Priority.LOW:
+        # The customer says nothing is pressing: the model's reading alone does not overrule it.
+        level, reasons = Priority.NORMAL, []
     if level != Priority.LOW:
         # A keyword raised a message the model read as needing nothing: only the keyword counts.
         reasons = [reason for reason in reasons if reason not in LOW_CONCERNS]
