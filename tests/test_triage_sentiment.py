@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from adapters.cli import main
 from bot.settings import TriageSettings
 from bot.triage import TriageEngine
 from bot.triage.classifier import Prediction
@@ -182,3 +184,75 @@ def test_progress_says_how_long_is_left(caplog: pytest.LogCaptureFixture) -> Non
         "fine-tuning: 100 of 100 steps (100%) after 5 min 0 s, done",
     ]
     assert duration(3725) == "1 h 2 min"
+
+
+def _write(path: Path, header: str, rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+def small_corpora(folder: Path) -> None:
+    """A few rows in each public set's layout (the real ones are tens of thousands)."""
+    happy = [f"Thank you so much for the quick help number {n}!" for n in range(12)]
+    angry = [f"This is the {n}th time it broke, I am furious and fed up" for n in range(12)]
+    plain = [f"The parcel {n} arrives on Monday at the depot" for n in range(12)]
+    _write(
+        folder / "goemotions_en/train.csv",
+        "text,sentiment,emotions,comment_id",
+        [f"{t},positive,gratitude,g{i}" for i, t in enumerate(happy)]
+        + [f"{t},negative,anger,a{i}" for i, t in enumerate(angry)]
+        + [f"{t},neutral,neutral,n{i}" for i, t in enumerate(plain)],
+    )
+    xed = [f"{t},positive,joy" for t in happy] + [f"{t},neutral,neutral" for t in plain]
+    _write(folder / "xed_emotions/en_annotated_train.csv", "text,sentiment,emotions", xed)
+    german_happy = [f"Vielen Dank alles hat geklappt Nummer {n}" for n in range(12)]
+    german_angry = [f"Zum {n}. Mal kaputt und ich bin stinksauer" for n in range(12)]
+    _write(
+        folder / "xed_emotions/de_projected_train.csv",
+        "text,sentiment,emotions",
+        [f"{t},positive,joy" for t in german_happy] + [f"{t},negative,anger" for t in german_angry],
+    )
+    _write(
+        folder / "potts_de/train.csv",
+        "text,label,tweet_id,topic,part",
+        [f"{t} heute,positive,{i},x,1" for i, t in enumerate(german_happy)]
+        + [f"Das Paket {n} liegt im Lager,neutral,{n},x,1" for n in range(12)],
+    )
+    _write(folder / "guhr_emotions_de/train.csv", "text,label", [f"{t},negative" for t in german_angry])
+
+
+def test_train_sentiment_rebuilds_a_head_the_service_can_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encoder: SentenceEncoder
+) -> None:
+    data, out, holdouts = tmp_path / "data", tmp_path / "head.npz", tmp_path / "holdouts"
+    small_corpora(data)
+
+    status = main(
+        ["triage", "train-sentiment", "--data", str(data), "--out", str(out)]
+        + ["--holdout-dir", str(holdouts)]
+    )
+
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["head"] == str(out)
+    assert summary["model"] == "all-MiniLM-L6-v2"
+    assert set(summary["labels"]) == {"gratitude", "anger", "neutral", "positive"}
+    assert summary["train_examples"]["guhr_emotions_de"] == 12  # train only: never held out
+    assert summary["dev_polarity_accuracy"] > 0.5
+    head = SentimentHead.read(out)
+    assert head.labels == tuple(sorted(summary["labels"]))
+    readings = head.predict(encoder.encode(["Thank you so much, that helped a lot!"]))
+    assert polarity(readings[0].label) == "positive"
+    assert sorted(p.name for p in holdouts.iterdir()) == [
+        "goemotions_en.csv", "potts_de.csv", "xed_de.csv", "xed_en.csv"
+    ]  # fmt: skip
+
+
+def test_train_sentiment_names_the_sets_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["triage", "train-sentiment", "--data", str(tmp_path)])
+
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "goemotions_en/train.csv" in err and "guhr_emotions_de/train.csv" in err

@@ -1,4 +1,5 @@
-"""Triage subcommands: ``switchboard triage eval`` and ``switchboard model install``.
+"""Triage subcommands: ``switchboard triage eval``, ``switchboard triage train-sentiment`` and
+``switchboard model install``.
 
 ``switchboard replay`` (stored mail through parsing, threading and triage) is in replay.py.
 """
@@ -97,6 +98,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with --fine-tune; hurts with ten per label on an untuned encoder)",
     )
     evaluate.set_defaults(func=_eval)
+
+    train = commands.add_parser(
+        "train-sentiment",
+        help="rebuild the sentiment head of an encoder from the public labelled sets",
+        description=(
+            "Encodes the train and dev parts of the sets bot/triage/sentiment.py names "
+            "(GoEmotions, XED, PotTS, Guhr et al.; seeded splits, 15%% each for dev and "
+            "hold-out), fits the head, sets the confidence from which the card shows a reading "
+            "on dev, and writes it where the service looks for the encoder's head. Prints JSON; "
+            "progress goes to stderr."
+        ),
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the folder holding goemotions_en/, xed_emotions/, potts_de/ and guhr_emotions_de/",
+    )
+    train.add_argument(
+        "--model",
+        default="",
+        help="encoder: a local folder (default: the bundled all-MiniLM-L6-v2)",
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the head (default: the encoder's head in bot/triage/heads/)",
+    )
+    train.add_argument(
+        "--holdout-dir",
+        type=Path,
+        default=None,
+        help="also write each set's hold-out part here, a CSV for triage eval --task sentiment",
+    )
+    train.set_defaults(func=_train_sentiment)
 
     model = subparsers.add_parser("model", help="install an encoder for offline use")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
@@ -219,6 +256,39 @@ def _eval_skill(args: argparse.Namespace) -> int:
     report = asdict(evaluate(encoder, train, test, tuning_seconds=tuning_seconds, vote=vote))
     report.update(task="skill", shots=args.shots, seed=args.seed)
     json.dump(report, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _train_sentiment(args: argparse.Namespace) -> int:
+    from bot.errors import ConfigError
+    from bot.logs import configure_logging
+    from bot.triage.encoder import SentenceEncoder
+    from bot.triage.sentiment import head_path, missing_corpora, train_head
+
+    configure_logging("INFO", "text")
+    missing = missing_corpora(args.data)
+    if missing:
+        raise ConfigError(
+            "--data",
+            f"{args.data} lacks {', '.join(missing)}; point --data at the folder holding the "
+            "public sets (each in its own folder, as bot/triage/sentiment.py names them)",
+        )
+    encoder = SentenceEncoder.load(args.model)
+    trained = train_head(encoder, args.data, holdout_dir=args.holdout_dir)
+    out = args.out or head_path(encoder.info.model)
+    trained.head.save(out)
+    summary = {
+        "head": str(out),
+        "model": trained.head.model,
+        "labels": list(trained.head.labels),
+        "shown_from": trained.head.threshold,
+        "train_examples": trained.train_examples,
+        "dev_examples": trained.dev_examples,
+        "dev_polarity_accuracy": trained.dev_polarity_accuracy,
+        "holdout_files": [str(path) for path in trained.holdout_files],
+    }
+    json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

@@ -33,6 +33,7 @@ import numpy.typing as npt
 from bot.triage.classifier import Prediction, fit_softmax_regression
 from bot.triage.encoder import Embeddings, SentenceEncoder, default_model_path
 from bot.triage.examples import Example
+from bot.triage.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -313,33 +314,77 @@ SHOWN_PRECISION = 0.8
 HEAD_C = 3.0
 
 
+@dataclass(frozen=True, slots=True)
+class TrainedHead:
+    """A head ``train_head`` fitted, and what it learned from."""
+
+    head: SentimentHead
+    train_examples: dict[str, int]
+    dev_examples: int
+    #: How often the head had the polarity right on the dev parts (shown or not).
+    dev_polarity_accuracy: float
+    holdout_files: list[Path]
+
+
+def missing_corpora(data_dir: Path) -> list[str]:
+    """The files of ``sentiment_corpora`` that ``data_dir`` lacks."""
+    return [c.path for c in sentiment_corpora() if not (data_dir / c.path).is_file()]
+
+
+#: Texts encoded at a time while training: progress is logged between chunks.
+ENCODE_CHUNK = 256
+
+
+def _encode_with_progress(
+    encoder: SentenceEncoder, texts: Sequence[str], what: str
+) -> Embeddings:
+    progress = Progress(f"sentiment: encoding {what}", len(texts), "texts")
+    parts = []
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[start : start + ENCODE_CHUNK]
+        parts.append(encoder.encode(list(chunk)))
+        progress.advance(len(chunk))
+    return np.concatenate(parts) if parts else encoder.encode([])
+
+
 def train_head(
     encoder: SentenceEncoder,
     data_dir: Path,
     *,
     embed: Callable[[Sequence[str]], Embeddings] | None = None,
     holdout_dir: Path | None = None,
-) -> SentimentHead:
+) -> TrainedHead:
     """A head for ``encoder`` from the corpora in ``data_dir``; writes the hold-out files.
 
     The head learns from the train parts; its shown-threshold comes from the dev parts. The
     hold-out parts are only written (one CSV per corpus, for ``triage eval --task sentiment``).
-    ``embed`` replaces ``encoder.encode`` (a cache of embeddings already computed).
+    ``embed`` replaces the encoder (a cache of embeddings already computed).
     """
     splits = split_corpora(data_dir, sentiment_corpora())
     train = [e for part in splits.train.values() for e in part]
     dev = [e for part in splits.dev.values() for e in part]
-    encode = embed or encoder.encode
-    log.info("sentiment: encoding %d training and %d dev texts", len(train), len(dev))
+
+    def encode(texts: Sequence[str], what: str) -> Embeddings:
+        return embed(texts) if embed else _encode_with_progress(encoder, texts, what)
+
     head = fit_sentiment_head(
-        encoder, train, encode([e.text for e in train]), c=HEAD_C, threshold=1.0
+        encoder, train, encode([e.text for e in train], "training texts"), c=HEAD_C, threshold=1.0
     )
-    readings = head.predict(encode([e.text for e in dev]))
+    readings = head.predict(encode([e.text for e in dev], "dev texts"))
     threshold = shown_threshold(readings, [e.label for e in dev], precision=SHOWN_PRECISION)
+    right = sum(polarity(r.label) == polarity(e.label) for r, e in zip(readings, dev, strict=True))
+    written: list[Path] = []
     if holdout_dir is not None:
         for name, part in splits.holdout.items():
             if part:
                 write_examples(holdout_dir / f"{name}.csv", part)
-    return SentimentHead(
-        head.labels, head.weights, head.bias, round(threshold, 4), head.probes, head.model
+                written.append(holdout_dir / f"{name}.csv")
+    return TrainedHead(
+        head=SentimentHead(
+            head.labels, head.weights, head.bias, round(threshold, 4), head.probes, head.model
+        ),
+        train_examples={name: len(part) for name, part in splits.train.items()},
+        dev_examples=len(dev),
+        dev_polarity_accuracy=round(right / len(dev), 4) if dev else 0.0,
+        holdout_files=written,
     )
