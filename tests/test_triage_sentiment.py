@@ -218,7 +218,8 @@ def small_corpora(folder: Path) -> None:
         [f"{t} heute,positive,{i},x,1" for i, t in enumerate(german_happy)]
         + [f"Das Paket {n} liegt im Lager,neutral,{n},x,1" for n in range(12)],
     )
-    _write(folder / "guhr_emotions_de/train.csv", "text,label", [f"{t},negative" for t in german_angry])
+    guhr = [f"{t},negative" for t in german_angry]
+    _write(folder / "guhr_emotions_de/train.csv", "text,label", guhr)
 
 
 def test_train_sentiment_rebuilds_a_head_the_service_can_load(
@@ -227,10 +228,8 @@ def test_train_sentiment_rebuilds_a_head_the_service_can_load(
     data, out, holdouts = tmp_path / "data", tmp_path / "head.npz", tmp_path / "holdouts"
     small_corpora(data)
 
-    status = main(
-        ["triage", "train-sentiment", "--data", str(data), "--out", str(out)]
-        + ["--holdout-dir", str(holdouts)]
-    )
+    places = ("--data", str(data), "--out", str(out), "--holdout-dir", str(holdouts))
+    status = main(["triage", "train-sentiment", *places])
 
     assert status == 0
     summary = json.loads(capsys.readouterr().out)
@@ -255,4 +254,5 @@ def test_train_sentiment_names_the_sets_it_lacks(
 
     assert status == 2
     err = capsys.readouterr().err
-    assert "goemotions_en/train.csv" in err and "guhr_emotions_de/train.csv" in err
+    assert "goemotions_en/train.csv" in err
+    assert "guhr_emotions_de/train.csv" in err
