@@ -335,9 +335,7 @@ def missing_corpora(data_dir: Path) -> list[str]:
 ENCODE_CHUNK = 256
 
 
-def _encode_with_progress(
-    encoder: SentenceEncoder, texts: Sequence[str], what: str
-) -> Embeddings:
+def _encode_with_progress(encoder: SentenceEncoder, texts: Sequence[str], what: str) -> Embeddings:
     progress = Progress(f"sentiment: encoding {what}", len(texts), "texts")
     parts = []
     for start in range(0, len(texts), ENCODE_CHUNK):
