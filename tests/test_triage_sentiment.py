@@ -22,6 +22,7 @@ from bot.triage.sentiment import (
     SENTIMENT_LABELS,
     SentimentHead,
     head_path,
+    language_weights,
     load_sentiment_head,
     polarity,
     sentiment_corpora,
@@ -84,6 +85,7 @@ def test_a_head_is_written_and_read_back(tmp_path: Path, encoder: SentenceEncode
         threshold=0.6,
         probes=encoder.encode(["a", "b", "c", "d"]),
         model="all-MiniLM-L6-v2",
+        thresholds={"de": 0.6, "en": 0.45},
     )
     path = tmp_path / "sentiment-test.npz"
 
@@ -96,6 +98,16 @@ def test_a_head_is_written_and_read_back(tmp_path: Path, encoder: SentenceEncode
     ]
     assert again.threshold == 0.6
     assert again.labels == head.labels
+    # Each language is shown from its own confidence; one the head was not tuned for, from the
+    # strictest.
+    assert (again.threshold_for("en"), again.threshold_for("de")) == (0.45, 0.6)
+    assert again.threshold_for("fr") == 0.6
+
+
+def test_each_language_weighs_alike_in_training_however_much_data_it_has() -> None:
+    weights = language_weights(["en", "en", "en", "de"])
+    assert sum(weights[:3]) == pytest.approx(weights[3])
+    assert sum(weights) == pytest.approx(4)
 
 
 def test_a_head_is_not_used_with_an_encoder_it_does_not_fit() -> None:
@@ -238,6 +250,7 @@ def test_train_sentiment_rebuilds_a_head_the_service_can_load(
     assert set(summary["labels"]) == {"gratitude", "anger", "neutral", "positive"}
     assert summary["train_examples"]["guhr_emotions_de"] == 12  # train only: never held out
     assert summary["dev_polarity_accuracy"] > 0.5
+    assert set(summary["shown_from"]) == {"de", "en"}
     head = SentimentHead.read(out)
     assert head.labels == tuple(sorted(summary["labels"]))
     readings = head.predict(encoder.encode(["Thank you so much, that helped a lot!"]))

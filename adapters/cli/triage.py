@@ -282,7 +282,7 @@ def _train_sentiment(args: argparse.Namespace) -> int:
         "head": str(out),
         "model": trained.head.model,
         "labels": list(trained.head.labels),
-        "shown_from": trained.head.threshold,
+        "shown_from": trained.head.thresholds or trained.head.threshold,
         "train_examples": trained.train_examples,
         "dev_examples": trained.dev_examples,
         "dev_polarity_accuracy": trained.dev_polarity_accuracy,

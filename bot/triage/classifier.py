@@ -145,11 +145,13 @@ def fit_softmax_regression(
     c: float,
     *,
     balanced: bool = True,
+    sample_weight: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Weights (dims x labels) and bias of an L2-regularised softmax regression.
 
     ``balanced`` weighs each label alike however many examples it has (skills); without it the
     labels keep their share of the data (sentiment, where most messages are neutral).
+    ``sample_weight`` weighs each example (sentiment: each language alike).
     """
     from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
@@ -158,7 +160,7 @@ def fit_softmax_regression(
     with warnings.catch_warnings():
         # Past a few hundred iterations the predictions no longer change.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(embeddings, list(labels))
+        model.fit(embeddings, list(labels), sample_weight=sample_weight)
     assert [str(n) for n in model.classes_] == list(names)
     weights = np.asarray(model.coef_, dtype=np.float32).T
     bias = np.asarray(model.intercept_, dtype=np.float32)

@@ -83,7 +83,7 @@ class _Models:
     #: Which pressing concern, given that the message is pressing.
     concern: EmbeddingClassifier
     sentiment: SentimentHead | EmbeddingClassifier
-    #: The sentiment is shown from this confidence on.
+    #: The example set's sentiment is shown from this confidence on (a head has its own).
     sentiment_threshold: float
 
 
@@ -326,7 +326,13 @@ class TriageEngine:
             self.rules,
         )
         confident = reading.skill.confidence >= self.settings.min_confidence
-        shown = legible and reading.sentiment.confidence >= self._models.sentiment_threshold
+        sentiment = self._models.sentiment
+        threshold = (
+            sentiment.threshold_for(reading.language)
+            if isinstance(sentiment, SentimentHead)
+            else self._models.sentiment_threshold
+        )
+        shown = legible and reading.sentiment.confidence >= threshold
         triage = Triage(
             skill=reading.skill.label if confident else TRIAGE_SKILL,
             confidence=round(reading.skill.confidence, 4),
