@@ -348,7 +348,7 @@ class TrainedHead:
 def language_weights(languages: Sequence[str]) -> list[float]:
     """A weight per example so that each language weighs as much as the others in all.
 
-    English has ten times the labelled data German has; unweighted, the head learns English
+    English has five times the labelled data German has; unweighted, the head learns English
     moods and reads German worse (chosen on the dev parts with both shipped encoders).
     """
     counts = Counter(languages)
