@@ -129,6 +129,7 @@ def test_messages_that_need_nothing_are_low() -> None:
     # An automatic reply asks nothing: read as one, a question is still a person's.
     asked = "My refills never came and I have two days left. Can you send them?"
     assert decide(asked, concerns=auto) == (Priority.NORMAL, "")
+    assert decide("Where are my refills?! Two days left.", concerns=auto)[0] == Priority.NORMAL
     encoded = decide("=?UTF-8?B?w6TDtsO8?= out of office", concerns=auto)
     assert encoded == (Priority.LOW, "low: automatic reply")
 

@@ -83,6 +83,11 @@ _NEGATION = re.compile(
 #: ... or names a case, not this one: "in dringenden Fällen wenden Sie sich an", "for urgent
 #: matters please call", "im Notfall erreichen Sie" (out-of-office replies and signatures).
 _CASE_BEFORE = re.compile(r"(?<!\w)(?:in|im|bei|für|for)\s+$", re.IGNORECASE)
+_CASE_AFTER = re.compile(
+    r"\w*\s+(?:fällen|fälle|anliegen|angelegenheiten|fragen|matters|cases|enquiries|inquiries"
+    r"|issues|requests|questions)(?!\w)",
+    re.IGNORECASE,
+)
 #: ... the same without a noun after it: "for anything urgent, call", "if urgent", "falls es
 #: dringend ist", "wenn's eilt".
 _ANY_CASE_BEFORE = re.compile(
@@ -92,13 +97,9 @@ _ANY_CASE_BEFORE = re.compile(
 )
 #: ... or stands in quotation marks: a name or a quote ("Notfall-Set", an old subject line).
 _QUOTED = re.compile(r'"[^"\n]{1,120}"|„[^“”"\n]{1,120}[“”"]|“[^”\n]{1,120}”|«[^»\n]{1,120}»')
-#: A question a person asks ("can you send them?"); an encoded word ("=?UTF-8?B?") is none.
-_QUESTION = re.compile(r"\w[\s)\"'“”]*\?(?:\s|$)")
-_CASE_AFTER = re.compile(
-    r"\w*\s+(?:fällen|fälle|anliegen|angelegenheiten|fragen|matters|cases|enquiries|inquiries"
-    r"|issues|requests|questions)(?!\w)",
-    re.IGNORECASE,
-)
+#: A question a person asks ("can you send them?", "where is it?!"); an encoded word
+#: ("=?UTF-8?B?...?=") is none.
+_QUESTION = re.compile(r"\w[\s)\"'“”]*\?(?![\w=])")
 
 
 def _find(words: tuple[str, ...], text: str) -> str:
