@@ -145,7 +145,15 @@ def test_zero_shots_are_refused_not_read_as_all(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize(
-    "name", ["priority_eval.tsv", "priority_holdout.tsv", "priority_holdout2.tsv"]
+    "name",
+    [
+        "priority_eval.tsv",
+        "priority_holdout.tsv",
+        "priority_holdout2.tsv",
+        "priority_holdout3.tsv",
+        "priority_holdout4.tsv",
+        "priority_holdout5.tsv",
+    ],
 )
 def test_the_priority_sets_read_whole_with_valid_labels(name: str) -> None:
     path = Path(__file__).parent / "payloads" / "triage" / name
