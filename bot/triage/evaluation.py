@@ -27,14 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from bot.errors import ConfigError
 from bot.shapes import ChannelKind, InboundMessage, Priority, Triage
 from bot.triage.classifier import EmbeddingClassifier, NeighbourVote, Prediction
 from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
 from bot.triage.examples import Example
-from bot.triage.progress import Progress
+from bot.triage.progress import Progress, encode_with_progress
 from bot.triage.sentiment import polarity
 from bot.triage.tuning import TuningSettings, tune_encoder
 
@@ -205,15 +203,7 @@ def evaluate(
 
 
 def _encode(encoder: SentenceEncoder, texts: Sequence[str], what: str) -> Embeddings:
-    """``encoder.encode`` in chunks, logging progress with the time left."""
-    progress = Progress(what, len(texts), "messages")
-    rows = []
-    for start in range(0, len(texts), PROGRESS_CHUNK):
-        rows.append(encoder.encode(texts[start : start + PROGRESS_CHUNK]))
-        progress.advance(len(rows[-1]))
-    if not rows:
-        return encoder.encode([])
-    return np.concatenate(rows).astype(np.float32)
+    return encode_with_progress(encoder, texts, what, unit="messages", chunk=PROGRESS_CHUNK)
 
 
 def score(

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from bot.triage.encoder import Embeddings, SentenceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +81,18 @@ class Progress:
             return text
         left = elapsed / moved * (self.total - self.done)
         return f"{text}, about {duration(left)} left"
+
+
+def encode_with_progress(
+    encoder: SentenceEncoder, texts: Sequence[str], what: str, *, unit: str, chunk: int
+) -> Embeddings:
+    """``encoder.encode`` over ``texts``, ``chunk`` at a time, logging progress with the time
+    left (evaluation, sentiment training: thousands of texts)."""
+    progress = Progress(what, len(texts), unit)
+    rows = []
+    for start in range(0, len(texts), chunk):
+        rows.append(encoder.encode(texts[start : start + chunk]))
+        progress.advance(len(rows[-1]))
+    if not rows:
+        return encoder.encode([])
+    return np.concatenate(rows).astype(np.float32)

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from bot.triage.classifier import Prediction, fit_softmax_regression
 from bot.triage.encoder import Embeddings, SentenceEncoder, default_model_path
 from bot.triage.examples import Example
-from bot.triage.progress import Progress
+from bot.triage.progress import encode_with_progress
 
 log = logging.getLogger(__name__)
 
@@ -364,16 +364,6 @@ def missing_corpora(data_dir: Path) -> list[str]:
 ENCODE_CHUNK = 256
 
 
-def _encode_with_progress(encoder: SentenceEncoder, texts: Sequence[str], what: str) -> Embeddings:
-    progress = Progress(f"sentiment: encoding {what}", len(texts), "texts")
-    parts = []
-    for start in range(0, len(texts), ENCODE_CHUNK):
-        chunk = texts[start : start + ENCODE_CHUNK]
-        parts.append(encoder.encode(list(chunk)))
-        progress.advance(len(chunk))
-    return np.concatenate(parts) if parts else encoder.encode([])
-
-
 def train_head(
     encoder: SentenceEncoder,
     data_dir: Path,
@@ -394,7 +384,10 @@ def train_head(
     languages = [c.language for c in corpora for _ in splits.train[c.name]]
 
     def encode(texts: Sequence[str], what: str) -> Embeddings:
-        return embed(texts) if embed else _encode_with_progress(encoder, texts, what)
+        if embed:
+            return embed(texts)
+        what = f"sentiment: encoding {what}"
+        return encode_with_progress(encoder, texts, what, unit="texts", chunk=ENCODE_CHUNK)
 
     head = fit_sentiment_head(
         encoder,
