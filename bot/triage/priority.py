@@ -157,14 +157,15 @@ def pressing_concerns(concerns: Sequence[tuple[str, float]]) -> tuple[float, lis
     return share, named or [name for _, name in pressing[:1]]
 
 
-def _model_reading(signals: PrioritySignals, rules: PriorityRules) -> tuple[Priority, list[str]]:
-    """The level the model's reading gives, and what it saw."""
+def _model_reading(
+    signals: PrioritySignals, rules: PriorityRules, *, asks: bool
+) -> tuple[Priority, list[str]]:
+    """The level the model's reading gives, and what it saw (``asks``: the text asks a
+    question, so it is a person's, whatever the model took it for)."""
     sure = signals.model_confidence >= rules.model_min_confidence
     heard = signals.model_priority if sure else Priority.NORMAL
     share, named = pressing_concerns(signals.concerns)
-    # A message that asks a question is a person's, whatever the model took it for.
-    person = asks_a_question(signals.text)
-    read = [c for c in signals.concerns if not (person and c[0] == LOW_CONCERNS[0])]
+    read = [c for c in signals.concerns if not (asks and c[0] == LOW_CONCERNS[0])]
     top = max(read, key=lambda c: c[1], default=("", 0.0))
     low = top[0] in LOW_CONCERNS and top[1] >= 0.5
     if share >= PRESSING_FROM or (heard in (Priority.HIGH, Priority.URGENT) and not low and named):
@@ -190,16 +191,17 @@ def decide_priority(signals: PrioritySignals, rules: PriorityRules) -> tuple[Pri
     """The priority and its reason (empty for a plain normal message)."""
     if signals.automated:
         return Priority.LOW, "low: automatic mail"
+    asks = asks_a_question(signals.text)
     if (
         signals.readable
         and dict(signals.concerns).get(LOW_CONCERNS[0], 0.0) >= AUTOMATIC_REPLY_FROM
-        and not asks_a_question(signals.text)
+        and not asks
     ):
         return Priority.LOW, f"low: {LOW_CONCERNS[0]}"
     level = Priority.NORMAL
     reasons: list[str] = []
     if signals.readable:
-        level, reasons = _model_reading(signals, rules)
+        level, reasons = _model_reading(signals, rules, asks=asks)
     else:
         reasons.append("unreadable text")
 

@@ -379,9 +379,11 @@ def train_head(
     """
     corpora = sentiment_corpora()
     splits = split_corpora(data_dir, corpora)
-    train = [e for part in splits.train.values() for e in part]
-    dev = [e for part in splits.dev.values() for e in part]
-    languages = [c.language for c in corpora for _ in splits.train[c.name]]
+    # Each example with its corpus's language.
+    train_in = [(e, c.language) for c in corpora for e in splits.train[c.name]]
+    dev_in = [(e, c.language) for c in corpora for e in splits.dev[c.name]]
+    train = [e for e, _ in train_in]
+    dev = [e for e, _ in dev_in]
 
     def encode(texts: Sequence[str], what: str) -> Embeddings:
         if embed:
@@ -395,23 +397,18 @@ def train_head(
         encode([e.text for e in train], "training texts"),
         c=HEAD_C,
         threshold=1.0,
-        sample_weight=language_weights(languages),
+        sample_weight=language_weights([language for _, language in train_in]),
     )
     readings = head.predict(encode([e.text for e in dev], "dev texts"))
-    dev_languages = [c.language for c in corpora for _ in splits.dev[c.name]]
     # Right often enough in each language, not only on average over English-heavy data; a
     # language the head was not tuned for gets the strictest.
-    thresholds = {
-        language: round(
-            shown_threshold(
-                [r for r, lang in zip(readings, dev_languages, strict=True) if lang == language],
-                [e.label for e, lang in zip(dev, dev_languages, strict=True) if lang == language],
-                precision=SHOWN_PRECISION,
-            ),
-            4,
+    thresholds: dict[str, float] = {}
+    for language in sorted({language for _, language in dev_in}):
+        read = [(r, e) for r, (e, lang) in zip(readings, dev_in, strict=True) if lang == language]
+        found = shown_threshold(
+            [r for r, _ in read], [e.label for _, e in read], precision=SHOWN_PRECISION
         )
-        for language in sorted(set(dev_languages))
-    }
+        thresholds[language] = round(found, 4)
     right = sum(polarity(r.label) == polarity(e.label) for r, e in zip(readings, dev, strict=True))
     written: list[Path] = []
     if holdout_dir is not None:
