@@ -105,7 +105,7 @@ _QUESTION = re.compile(r"\w[\s)\"'“”]*\?(?![\w=])")
 def _find(words: tuple[str, ...], text: str) -> str:
     """The first of ``words`` that ``text`` says of itself; empty if none."""
     pattern = _keyword_pattern(words)
-    quoted = [m.span() for m in _QUOTED.finditer(text)] if pattern else []
+    quoted: list[tuple[int, int]] | None = None  # found when a keyword is
     for found in pattern.finditer(text) if pattern else ():
         start, end = found.start(), found.end()
         if _NEGATION.search(text, max(0, start - 40), start):
@@ -115,6 +115,8 @@ def _find(words: tuple[str, ...], text: str) -> str:
             continue
         if _ANY_CASE_BEFORE.search(text, max(0, start - 30), start):
             continue
+        if quoted is None:
+            quoted = [m.span() for m in _QUOTED.finditer(text)]
         if any(first < start and end < last for first, last in quoted):
             continue
         return found.group(0)
