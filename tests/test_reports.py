@@ -275,9 +275,11 @@ async def test_the_cli_exports_the_figures_as_csv_and_json(
     async with open_database(database_url):
         customer = await Customer.create(name="Kim")
         await _conversation(
-            customer, ChannelKind.EMAIL, "general", datetime.now(UTC) - timedelta(hours=1),
+            customer, ChannelKind.EMAIL, "general", datetime(2026, 11, 10, 9, 0, tzinfo=UTC),
             first_reply=timedelta(minutes=20),
         )  # fmt: skip
+    # A fixed day in the past: "today" would depend on the hour the test runs at.
+    day = "2026-11-10..2026-11-10"
     config = tmp_path / "switchboard.toml"
     config.write_text(toml_for())
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
@@ -287,20 +289,20 @@ async def test_the_cli_exports_the_figures_as_csv_and_json(
     async def report(*args: str) -> int:
         return await asyncio.to_thread(main, ["--config", str(config), "report", *args])
 
-    assert await report("today", "--json") == 0
+    assert await report(day, "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["conversations_opened"] == 1
     assert data["first_response_seconds"] == {"count": 1, "p50": 1200.0, "p90": 1200.0}
     assert data["deadlines"] is None  # no [sla]: no deadlines to meet
 
-    assert await report("today", "--csv") == 0
+    assert await report(day, "--csv") == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == ["figure", "group", "when", "value"]
     assert ["conversations_opened", "", "", "1"] in rows
     assert ["agent_conversations", LEAD, "", "1"] in rows
 
     chart = tmp_path / "report.png"
-    assert await report("--png", str(chart)) == 0
+    assert await report(day, "--png", str(chart)) == 0
     assert "Conversations opened: 1" in capsys.readouterr().out
     assert chart.read_bytes().startswith(b"\x89PNG")
 
