@@ -52,7 +52,12 @@ from tests.test_flow_telegram import MARIA, payload, telegram_service
 LEAD = Actor("U0LEAD1", "Lena")
 ANNA = "Anna Kunde <anna@kunde.example>"
 BEN = "Ben Berger <ben@berger.example>"
-NOTE = erase_note(datetime.now(UTC))
+
+
+def note() -> str:
+    """What an erased post says when erased now (taken at the check, not at import: a run
+    that starts before midnight checks after it)."""
+    return erase_note(datetime.now(UTC))
 
 
 def with_photo(text: str, *, subject: str, sender: str) -> EmailMessage:
@@ -161,7 +166,7 @@ async def test_forget_removes_one_customer_and_blanks_their_threads(harness: Har
     for thread in annas:
         ours = [m for m in thread if is_ours(m) and not m.get("files")]
         assert ours
-        assert all(m["text"] == NOTE and NOTE in all_text(m) for m in ours)
+        assert all(m["text"] == note() and note() in all_text(m) for m in ours)
         assert all(f["mode"] == "tombstone" for m in thread for f in m.get("files", []))
     everything = "\n".join(all_text(m) for t in annas for m in t if is_ours(m))
     for secret in ("Paket 4711", "Rechnung 99", "anna@kunde.example", "Anna Kunde"):
@@ -190,10 +195,10 @@ async def test_forgetting_again_changes_nothing(harness: Harness) -> None:
 
     # An erase job run again (a crash before it was marked done) changes nothing either.
     channel = harness.slack.channel_id("support")
-    erased_roots = [m for m in harness.slack.channel_messages("support") if m["text"] == NOTE]
+    erased_roots = [m for m in harness.slack.channel_messages("support") if m["text"] == note()]
     assert len(erased_roots) == 2
     for root in erased_roots:
-        erased = await harness.service.chat.erase_thread(channel, root["ts"], NOTE)
+        erased = await harness.service.chat.erase_thread(channel, root["ts"], note())
         assert (erased.replaced, erased.files_deleted) == (0, 0)
     assert every_thread(harness.slack) == slack_after
     assert not [m for m, _ in harness.slack.calls[calls:] if m in ("chat.update", "files.delete")]
@@ -211,7 +216,7 @@ async def test_a_slack_outage_delays_the_erasure_and_a_rerun_of_the_job_finishes
 
     (root,) = harness.slack.channel_messages("support")
     thread = harness.slack.thread("support", root["ts"])
-    assert [m["text"] for m in thread] == [NOTE, NOTE]
+    assert [m["text"] for m in thread] == [note(), note()]
     assert harness.slack.failures_injected == 1
     assert await Job.filter(kind="erase_thread", state=JobState.DONE).count() == 1
 
@@ -249,7 +254,7 @@ async def test_forget_a_telegram_customer(
         assert not await Identity.filter(channel=ChannelKind.TELEGRAM).exists()
         assert [i.address for i in await Identity.all()] == ["anna@kunde.example"]
         texts = ["\n".join(all_text(m) for m in t) for t in every_thread(slack).values()]
-        assert sum(NOTE in t and "Bestellung 4711" not in t for t in texts) == 1
+        assert sum(note() in t and "Bestellung 4711" not in t for t in texts) == 1
         assert sum("Eine andere Kundin." in t for t in texts) == 1
 
 
@@ -414,7 +419,7 @@ async def test_the_command_line_forgets_after_asking_and_purges(
     assert "Slack: 2 message(s) agents wrote in those threads were left" in out
     assert "could not be changed" not in out
     bot_texts = [m["text"] for t in every_thread(slack).values() for m in t if is_ours(m)]
-    assert sum(text == NOTE for text in bot_texts) >= 6
+    assert sum(text == note() for text in bot_texts) >= 6
 
     status, out = await switchboard("customers", "forget", "anna@kunde.example", "--yes")
     assert (status, out.strip()) == (0, "Nothing is stored about email:anna@kunde.example.")
