@@ -14,9 +14,11 @@ from bot.ports import Classifier
 from bot.settings import SkillSettings, TriageSettings, settings_from_toml
 from bot.shapes import ChannelKind, InboundMessage, Priority
 from bot.triage import TRIAGE_SKILL, PriorityRules, TriageEngine
+from bot.triage.classifier import EmbeddingClassifier
 from bot.triage.encoder import SentenceEncoder
 from bot.triage.examples import default_skills
 from bot.triage.language import LanguageDetector
+from bot.triage.ngrams import DIMENSIONS, with_ngrams
 
 DEFAULT_SKILLS = tuple(SkillSettings(name, f"support-{name}") for name in default_skills())
 
@@ -320,3 +322,34 @@ async def test_triage_hands_over_the_vector_it_computed_and_embed_gives_the_same
     assert float(np.dot(first, np.frombuffer(similar, dtype=np.float32))) > float(
         np.dot(first, np.frombuffer(other, dtype=np.float32))
     )
+
+
+def test_character_ngrams_tell_apart_what_the_embedding_does_not() -> None:
+    # Every text gets the same embedding, as German often does from an English encoder: the
+    # pieces of the words still carry which concern a text is about.
+    texts = ["Danke, läuft wieder", "Vielen Dank, alles klappt", "Läuft nicht mehr", "Alles kaputt"]
+    labels = ["nothing to do", "nothing to do", "outage", "outage"]
+    same = np.full((len(texts), 4), 0.5, np.float32)
+    head = EmbeddingClassifier.fit(with_ngrams(same, texts), labels, c=100.0)
+
+    (thanks, broken) = head.predict(
+        with_ngrams(same[:2], ["Danke, es läuft wieder!", "Das Portal läuft nicht mehr"])
+    )
+    assert (thanks.label, broken.label) == ("nothing to do", "outage")
+    assert with_ngrams(same, texts).shape == (4, 4 + DIMENSIONS)
+
+
+async def test_german_thanks_and_a_german_money_loss_are_told_apart_by_the_bundled_model(
+    engine: TriageEngine,
+) -> None:
+    # The bundled encoder reads English. Before the concern heads read character n-grams too,
+    # the thanks was read as pressing (high) and the lost money as nothing to do (low).
+    thanks = await engine.triage(
+        mail("Danke, die Gutschrift ist heute auf meinem Konto eingegangen. Das Ticket kann zu.")
+    )
+    charged = await engine.triage(
+        mail("Sie haben mir den Betrag dreimal abgebucht, mein Konto ist jetzt überzogen.")
+    )
+    assert thanks.priority in (Priority.LOW, Priority.NORMAL)
+    assert charged.priority in (Priority.HIGH, Priority.URGENT)
+    assert charged.priority_reason == "high: lost money"

@@ -34,6 +34,7 @@ from bot.triage.examples import (
     skill_examples,
 )
 from bot.triage.language import LanguageDetector
+from bot.triage.ngrams import with_ngrams
 from bot.triage.priority import (
     LOW_CONCERNS,
     ROUTINE_CONCERN,
@@ -171,6 +172,12 @@ class _Trainer:
         embeddings = self.embed([e.text for e in examples])
         return EmbeddingClassifier.fit(embeddings, [e.label for e in examples], vote=vote, c=c)
 
+    def fit_concerns(self, examples: Sequence[Example]) -> EmbeddingClassifier:
+        """A concern head: over the embedding and the text's character n-grams."""
+        texts = [e.text for e in examples]
+        features = with_ngrams(self.embed(texts), texts)
+        return EmbeddingClassifier.fit(features, [e.label for e in examples], c=CONCERN_C)
+
 
 class TriageEngine:
     """Tags messages with skill, priority, language and sentiment; learns from the team."""
@@ -255,8 +262,8 @@ class TriageEngine:
             models = _Models(
                 skill=trainer.fit(examples, skill_vote(settings)),
                 priority=trainer.fit(sets["priority"]),
-                pressing=trainer.fit([_grouped(e) for e in sets["concern"]], c=CONCERN_C),
-                concern=trainer.fit([e for e in sets["concern"] if _grouped(e) != e], c=CONCERN_C),
+                pressing=trainer.fit_concerns([_grouped(e) for e in sets["concern"]]),
+                concern=trainer.fit_concerns([e for e in sets["concern"] if _grouped(e) != e]),
                 sentiment=head or trainer.fit(sets["sentiment"]),
                 sentiment_threshold=head.threshold if head else EXAMPLE_SENTIMENT_THRESHOLD,
             )
@@ -439,11 +446,12 @@ class TriageEngine:
         skills = models.skill.predict(embeddings)
         priorities = models.priority.predict(embeddings)
         sentiments = models.sentiment.predict(embeddings)
-        groups = models.pressing.probabilities(embeddings)
+        features = with_ngrams(embeddings, texts)
+        groups = models.pressing.probabilities(features)
         pressing = groups[:, models.pressing.labels.index(PRESSING)]
         # One distribution over every concern: P(pressing) shared out by the concern head.
         joint = np.concatenate(
-            [models.concern.probabilities(embeddings) * pressing[:, None], groups], axis=1
+            [models.concern.probabilities(features) * pressing[:, None], groups], axis=1
         )
         labels = models.concern.labels + models.pressing.labels
         keep = [i for i, label in enumerate(labels) if label != PRESSING]
