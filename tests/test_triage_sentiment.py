@@ -13,9 +13,10 @@ import pytest
 
 from adapters.cli import main
 from bot.settings import TriageSettings
-from bot.triage import TriageEngine
+from bot.triage import TriageEngine, ngrams
 from bot.triage.classifier import Prediction
 from bot.triage.encoder import Embeddings, EncoderInfo, Feed, SentenceEncoder
+from bot.triage.ngrams import with_ngrams
 from bot.triage.progress import Progress, duration
 from bot.triage.sentiment import (
     HEADS_DIR,
@@ -48,7 +49,9 @@ def test_a_head_ships_for_each_installable_encoder_and_is_small() -> None:
     for name in ("all-MiniLM-L6-v2", "multilingual-e5-small"):
         path = HEADS_DIR / f"sentiment-{name}.npz"
         head = SentimentHead.read(path)
-        assert path.stat().st_size < 20_000
+        assert head.ngrams
+        # Seven columns over the embedding and 16,384 n-gram buckets, in float16.
+        assert path.stat().st_size < 300_000
         assert set(head.labels) == set(SENTIMENT_LABELS)
         assert 0.0 < head.threshold < 1.0
         assert head.model == name
@@ -102,6 +105,35 @@ def test_a_head_is_written_and_read_back(tmp_path: Path, encoder: SentenceEncode
     # strictest.
     assert (again.threshold_for("en"), again.threshold_for("de")) == (0.45, 0.6)
     assert again.threshold_for("fr") == 0.6
+
+
+def test_a_head_over_ngrams_reads_the_same_after_their_weight_changed(
+    tmp_path: Path, encoder: SentenceEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    head = SentimentHead(
+        labels=("negative", "neutral", "positive"),
+        weights=rng.normal(size=(384 + ngrams.DIMENSIONS, 3)).astype(np.float16).astype(np.float32),
+        bias=np.zeros(3, np.float32),
+        threshold=0.6,
+        probes=encoder.encode(["a", "b", "c", "d"]),
+        model="all-MiniLM-L6-v2",
+        ngrams=True,
+    )
+    path = tmp_path / "sentiment-test.npz"
+    texts = ["Danke, alles super!", "Das ist eine Frechheit.", "Wo bleibt mein Paket?"]
+    embeddings = encoder.encode(texts)
+    before = head.predict(with_ngrams(embeddings, texts))
+    head.save(path)
+
+    # The n-grams now weigh twice as much beside the embedding: the head is rescaled on reading.
+    monkeypatch.setattr(ngrams, "WEIGHT", 2 * ngrams.WEIGHT)
+    again = SentimentHead.read(path)
+    after = again.predict(with_ngrams(embeddings, texts))
+
+    assert again.ngrams
+    assert [p.label for p in after] == [p.label for p in before]
+    assert [p.confidence for p in after] == pytest.approx([p.confidence for p in before], rel=1e-3)
 
 
 def test_each_language_weighs_alike_in_training_however_much_data_it_has() -> None:
@@ -253,7 +285,9 @@ def test_train_sentiment_rebuilds_a_head_the_service_can_load(
     assert set(summary["shown_from"]) == {"de", "en"}
     head = SentimentHead.read(out)
     assert head.labels == tuple(sorted(summary["labels"]))
-    readings = head.predict(encoder.encode(["Thank you so much, that helped a lot!"]))
+    assert head.ngrams  # it reads the text's character n-grams besides its embedding
+    text = ["Thank you so much, that helped a lot!"]
+    readings = head.predict(with_ngrams(encoder.encode(text), text))
     assert polarity(readings[0].label) == "positive"
     assert sorted(p.name for p in holdouts.iterdir()) == [
         "goemotions_en.csv", "potts_de.csv", "xed_de.csv", "xed_en.csv"

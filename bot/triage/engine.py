@@ -24,6 +24,7 @@ import numpy.typing as npt
 from bot.errors import ConfigError
 from bot.settings import SkillSettings, TriageSettings
 from bot.shapes import TRIAGE_SKILL, InboundMessage, Priority, Triage
+from bot.triage import ngrams
 from bot.triage.classifier import DEFAULT_C, EmbeddingClassifier, NeighbourVote, Prediction
 from bot.triage.encoder import Backend, Embeddings, SentenceEncoder
 from bot.triage.examples import (
@@ -34,7 +35,7 @@ from bot.triage.examples import (
     skill_examples,
 )
 from bot.triage.language import LanguageDetector
-from bot.triage.ngrams import with_ngrams
+from bot.triage.ngrams import sparse_with_ngrams, with_ngrams
 from bot.triage.priority import (
     LOW_CONCERNS,
     ROUTINE_CONCERN,
@@ -172,11 +173,13 @@ class _Trainer:
         embeddings = self.embed([e.text for e in examples])
         return EmbeddingClassifier.fit(embeddings, [e.label for e in examples], vote=vote, c=c)
 
-    def fit_concerns(self, examples: Sequence[Example]) -> EmbeddingClassifier:
-        """A concern head: over the embedding and the text's character n-grams."""
+    def fit_with_ngrams(self, examples: Sequence[Example], c: float) -> EmbeddingClassifier:
+        """A head over the embedding and the text's character n-grams (concerns, sentiment)."""
         texts = [e.text for e in examples]
-        features = with_ngrams(self.embed(texts), texts)
-        return EmbeddingClassifier.fit(features, [e.label for e in examples], c=CONCERN_C)
+        # Sparse: a dense copy of hundreds of rows of 16,384 n-gram columns would cost the
+        # service a hundred MB of memory at every start.
+        features = sparse_with_ngrams(self.embed(texts), texts, ngrams.WEIGHT)
+        return EmbeddingClassifier.fit(features, [e.label for e in examples], c=c)
 
 
 class TriageEngine:
@@ -262,9 +265,11 @@ class TriageEngine:
             models = _Models(
                 skill=trainer.fit(examples, skill_vote(settings)),
                 priority=trainer.fit(sets["priority"]),
-                pressing=trainer.fit_concerns([_grouped(e) for e in sets["concern"]]),
-                concern=trainer.fit_concerns([e for e in sets["concern"] if _grouped(e) != e]),
-                sentiment=head or trainer.fit(sets["sentiment"]),
+                pressing=trainer.fit_with_ngrams([_grouped(e) for e in sets["concern"]], CONCERN_C),
+                concern=trainer.fit_with_ngrams(
+                    [e for e in sets["concern"] if _grouped(e) != e], CONCERN_C
+                ),
+                sentiment=head or trainer.fit_with_ngrams(sets["sentiment"], DEFAULT_C),
                 sentiment_threshold=head.threshold if head else EXAMPLE_SENTIMENT_THRESHOLD,
             )
             languages = LanguageDetector()
@@ -443,10 +448,10 @@ class TriageEngine:
         """Encode and classify a batch (blocking; runs in a worker thread)."""
         models = self._models
         embeddings = self.encoder.encode(texts)
+        features = with_ngrams(embeddings, texts)
         skills = models.skill.predict(embeddings)
         priorities = models.priority.predict(embeddings)
-        sentiments = models.sentiment.predict(embeddings)
-        features = with_ngrams(embeddings, texts)
+        sentiments = models.sentiment.predict(features)
         groups = models.pressing.probabilities(features)
         pressing = groups[:, models.pressing.labels.index(PRESSING)]
         # One distribution over every concern: P(pressing) shared out by the concern head.

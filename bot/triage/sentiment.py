@@ -1,10 +1,12 @@
 """How the customer feels: a light head over the encoder's embeddings, learned from real text.
 
 The head is a softmax regression over the sentence embedding (384 numbers for the shipped
-encoders), so reading the mood costs one small matrix product per message on top of the
-encoding triage does anyway. Its labels are the ones a support lead acts on: ``gratitude``,
-``positive``, ``neutral``, ``confusion``, ``frustration``, ``anger`` and ``negative``; each has a
-polarity (``polarity``) for comparing with three-way sentiment data and for the priority rules.
+encoders) and the text's hashed character n-grams (``bot/triage/ngrams.py``: the pieces of the
+words carry mood in any language, where an English encoder reads German poorly), so reading the
+mood costs one matrix product per message on top of the encoding triage does anyway. Its
+labels are the ones a support lead acts on: ``gratitude``, ``positive``, ``neutral``,
+``confusion``, ``frustration``, ``anger`` and ``negative``; each has a polarity (``polarity``)
+for comparing with three-way sentiment data and for the priority rules.
 
 The trained head ships per encoder in ``bot/triage/heads/`` (``sentiment-<model>.npz``: weights,
 bias, labels, the confidence threshold tuned on a dev split, and the embeddings of a few probe
@@ -27,18 +29,24 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from bot.triage import ngrams
 from bot.triage.classifier import Prediction, fit_softmax_regression
 from bot.triage.encoder import Embeddings, SentenceEncoder, default_model_path
 from bot.triage.examples import Example
+from bot.triage.ngrams import sparse_with_ngrams, with_ngrams
 from bot.triage.progress import encode_with_progress
 
 log = logging.getLogger(__name__)
 
 HEADS_DIR = Path(__file__).with_name("heads")
+#: The n-grams' weight beside the embedding in training, chosen on the dev parts (0.5, 1 and 2
+#: tried; PotTS and GoEmotions, both encoders: 1 scored best or within 0.2 points of it).
+NGRAM_WEIGHT = 1.0
 #: The name the bundled encoder's head goes by (its folder is just "model").
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
 
@@ -82,14 +90,20 @@ class SentimentHead:
     model: str
     #: The threshold of each language the head was tuned for ("de", "en").
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: True if the head reads character n-grams after the embedding (``ngrams.with_ngrams``).
+    ngrams: bool = False
 
     def threshold_for(self, language: str) -> float:
         """From which probability a reading of a message in ``language`` is shown."""
         return self.thresholds.get(language, self.threshold)
 
-    def predict(self, embeddings: Embeddings) -> list[Prediction]:
-        """The most likely label of each embedding, with its probability."""
-        logits = embeddings @ self.weights + self.bias
+    def predict(self, features: Embeddings) -> list[Prediction]:
+        """The most likely label of each message, with its probability.
+
+        ``features`` are ``ngrams.with_ngrams`` rows; a head without n-grams reads only their
+        embedding part, so it may also be given plain embeddings.
+        """
+        logits = features[:, : self.weights.shape[0]] @ self.weights + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
@@ -104,6 +118,9 @@ class SentimentHead:
             "threshold": self.threshold,
             "thresholds": self.thresholds,
             "model": self.model,
+            # The n-grams' weight the head was trained with (0: none), so that a later change
+            # of ngrams.WEIGHT rescales the head instead of misreading it.
+            "ngram_weight": ngrams.WEIGHT if self.ngrams else 0.0,
         }
         with path.open("wb") as handle:
             np.savez_compressed(
@@ -119,14 +136,19 @@ class SentimentHead:
         """A head written by ``save``."""
         with np.load(path) as data:
             meta = json.loads(bytes(data["meta"]).decode())
+            weights = data["weights"].astype(np.float32)
+            trained_with = float(meta.get("ngram_weight", 0.0))
+            if trained_with:
+                weights[-ngrams.DIMENSIONS :] *= trained_with / ngrams.WEIGHT
             return cls(
                 labels=tuple(meta["labels"]),
-                weights=data["weights"].astype(np.float32),
+                weights=weights,
                 bias=data["bias"].astype(np.float32),
                 threshold=float(meta["threshold"]),
                 probes=data["probes"].astype(np.float32),
                 model=str(meta["model"]),
                 thresholds={str(k): float(v) for k, v in meta.get("thresholds", {}).items()},
+                ngrams=bool(trained_with),
             )
 
 
@@ -169,22 +191,31 @@ def load_sentiment_head(encoder: SentenceEncoder) -> SentimentHead | None:
 def fit_sentiment_head(
     encoder: SentenceEncoder,
     train: Sequence[Example],
-    train_embeddings: Embeddings,
+    train_features: Any,
     *,
     c: float,
     threshold: float,
     sample_weight: Sequence[float] | None = None,
+    ngram_weight: float = NGRAM_WEIGHT,
 ) -> SentimentHead:
-    """A head trained on ``train`` (labels from ``SENTIMENT_LABELS``), shown from ``threshold``."""
+    """A head trained on ``train`` (labels from ``SENTIMENT_LABELS``), shown from ``threshold``.
+
+    ``train_features`` are the examples' ``ngrams.sparse_with_ngrams`` rows with the n-grams
+    at ``ngram_weight`` (or plain embeddings, for a head without n-grams).
+    """
     labels = sorted({e.label for e in train})
     weights, bias = fit_softmax_regression(
-        train_embeddings,
+        train_features,
         [e.label for e in train],
         labels,
         c,
         balanced=False,
         sample_weight=sample_weight,
     )
+    reads_ngrams = train_features.shape[1] > encoder.info.dimensions
+    if reads_ngrams:
+        # The engine gives every head the same rows (n-grams at ngrams.WEIGHT).
+        weights[-ngrams.DIMENSIONS :] *= ngram_weight / ngrams.WEIGHT
     return SentimentHead(
         labels=tuple(labels),
         weights=weights,
@@ -192,6 +223,7 @@ def fit_sentiment_head(
         threshold=threshold,
         probes=encoder.encode(PROBES),
         model=base_model_name(encoder.info.model),
+        ngrams=reads_ngrams,
     )
 
 
@@ -391,15 +423,24 @@ def train_head(
         what = f"sentiment: encoding {what}"
         return encode_with_progress(encoder, texts, what, unit="texts", chunk=ENCODE_CHUNK)
 
+    texts = [e.text for e in train]
     head = fit_sentiment_head(
         encoder,
         train,
-        encode([e.text for e in train], "training texts"),
+        sparse_with_ngrams(encode(texts, "training texts"), texts, NGRAM_WEIGHT),
         c=HEAD_C,
         threshold=1.0,
         sample_weight=language_weights([language for _, language in train_in]),
     )
-    readings = head.predict(encode([e.text for e in dev], "dev texts"))
+    texts = [e.text for e in dev]
+    embedded = encode(texts, "dev texts")
+    readings = [
+        reading
+        for start in range(0, len(texts), ENCODE_CHUNK)
+        for reading in head.predict(
+            with_ngrams(embedded[start : start + ENCODE_CHUNK], texts[start : start + ENCODE_CHUNK])
+        )
+    ]
     # Right often enough in each language, not only on average over English-heavy data; a
     # language the head was not tuned for gets the strictest.
     thresholds: dict[str, float] = {}
@@ -425,6 +466,7 @@ def train_head(
             head.probes,
             head.model,
             thresholds,
+            head.ngrams,
         ),
         train_examples={name: len(part) for name, part in splits.train.items()},
         dev_examples=len(dev),
