@@ -163,6 +163,18 @@ class PriorityRules:
         "keine eile",
         "kein handlungsbedarf",
         "muss nichts passieren",
+        # The customer withdraws what they asked: their problem words describe the past.
+        "never mind",
+        "ignore my last",
+        "ignore my previous",
+        "disregard my last",
+        "disregard my previous",
+        "problem solved",
+        "hat sich erledigt",
+        "problem gelöst",
+        "ignorieren sie meine",
+        "ignoriert meine",
+        "vergessen sie meine",
         "unsubscribe",
         "abmelden",
     )

@@ -83,6 +83,21 @@ def test_the_customer_saying_nothing_is_pressing_outweighs_the_models_reading() 
 OUTAGE = (("outage", 0.55), ("blocked work", 0.3), ("request", 0.1), ("nothing to do", 0.05))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Never mind my last email, the firewall on our side was blocking the port.",
+        "Please ignore my previous message, the backup was in another folder after all.",
+        "Hat sich erledigt, der Server läuft wieder. Danke trotzdem!",
+        "Bitte ignorieren Sie meine letzte Mail, das Passwort hat doch funktioniert.",
+    ],
+)
+def test_a_customer_withdrawing_a_question_is_not_pressed_by_its_problem_words(text: str) -> None:
+    # What they report is over: the model's reading of an outage does not make it high.
+    assert decide(text, concerns=OUTAGE) == (Priority.NORMAL, "")
+    assert decide(text)[0] == Priority.LOW
+
+
 def test_the_reason_names_the_concerns_the_model_saw() -> None:
     high = decide("Everything stopped", concerns=OUTAGE)
     sure = decide(
