@@ -155,6 +155,7 @@ def test_zero_shots_are_refused_not_read_as_all(capsys: pytest.CaptureFixture[st
         "priority_holdout5.tsv",
         "priority_holdout6.tsv",
         "priority_holdout7.tsv",
+        "priority_holdout8.tsv",
     ],
 )
 def test_the_priority_sets_read_whole_with_valid_labels(name: str) -> None:
