@@ -49,7 +49,7 @@ def test_a_head_ships_for_each_installable_encoder_and_is_small() -> None:
     for name in ("all-MiniLM-L6-v2", "multilingual-e5-small"):
         path = HEADS_DIR / f"sentiment-{name}.npz"
         head = SentimentHead.read(path)
-        assert head.ngrams
+        assert head.reads_ngrams
         # Seven columns over the embedding and 16,384 n-gram buckets, in float16.
         assert path.stat().st_size < 300_000
         assert set(head.labels) == set(SENTIMENT_LABELS)
@@ -118,7 +118,6 @@ def test_a_head_over_ngrams_reads_the_same_after_their_weight_changed(
         threshold=0.6,
         probes=encoder.encode(["a", "b", "c", "d"]),
         model="all-MiniLM-L6-v2",
-        ngrams=True,
     )
     path = tmp_path / "sentiment-test.npz"
     texts = ["Danke, alles super!", "Das ist eine Frechheit.", "Wo bleibt mein Paket?"]
@@ -131,7 +130,7 @@ def test_a_head_over_ngrams_reads_the_same_after_their_weight_changed(
     again = SentimentHead.read(path)
     after = again.predict(with_ngrams(embeddings, texts))
 
-    assert again.ngrams
+    assert again.reads_ngrams
     assert [p.label for p in after] == [p.label for p in before]
     assert [p.confidence for p in after] == pytest.approx([p.confidence for p in before], rel=1e-3)
 
@@ -285,7 +284,7 @@ def test_train_sentiment_rebuilds_a_head_the_service_can_load(
     assert set(summary["shown_from"]) == {"de", "en"}
     head = SentimentHead.read(out)
     assert head.labels == tuple(sorted(summary["labels"]))
-    assert head.ngrams  # it reads the text's character n-grams besides its embedding
+    assert head.reads_ngrams  # it reads the text's character n-grams besides its embedding
     text = ["Thank you so much, that helped a lot!"]
     readings = head.predict(with_ngrams(encoder.encode(text), text))
     assert polarity(readings[0].label) == "positive"

@@ -90,8 +90,11 @@ class SentimentHead:
     model: str
     #: The threshold of each language the head was tuned for ("de", "en").
     thresholds: dict[str, float] = field(default_factory=dict)
-    #: True if the head reads character n-grams after the embedding (``ngrams.with_ngrams``).
-    ngrams: bool = False
+
+    @property
+    def reads_ngrams(self) -> bool:
+        """True if the head reads character n-grams after the embedding (``with_ngrams``)."""
+        return bool(self.weights.shape[0] > self.probes.shape[1])
 
     def threshold_for(self, language: str) -> float:
         """From which probability a reading of a message in ``language`` is shown."""
@@ -120,7 +123,7 @@ class SentimentHead:
             "model": self.model,
             # The n-grams' weight the head was trained with (0: none), so that a later change
             # of ngrams.WEIGHT rescales the head instead of misreading it.
-            "ngram_weight": ngrams.WEIGHT if self.ngrams else 0.0,
+            "ngram_weight": ngrams.WEIGHT if self.reads_ngrams else 0.0,
         }
         with path.open("wb") as handle:
             np.savez_compressed(
@@ -148,7 +151,6 @@ class SentimentHead:
                 probes=data["probes"].astype(np.float32),
                 model=str(meta["model"]),
                 thresholds={str(k): float(v) for k, v in meta.get("thresholds", {}).items()},
-                ngrams=bool(trained_with),
             )
 
 
@@ -212,8 +214,7 @@ def fit_sentiment_head(
         balanced=False,
         sample_weight=sample_weight,
     )
-    reads_ngrams = train_features.shape[1] > encoder.info.dimensions
-    if reads_ngrams:
+    if train_features.shape[1] > encoder.info.dimensions:
         # The engine gives every head the same rows (n-grams at ngrams.WEIGHT).
         weights[-ngrams.DIMENSIONS :] *= ngram_weight / ngrams.WEIGHT
     return SentimentHead(
@@ -223,7 +224,6 @@ def fit_sentiment_head(
         threshold=threshold,
         probes=encoder.encode(PROBES),
         model=base_model_name(encoder.info.model),
-        ngrams=reads_ngrams,
     )
 
 
@@ -466,7 +466,6 @@ def train_head(
             head.probes,
             head.model,
             thresholds,
-            head.ngrams,
         ),
         train_examples={name: len(part) for name, part in splits.train.items()},
         dev_examples=len(dev),
